@@ -1,0 +1,212 @@
+//! CEL expressions: transition conditions, slot rules and data mappings.
+
+use std::sync::{Arc, LazyLock};
+
+use cel::{Context, Env, Program};
+use serde_json::{Value, json};
+
+use crate::context::{Conversation, Event};
+
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+
+/// The names every expression can read, as docs/flows.md lists them.
+pub const SCOPE_NAMES: [&str; 7] = [
+    "slots",
+    "variables",
+    "event",
+    "intent",
+    "user",
+    "state",
+    "integrations",
+];
+
+/// A compiled CEL expression.
+#[derive(Debug)]
+pub struct Expr {
+    source: String,
+    program: Program,
+    /// Which names the expression reads, so evaluation binds only those.
+    reads: Vec<&'static str>,
+}
+
+impl Expr {
+    /// Compiles `source`; the error is the parser's message.
+    pub fn compile(source: &str) -> Result<Expr, String> {
+        let program = ENV.compile(source).map_err(|e| e.to_string())?;
+        let references = program.references();
+        let reads = SCOPE_NAMES
+            .into_iter()
+            .chain(["value", "result"])
+            .filter(|name| references.has_variable(name))
+            .collect();
+        Ok(Expr {
+            source: source.to_owned(),
+            program,
+            reads,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Evaluates to JSON.
+    pub fn eval(&self, scope: &Scope<'_>) -> Result<Value, String> {
+        let mut context = Context::with_env(ENV.clone());
+        for name in &self.reads {
+            let value = scope.to_cel(name).map_err(|e| e.to_string())?;
+            context.add_variable_from_value(*name, value);
+        }
+        let value = self.program.execute(&context).map_err(|e| e.to_string())?;
+        value
+            .json()
+            .map_err(|e| format!("result cannot be represented as JSON: {e}"))
+    }
+
+    /// Evaluates to a boolean; any other result is an error.
+    pub fn eval_bool(&self, scope: &Scope<'_>) -> Result<bool, String> {
+        match self.eval(scope)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(format!("expected a boolean, got {other}")),
+        }
+    }
+}
+
+/// What an expression sees of a conversation.
+pub struct Scope<'a> {
+    pub conversation: &'a Conversation,
+    pub event: Option<&'a Event>,
+    /// `value` in slot rules, `result` in response mappings.
+    pub extra: Option<(&'static str, &'a Value)>,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(conversation: &'a Conversation, event: Option<&'a Event>) -> Scope<'a> {
+        Scope {
+            conversation,
+            event,
+            extra: None,
+        }
+    }
+
+    pub fn with(mut self, name: &'static str, value: &'a Value) -> Scope<'a> {
+        self.extra = Some((name, value));
+        self
+    }
+
+    /// Borrowed maps are converted without cloning them first.
+    fn to_cel(&self, name: &str) -> Result<cel::Value, cel::SerializationError> {
+        let c = self.conversation;
+        match name {
+            "slots" if self.extra.is_none_or(|(n, _)| n != name) => cel::to_value(&c.slots),
+            "variables" => cel::to_value(&c.variables),
+            "integrations" => cel::to_value(&c.integration_results),
+            _ => cel::to_value(self.lookup(name)),
+        }
+    }
+
+    /// The value bound to one of the scope's names.
+    pub fn lookup(&self, name: &str) -> Value {
+        let c = self.conversation;
+        if let Some((extra, value)) = self.extra
+            && extra == name
+        {
+            return value.clone();
+        }
+        match name {
+            "slots" => Value::Object(c.slots.clone()),
+            "variables" => Value::Object(c.variables.clone()),
+            "user" => {
+                let mut user = c.user_profile.clone();
+                user.entry("id").or_insert_with(|| json!(c.user_id));
+                Value::Object(user)
+            }
+            "event" => match self.event {
+                Some(event) => json!({
+                    "type": event.kind,
+                    "text": event.text,
+                    "data": event.data,
+                }),
+                None => json!({ "type": "none", "text": "", "data": {} }),
+            },
+            "intent" => match &c.intent {
+                Some(intent) => json!({
+                    "name": intent.name.clone().unwrap_or_default(),
+                    "top": intent.top.clone().unwrap_or_default(),
+                    "confidence": intent.confidence,
+                    "low_confidence": intent.low_confidence,
+                }),
+                None => json!({ "name": "", "top": "", "confidence": 0.0, "low_confidence": false }),
+            },
+            "state" => json!({
+                "name": c.current_state,
+                "outcome": c.state_outcome.clone().unwrap_or_default(),
+                "retries": c.slot_filling.as_ref().map_or(0, |p| p.retries),
+            }),
+            "integrations" => Value::Object(c.integration_results.clone()),
+            _ => Value::Null,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Flow;
+
+    fn conversation() -> Conversation {
+        let flow = Flow::from_json(
+            r#"{"flow_id":"f","name":"f","version":"1","initial_state":"end",
+                "states":{"end":{"type":"end"}}}"#,
+        )
+        .unwrap();
+        let mut c = Conversation::new("t", "c", "u", &flow, 0);
+        c.slots.insert("size".into(), json!("large"));
+        c.variables.insert("total".into(), json!(21.5));
+        c.user_profile.insert("vip".into(), json!(true));
+        c
+    }
+
+    #[test]
+    fn evaluates_over_slots_variables_user_and_event() {
+        let c = conversation();
+        let event = Event::message("hello");
+        let scope = Scope::new(&c, Some(&event));
+        let expr = Expr::compile(
+            "slots.size == 'large' && variables.total > 20.0 && user.vip && event.text == 'hello'",
+        )
+        .unwrap();
+        assert!(expr.eval_bool(&scope).unwrap());
+    }
+
+    #[test]
+    fn a_non_boolean_condition_is_an_error() {
+        let c = conversation();
+        let expr = Expr::compile("variables.total").unwrap();
+        let err = expr.eval_bool(&Scope::new(&c, None)).unwrap_err();
+        assert!(err.contains("expected a boolean"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_key_is_an_error_not_a_crash() {
+        let c = conversation();
+        let expr = Expr::compile("slots.missing == 1").unwrap();
+        assert!(expr.eval_bool(&Scope::new(&c, None)).is_err());
+        let guarded = Expr::compile("has(slots.missing) && slots.missing == 1").unwrap();
+        assert!(!guarded.eval_bool(&Scope::new(&c, None)).unwrap());
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_at_compile_time() {
+        assert!(Expr::compile("slots.size ==").is_err());
+    }
+
+    #[test]
+    fn extra_names_bind_value_and_result() {
+        let c = conversation();
+        let result = json!({"order": {"id": 42}});
+        let expr = Expr::compile("result.order.id + 1").unwrap();
+        let scope = Scope::new(&c, None).with("result", &result);
+        assert_eq!(expr.eval(&scope).unwrap(), json!(43));
+    }
+}

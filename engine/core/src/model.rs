@@ -1,0 +1,656 @@
+//! The flow format: serde types that read seed 000's JSON as written, plus the
+//! documented extensions (intents, recovery state, plugin conditions, actions
+//! and state types). `docs/flows.md` is the reference tenants read.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A JSON object.
+pub type Object = Map<String, Value>;
+
+/// A conversation flow: a state machine a tenant publishes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowDefinition {
+    /// Stable identifier of the flow within its tenant.
+    pub flow_id: String,
+    /// Accepted for compatibility with seed 000; the tenant always comes from
+    /// the caller's credentials, never from the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// Human-readable name.
+    pub name: String,
+    /// Version label of this definition, e.g. "1.0.0".
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The state a new conversation starts in.
+    pub initial_state: String,
+    /// The states, by name.
+    pub states: IndexMap<String, State>,
+    /// Handlers that apply to every message in every state ("restart", "help").
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub global_handlers: IndexMap<String, GlobalHandler>,
+    /// Conversation variables and their initial values.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub variables: Object,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub metadata: Object,
+    /// Extension: intents for the built-in matcher, by name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub intents: IndexMap<String, IntentDefinition>,
+    /// Extension: where the machine goes when a state is missing, a state's
+    /// logic fails with no error transition, or slot filling gives up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_state: Option<String>,
+    /// Extension: limits of the machine for this flow.
+    #[serde(default)]
+    pub settings: FlowSettings,
+}
+
+/// Limits of the machine for one flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSettings {
+    /// States a single turn may enter before the loop guard stops it.
+    #[serde(default = "defaults::max_steps_per_turn")]
+    #[schemars(range(min = 1, max = 200))]
+    pub max_steps_per_turn: u32,
+    /// How many previous states and intents a conversation remembers.
+    #[serde(default = "defaults::history_limit")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub history_limit: u32,
+}
+
+impl Default for FlowSettings {
+    fn default() -> Self {
+        Self {
+            max_steps_per_turn: defaults::max_steps_per_turn(),
+            history_limit: defaults::history_limit(),
+        }
+    }
+}
+
+/// An intent the built-in matcher recognises.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntentDefinition {
+    /// Example phrases; a message is scored by word overlap with the closest one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
+    /// Regular expressions; a match scores 1.0. Matched case-insensitively.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+}
+
+/// A handler checked against every message before the current state sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalHandler {
+    /// Whole messages that trigger the handler, compared case-insensitively
+    /// after trimming punctuation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phrases: Vec<String>,
+    /// Regular expressions searched in the message, case-insensitively.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+    /// An intent of `intents` that triggers the handler when the built-in
+    /// matcher finds it with confidence of at least 0.7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// Template sent when the handler fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    /// State to go to; without one the conversation stays where it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_state: Option<String>,
+    /// Clear slots and reset variables to the flow's initial values.
+    #[serde(default)]
+    pub reset: bool,
+    /// When staying, repeat the current state's prompt after the response.
+    #[serde(default = "defaults::yes")]
+    pub reprompt: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
+}
+
+/// One state of a flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawState", into = "RawState")]
+pub struct State {
+    /// Type and type-specific configuration.
+    pub config: StateConfig,
+    pub transitions: Vec<Transition>,
+    pub entry_actions: Vec<Action>,
+    pub exit_actions: Vec<Action>,
+    pub metadata: Object,
+}
+
+impl State {
+    /// The type as written in the flow: a built-in name or `plugin:<name>`.
+    pub fn type_name(&self) -> String {
+        match &self.config {
+            StateConfig::Custom { plugin, .. } => format!("{CUSTOM_TYPE_PREFIX}{plugin}"),
+            other => other.builtin_type().expect("built-in").as_str().to_owned(),
+        }
+    }
+}
+
+/// How a state is written in JSON: `config` is read according to `type`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawState {
+    /// Seed 000 repeats the state's name inside it; accepted and ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default)]
+    pub transitions: Vec<Transition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entry_actions: Vec<Action>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_actions: Vec<Action>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub metadata: Object,
+}
+
+impl TryFrom<RawState> for State {
+    type Error = String;
+
+    fn try_from(raw: RawState) -> Result<Self, String> {
+        let config = StateConfig::parse(&raw.kind, raw.config).map_err(|e| e.to_string())?;
+        Ok(State {
+            config,
+            transitions: raw.transitions,
+            entry_actions: raw.entry_actions,
+            exit_actions: raw.exit_actions,
+            metadata: raw.metadata,
+        })
+    }
+}
+
+impl From<State> for RawState {
+    fn from(state: State) -> Self {
+        let kind = state.type_name();
+        let config = match state.config {
+            StateConfig::Response(c) => serde_json::to_value(c),
+            StateConfig::Intent(c) => serde_json::to_value(c),
+            StateConfig::SlotFilling(c) => serde_json::to_value(c),
+            StateConfig::Integration(c) => serde_json::to_value(c),
+            StateConfig::Condition(c) => Ok(Value::Object(c)),
+            StateConfig::Wait(c) => serde_json::to_value(c),
+            StateConfig::End(c) => serde_json::to_value(c),
+            StateConfig::Custom { config, .. } => Ok(Value::Object(config)),
+        }
+        .expect("configs serialize to JSON");
+        RawState {
+            name: None,
+            kind,
+            config,
+            transitions: state.transitions,
+            entry_actions: state.entry_actions,
+            exit_actions: state.exit_actions,
+            metadata: state.metadata,
+        }
+    }
+}
+
+/// Prefix of a state type served by a tenant's state-type plugin.
+pub const CUSTOM_TYPE_PREFIX: &str = "plugin:";
+
+/// The built-in state types of seed 000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateType {
+    Response,
+    Intent,
+    SlotFilling,
+    Integration,
+    Condition,
+    Wait,
+    End,
+}
+
+impl StateType {
+    pub const ALL: [StateType; 7] = [
+        StateType::Response,
+        StateType::Intent,
+        StateType::SlotFilling,
+        StateType::Integration,
+        StateType::Condition,
+        StateType::Wait,
+        StateType::End,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateType::Response => "response",
+            StateType::Intent => "intent",
+            StateType::SlotFilling => "slot_filling",
+            StateType::Integration => "integration",
+            StateType::Condition => "condition",
+            StateType::Wait => "wait",
+            StateType::End => "end",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<StateType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+/// The configuration of a state, by type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateConfig {
+    Response(ResponseConfig),
+    Intent(IntentConfig),
+    SlotFilling(SlotFillingConfig),
+    Integration(IntegrationConfig),
+    /// A condition state only branches; its config is free-form metadata.
+    Condition(Object),
+    Wait(WaitConfig),
+    End(EndConfig),
+    /// A tenant state type: `plugin` names the state-type plugin, `config`
+    /// is passed to it unchanged.
+    Custom { plugin: String, config: Object },
+}
+
+/// Why a state's config could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    UnknownType(String),
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl StateConfig {
+    /// Reads `config` as the configuration of a state of type `kind`.
+    pub fn parse(kind: &str, config: Value) -> Result<StateConfig, ConfigError> {
+        let config = match config {
+            Value::Null => Value::Object(Map::new()),
+            other => other,
+        };
+        if let Some(plugin) = kind.strip_prefix(CUSTOM_TYPE_PREFIX) {
+            return match config {
+                Value::Object(config) => Ok(StateConfig::Custom {
+                    plugin: plugin.to_owned(),
+                    config,
+                }),
+                _ => Err(ConfigError::Invalid {
+                    path: String::new(),
+                    message: "config must be an object".into(),
+                }),
+            };
+        }
+        let Some(builtin) = StateType::from_name(kind) else {
+            return Err(ConfigError::UnknownType(unknown_type_message(kind)));
+        };
+        fn read<T: serde::de::DeserializeOwned>(config: Value) -> Result<T, ConfigError> {
+            serde_path_to_error::deserialize(config).map_err(|e| ConfigError::Invalid {
+                path: e.path().to_string(),
+                message: e.into_inner().to_string(),
+            })
+        }
+        Ok(match builtin {
+            StateType::Response => StateConfig::Response(read(config)?),
+            StateType::Intent => StateConfig::Intent(read(config)?),
+            StateType::SlotFilling => StateConfig::SlotFilling(read(config)?),
+            StateType::Integration => StateConfig::Integration(read(config)?),
+            StateType::Condition => StateConfig::Condition(read(config)?),
+            StateType::Wait => StateConfig::Wait(read(config)?),
+            StateType::End => StateConfig::End(read(config)?),
+        })
+    }
+
+    /// The built-in type, or `None` for a tenant state type.
+    pub fn builtin_type(&self) -> Option<StateType> {
+        Some(match self {
+            StateConfig::Response(_) => StateType::Response,
+            StateConfig::Intent(_) => StateType::Intent,
+            StateConfig::SlotFilling(_) => StateType::SlotFilling,
+            StateConfig::Integration(_) => StateType::Integration,
+            StateConfig::Condition(_) => StateType::Condition,
+            StateConfig::Wait(_) => StateType::Wait,
+            StateConfig::End(_) => StateType::End,
+            StateConfig::Custom { .. } => return None,
+        })
+    }
+}
+
+pub(crate) fn unknown_type_message(kind: &str) -> String {
+    let supported: Vec<&str> = StateType::ALL.iter().map(|t| t.as_str()).collect();
+    format!(
+        "unknown state type \"{kind}\"; supported types are {}, or \"{CUSTOM_TYPE_PREFIX}<name>\" for a tenant state-type plugin",
+        supported.join(", ")
+    )
+}
+
+/// Sends a message when the state is entered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseConfig {
+    /// Templates by name; see "Choosing a template" in docs/flows.md.
+    pub response_templates: IndexMap<String, String>,
+    #[serde(default = "defaults::text")]
+    pub response_type: String,
+    /// Render templates with the conversation's data; off sends them verbatim.
+    #[serde(default = "defaults::yes")]
+    pub personalization: bool,
+    #[serde(default = "defaults::yes")]
+    pub typing_indicator: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 5000))]
+    pub delay_ms: Option<u64>,
+}
+
+/// Classifies the user's message into an intent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntentConfig {
+    /// Names of intents (from the flow's `intents`) this state considers;
+    /// empty means all of them. Ignored when a classifier plugin is used.
+    #[serde(default)]
+    pub intent_patterns: Vec<String>,
+    #[serde(default = "defaults::confidence_threshold")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub confidence_threshold: f64,
+    /// Intent assumed when the best score is below the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_intent: Option<String>,
+    /// Pass the conversation (history, slots) to the classifier plugin.
+    #[serde(default = "defaults::yes")]
+    pub context_aware: bool,
+    /// Extension: an intent-classifier plugin used instead of the built-in matcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<String>,
+    /// Extension: template sent when the state is entered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+}
+
+/// Collects named values (slots) from the user, prompting for each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlotFillingConfig {
+    pub required_slots: Vec<String>,
+    #[serde(default)]
+    pub optional_slots: Vec<String>,
+    /// Rule per slot; see "Validation rules" in docs/flows.md.
+    #[serde(default)]
+    pub validation_rules: IndexMap<String, String>,
+    /// Prompt template per required slot.
+    pub prompts: IndexMap<String, String>,
+    /// Template sent after an invalid answer, per slot.
+    #[serde(default)]
+    pub retry_prompts: IndexMap<String, String>,
+    /// Invalid answers to one slot before giving up.
+    #[serde(default = "defaults::max_retries")]
+    #[schemars(range(min = 1, max = 5))]
+    pub max_retries: u32,
+    /// Extension: regular expressions that find a slot anywhere in a message;
+    /// the first capture group (or the whole match) is the value.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub extractors: IndexMap<String, String>,
+    /// Extension: where to go when a slot's retries run out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_state: Option<String>,
+}
+
+/// Calls a tool plugin and maps its result into the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationConfig {
+    /// The tool plugin to call.
+    pub integration_id: String,
+    /// Passed to the tool as `endpoint` unless `request_mapping` sets it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint: String,
+    /// Passed to the tool as `method` unless `request_mapping` sets it.
+    #[serde(default = "defaults::method")]
+    pub method: String,
+    #[serde(default = "defaults::timeout_ms")]
+    #[schemars(range(min = 100, max = 30000))]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub retry_config: RetryConfig,
+    /// Tool argument name → CEL expression over the conversation.
+    #[serde(default)]
+    pub request_mapping: IndexMap<String, String>,
+    /// Variable (or `slots.<name>`) → CEL expression over `result` and the conversation.
+    #[serde(default)]
+    pub response_mapping: IndexMap<String, String>,
+    #[serde(default)]
+    pub error_handling: ErrorHandling,
+}
+
+/// How an integration call is retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included.
+    #[serde(default = "defaults::max_attempts")]
+    #[schemars(range(min = 1, max = 5))]
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubles each time after.
+    #[serde(default = "defaults::backoff_ms")]
+    #[schemars(range(max = 10000))]
+    pub backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: defaults::max_attempts(),
+            backoff_ms: defaults::backoff_ms(),
+        }
+    }
+}
+
+/// What an integration state does when the call fails.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorHandling {
+    /// Template sent to the user when the call fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Waits for the user, optionally until a timeout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitConfig {
+    /// Template sent when the state is entered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Deadline for `timeout` transitions that name none themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 86400000))]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Ends the conversation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndConfig {
+    /// Template sent when the conversation ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A possible move out of a state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    pub condition: TransitionCondition,
+    /// The intent for `intent_match`, the slot for `slot_filled`, the
+    /// integration for `integration_*`, milliseconds for `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition_value: Option<String>,
+    /// CEL expression for `expression`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    pub target_state: String,
+    /// Lower numbers are tried first.
+    #[serde(default = "defaults::priority")]
+    #[schemars(range(max = 1000))]
+    pub priority: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
+    /// Extension: the condition plugin for `plugin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// Extension: arguments passed to the condition plugin.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub args: Value,
+}
+
+/// When a transition may be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionCondition {
+    AnyInput,
+    IntentMatch,
+    SlotFilled,
+    IntegrationSuccess,
+    IntegrationError,
+    Expression,
+    Timeout,
+    LowConfidence,
+    /// Extension: a tenant condition plugin decides.
+    Plugin,
+    /// Extension: always matches; tried after every other transition.
+    #[serde(alias = "fallback")]
+    Default,
+}
+
+impl TransitionCondition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransitionCondition::AnyInput => "any_input",
+            TransitionCondition::IntentMatch => "intent_match",
+            TransitionCondition::SlotFilled => "slot_filled",
+            TransitionCondition::IntegrationSuccess => "integration_success",
+            TransitionCondition::IntegrationError => "integration_error",
+            TransitionCondition::Expression => "expression",
+            TransitionCondition::Timeout => "timeout",
+            TransitionCondition::LowConfidence => "low_confidence",
+            TransitionCondition::Plugin => "plugin",
+            TransitionCondition::Default => "default",
+        }
+    }
+
+    /// Whether the condition needs an event (a message or a timeout) to be
+    /// handled by the state; the others can match the moment a state is entered.
+    pub fn needs_event(self) -> bool {
+        matches!(self, TransitionCondition::AnyInput | TransitionCondition::Timeout)
+    }
+}
+
+/// Something a state or transition does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Send a message (a template).
+    SendMessage {
+        message: String,
+        #[serde(default = "defaults::text")]
+        response_type: String,
+    },
+    /// Set a variable (or `slots.<name>`) to a JSON `value` or the result of a
+    /// CEL `expression`; exactly one of the two.
+    SetVariable {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expression: Option<String>,
+    },
+    /// Remove a variable (or `slots.<name>`; `slots.*` clears every slot).
+    ClearVariable { name: String },
+    /// Call a tool plugin without branching on the result.
+    CallIntegration {
+        integration_id: String,
+        #[serde(default)]
+        request_mapping: IndexMap<String, String>,
+        #[serde(default)]
+        response_mapping: IndexMap<String, String>,
+        #[serde(default = "defaults::timeout_ms")]
+        #[schemars(range(min = 100, max = 30000))]
+        timeout_ms: u64,
+    },
+    /// Record an analytics event; returned in the step result.
+    LogEvent {
+        event: String,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        data: Object,
+    },
+    /// Ask the caller to switch the conversation to another flow.
+    TriggerFlow {
+        flow_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_state: Option<String>,
+    },
+    /// Extension: run a tenant action plugin.
+    Plugin {
+        plugin: String,
+        #[serde(default, skip_serializing_if = "Value::is_null")]
+        args: Value,
+    },
+}
+
+impl Action {
+    /// The action's type as written in the flow.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Action::SendMessage { .. } => "send_message",
+            Action::SetVariable { .. } => "set_variable",
+            Action::ClearVariable { .. } => "clear_variable",
+            Action::CallIntegration { .. } => "call_integration",
+            Action::LogEvent { .. } => "log_event",
+            Action::TriggerFlow { .. } => "trigger_flow",
+            Action::Plugin { .. } => "plugin",
+        }
+    }
+}
+
+mod defaults {
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn text() -> String {
+        "text".into()
+    }
+    pub fn confidence_threshold() -> f64 {
+        0.7
+    }
+    pub fn max_retries() -> u32 {
+        3
+    }
+    pub fn method() -> String {
+        "GET".into()
+    }
+    pub fn timeout_ms() -> u64 {
+        5000
+    }
+    pub fn priority() -> u32 {
+        100
+    }
+    pub fn max_attempts() -> u32 {
+        1
+    }
+    pub fn backoff_ms() -> u64 {
+        200
+    }
+    pub fn max_steps_per_turn() -> u32 {
+        25
+    }
+    pub fn history_limit() -> u32 {
+        50
+    }
+}
