@@ -7,7 +7,20 @@ use serde_json::{Value, json};
 
 use crate::context::{Conversation, Event};
 
-static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+/// The standard library plus the strings, lists and math extensions
+/// (`lowerAscii`, `replace`, `split`, `math.least`, ...).
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
+    let mut env = Env::stdlib();
+    for extension in [
+        cel::extensions::strings,
+        cel::extensions::lists,
+        cel::extensions::math,
+    ] {
+        env.add_extension(extension)
+            .expect("the standard extensions do not conflict");
+    }
+    Arc::new(env)
+});
 
 /// The names every expression can read, as docs/flows.md lists them.
 pub const SCOPE_NAMES: [&str; 7] = [

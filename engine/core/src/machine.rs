@@ -150,6 +150,7 @@ impl<R: PluginRuntime, C: Clock> Machine<R, C> {
             machine: self,
             flow,
             event,
+            input_pending: event.kind == EventKind::Message,
             steps: 0,
             result: StepResult::default(),
         };
@@ -202,6 +203,9 @@ struct Turn<'a, R, C> {
     machine: &'a Machine<R, C>,
     flow: &'a Flow,
     event: &'a Event,
+    /// The message has not been handed to a state yet. States entered
+    /// before it is hold their prompts: the message may answer them.
+    input_pending: bool,
     steps: u32,
     result: StepResult,
 }
@@ -231,7 +235,8 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
         if c.status == ConversationStatus::Active && self.due_timeout(c).is_some() {
             self.fire_timeout(c).await;
         }
-        if self.event.kind == EventKind::Message && c.status == ConversationStatus::Active {
+        if self.input_pending && c.status == ConversationStatus::Active {
+            self.input_pending = false;
             if !self.global_handlers(c).await {
                 self.handle_input(c).await;
             }
@@ -386,7 +391,9 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
                 Arrival::Evaluate { failed: false }
             }
             StateConfig::Intent(config) => {
-                if let Some(prompt) = &config.prompt {
+                if let Some(prompt) = &config.prompt
+                    && !self.input_pending
+                {
                     self.say(c, name, prompt, "text");
                 }
                 Arrival::Wait
@@ -398,6 +405,7 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
                 });
                 match missing_slot(c, config) {
                     None => Arrival::Evaluate { failed: false },
+                    Some(_) if self.input_pending => Arrival::Wait,
                     Some(slot) => {
                         self.ask(c, name, config, &slot, None);
                         Arrival::Wait
@@ -432,7 +440,9 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
             }
             StateConfig::Condition(_) => Arrival::Evaluate { failed: false },
             StateConfig::Wait(config) => {
-                if let Some(prompt) = &config.prompt {
+                if let Some(prompt) = &config.prompt
+                    && !self.input_pending
+                {
                     self.say(c, name, prompt, "text");
                 }
                 Arrival::Wait
