@@ -67,8 +67,7 @@ impl Expr {
     pub fn eval(&self, scope: &Scope<'_>) -> Result<Value, String> {
         let mut context = Context::with_env(ENV.clone());
         for name in &self.reads {
-            let value = scope.to_cel(name).map_err(|e| e.to_string())?;
-            context.add_variable_from_value(*name, value);
+            context.add_variable_from_value(*name, scope.to_cel(name));
         }
         let value = self.program.execute(&context).map_err(|e| e.to_string())?;
         value
@@ -108,13 +107,13 @@ impl<'a> Scope<'a> {
     }
 
     /// Borrowed maps are converted without cloning them first.
-    fn to_cel(&self, name: &str) -> Result<cel::Value, cel::SerializationError> {
+    fn to_cel(&self, name: &str) -> cel::Value {
         let c = self.conversation;
         match name {
-            "slots" if self.extra.is_none_or(|(n, _)| n != name) => cel::to_value(&c.slots),
-            "variables" => cel::to_value(&c.variables),
-            "integrations" => cel::to_value(&c.integration_results),
-            _ => cel::to_value(self.lookup(name)),
+            "slots" => object_to_cel(&c.slots),
+            "variables" => object_to_cel(&c.variables),
+            "integrations" => object_to_cel(&c.integration_results),
+            _ => json_to_cel(&self.lookup(name)),
         }
     }
 
@@ -160,6 +159,32 @@ impl<'a> Scope<'a> {
             _ => Value::Null,
         }
     }
+}
+
+/// JSON to CEL. Whole numbers become `int` whenever they fit, so
+/// `slots.quantity * 2` works: JSON has no unsigned type, and CEL does not
+/// mix `int` and `uint` in arithmetic.
+fn json_to_cel(value: &Value) -> cel::Value {
+    match value {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(json_to_cel).collect())),
+        Value::Object(map) => object_to_cel(map),
+    }
+}
+
+fn object_to_cel(map: &serde_json::Map<String, Value>) -> cel::Value {
+    let map: std::collections::HashMap<cel::objects::Key, cel::Value> = map
+        .iter()
+        .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), json_to_cel(v)))
+        .collect();
+    cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
 }
 
 #[cfg(test)]

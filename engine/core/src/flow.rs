@@ -160,7 +160,9 @@ impl Flow {
             match serde_path_to_error::deserialize(Value::Object(top)) {
                 Ok(definition) => Some(definition),
                 Err(e) => {
-                    report.error(e.path().to_string().replace('?', ""), e.into_inner().to_string());
+                    let path = e.path().to_string();
+                    let path = if path == "." { String::new() } else { path };
+                    report.error(path, e.into_inner().to_string());
                     None
                 }
             };
