@@ -152,6 +152,7 @@ impl<R: PluginRuntime, C: Clock> Machine<R, C> {
             event,
             input_pending: event.kind == EventKind::Message,
             steps: 0,
+            halted: false,
             result: StepResult::default(),
         };
         conversation.turn += 1;
@@ -207,6 +208,8 @@ struct Turn<'a, R, C> {
     /// before it is hold their prompts: the message may answer them.
     input_pending: bool,
     steps: u32,
+    /// The loop guard tripped: nothing more happens this turn.
+    halted: bool,
     result: StepResult,
 }
 
@@ -232,10 +235,10 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
             self.enter(c, to.to_owned()).await;
         }
         // An expired deadline happened before this event, so it goes first.
-        if c.status == ConversationStatus::Active && self.due_timeout(c).is_some() {
+        if c.status == ConversationStatus::Active && !self.halted && self.due_timeout(c).is_some() {
             self.fire_timeout(c).await;
         }
-        if self.input_pending && c.status == ConversationStatus::Active {
+        if self.input_pending && !self.halted && c.status == ConversationStatus::Active {
             self.input_pending = false;
             if !self.global_handlers(c).await {
                 self.handle_input(c).await;
@@ -249,8 +252,12 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
     async fn enter(&mut self, c: &mut Conversation, mut name: String) {
         let flow = self.flow;
         loop {
+            if self.halted {
+                return;
+            }
             self.steps += 1;
             if self.steps > flow.definition().settings.max_steps_per_turn {
+                self.halted = true;
                 let limit = flow.definition().settings.max_steps_per_turn;
                 self.error(
                     TurnErrorKind::LoopGuard,
