@@ -1,5 +1,7 @@
 //! Message templates (minijinja), compiled once per flow.
 
+use std::collections::{HashMap, HashSet};
+
 use minijinja::{Environment, UndefinedBehavior, Value, context};
 
 use crate::context::{Conversation, Event};
@@ -11,6 +13,9 @@ const RENDER_FUEL: u64 = 50_000;
 #[derive(Debug)]
 pub struct Templates {
     env: Environment<'static>,
+    /// The top-level names each template reads: only those are converted
+    /// for a render, which keeps a turn within its time budget.
+    reads: HashMap<String, HashSet<String>>,
 }
 
 impl Default for Templates {
@@ -21,19 +26,29 @@ impl Default for Templates {
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_fuel(Some(RENDER_FUEL));
         env.set_recursion_limit(32);
-        Templates { env }
+        Templates {
+            env,
+            reads: HashMap::new(),
+        }
     }
 }
 
 impl Templates {
     /// Compiles `source`; the error names the line and the problem.
     pub fn add(&mut self, source: &str) -> Result<(), String> {
-        if self.env.get_template(source).is_ok() {
+        if self.reads.contains_key(source) {
             return Ok(());
         }
         self.env
             .add_template_owned(source.to_owned(), source.to_owned())
-            .map_err(|e| describe(&e))
+            .map_err(|e| describe(&e))?;
+        let reads = self
+            .env
+            .get_template(source)
+            .map_err(|e| describe(&e))?
+            .undeclared_variables(false);
+        self.reads.insert(source.to_owned(), reads);
+        Ok(())
     }
 
     /// Renders a template added before, with the conversation's names bound.
@@ -44,28 +59,40 @@ impl Templates {
         event: Option<&Event>,
     ) -> Result<String, String> {
         let template = self.env.get_template(source).map_err(|e| describe(&e))?;
-        let mut user = conversation.user_profile.clone();
-        user.entry("id")
-            .or_insert_with(|| conversation.user_id.clone().into());
-        let intent = conversation.intent.as_ref();
-        let ctx = context! {
-            slots => Value::from_serialize(&conversation.slots),
-            variables => Value::from_serialize(&conversation.variables),
-            user => Value::from_serialize(&user),
-            event => context! {
-                text => event.map_or("", |e| e.text.as_str()),
-                data => Value::from_serialize(event.map(|e| &e.data)),
-            },
-            intent => context! {
-                name => intent.and_then(|i| i.name.clone()),
-                confidence => intent.map_or(0.0, |i| i.confidence),
-            },
-            state => context! {
-                name => conversation.current_state.as_str(),
-                outcome => conversation.state_outcome.as_deref(),
-            },
-            integrations => Value::from_serialize(&conversation.integration_results),
+        let Some(reads) = self.reads.get(source) else {
+            return Err(format!("template was not compiled: {source}"));
         };
+        if reads.is_empty() {
+            return template.render(()).map_err(|e| describe(&e));
+        }
+        let c = conversation;
+        let names = reads.iter().filter_map(|name| {
+            let value = match name.as_str() {
+                "slots" => Value::from_serialize(&c.slots),
+                "variables" => Value::from_serialize(&c.variables),
+                "user" => {
+                    let mut user = c.user_profile.clone();
+                    user.entry("id").or_insert_with(|| c.user_id.clone().into());
+                    Value::from_serialize(&user)
+                }
+                "event" => context! {
+                    text => event.map_or("", |e| e.text.as_str()),
+                    data => Value::from_serialize(event.map(|e| &e.data)),
+                },
+                "intent" => context! {
+                    name => c.intent.as_ref().and_then(|i| i.name.clone()),
+                    confidence => c.intent.as_ref().map_or(0.0, |i| i.confidence),
+                },
+                "state" => context! {
+                    name => c.current_state.as_str(),
+                    outcome => c.state_outcome.as_deref(),
+                },
+                "integrations" => Value::from_serialize(&c.integration_results),
+                _ => return None,
+            };
+            Some((name.as_str(), value))
+        });
+        let ctx: std::collections::BTreeMap<&str, Value> = names.collect();
         template.render(ctx).map_err(|e| describe(&e))
     }
 }
