@@ -8,7 +8,10 @@ use futures::executor::block_on;
 use mcp_flow::{Conversation, Event, Flow, Machine, NoPlugins, SystemClock};
 
 fn example(name: &str) -> Flow {
-    let path = format!("{}/../../examples/flows/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../examples/flows/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     Flow::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -52,7 +55,9 @@ fn step(c: &mut Criterion) {
     c.bench_function("intent/route_one_turn", |b| {
         b.iter_batched(
             || waiting.clone(),
-            |mut conversation| block_on(machine.step(&greeting, &mut conversation, black_box(&hours))),
+            |mut conversation| {
+                block_on(machine.step(&greeting, &mut conversation, black_box(&hours)))
+            },
             BatchSize::SmallInput,
         )
     });

@@ -58,7 +58,10 @@ impl ExperimentConfig {
             problems.push(("experiment_id".into(), "must not be empty".into()));
         }
         if self.variants.is_empty() {
-            problems.push(("variants".into(), "an experiment needs at least one variant".into()));
+            problems.push((
+                "variants".into(),
+                "an experiment needs at least one variant".into(),
+            ));
         }
         for (i, variant) in self.variants.iter().enumerate() {
             if !(0.0..=100.0).contains(&variant.percentage) {
@@ -92,7 +95,10 @@ impl ExperimentConfig {
         if !matches!(self.allocation_method.as_str(), "hash" | "random") {
             problems.push((
                 "allocation_method".into(),
-                format!("unknown allocation method \"{}\"; use hash", self.allocation_method),
+                format!(
+                    "unknown allocation method \"{}\"; use hash",
+                    self.allocation_method
+                ),
             ));
         }
         problems
@@ -110,7 +116,11 @@ impl ExperimentConfig {
         if !self.is_running(now) {
             return None;
         }
-        let bucket = fnv1a(&[self.experiment_id.as_bytes(), b":", conversation_id.as_bytes()]) % BUCKETS;
+        let bucket = fnv1a(&[
+            self.experiment_id.as_bytes(),
+            b":",
+            conversation_id.as_bytes(),
+        ]) % BUCKETS;
         let mut upper = 0.0;
         for variant in &self.variants {
             upper += variant.percentage * (BUCKETS as f64 / 100.0);
@@ -176,7 +186,10 @@ mod tests {
                 control += 1;
             }
         }
-        assert!((6_800..=7_200).contains(&control), "control got {control} of 10000");
+        assert!(
+            (6_800..=7_200).contains(&control),
+            "control got {control} of 10000"
+        );
     }
 
     #[test]
@@ -196,8 +209,14 @@ mod tests {
     #[test]
     fn nothing_is_allocated_outside_the_dates_or_when_disabled() {
         let mut e = experiment(&[("a", 100.0)]);
-        assert!(e.allocate("c", "2025-12-31T00:00:00Z".parse().unwrap()).is_none());
-        assert!(e.allocate("c", "2027-01-01T00:00:00Z".parse().unwrap()).is_none());
+        assert!(
+            e.allocate("c", "2025-12-31T00:00:00Z".parse().unwrap())
+                .is_none()
+        );
+        assert!(
+            e.allocate("c", "2027-01-01T00:00:00Z".parse().unwrap())
+                .is_none()
+        );
         e.enabled = false;
         assert!(e.allocate("c", now()).is_none());
     }

@@ -148,7 +148,9 @@ impl<'a> Scope<'a> {
                     "confidence": intent.confidence,
                     "low_confidence": intent.low_confidence,
                 }),
-                None => json!({ "name": "", "top": "", "confidence": 0.0, "low_confidence": false }),
+                None => {
+                    json!({ "name": "", "top": "", "confidence": 0.0, "low_confidence": false })
+                }
             },
             "state" => json!({
                 "name": c.current_state,
@@ -182,7 +184,12 @@ fn json_to_cel(value: &Value) -> cel::Value {
 fn object_to_cel(map: &serde_json::Map<String, Value>) -> cel::Value {
     let map: std::collections::HashMap<cel::objects::Key, cel::Value> = map
         .iter()
-        .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), json_to_cel(v)))
+        .map(|(k, v)| {
+            (
+                cel::objects::Key::String(Arc::new(k.clone())),
+                json_to_cel(v),
+            )
+        })
         .collect();
     cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
 }

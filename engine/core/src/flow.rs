@@ -62,7 +62,9 @@ impl Report {
     }
 
     pub fn warnings(&self) -> impl Iterator<Item = &Issue> {
-        self.issues.iter().filter(|i| i.severity == Severity::Warning)
+        self.issues
+            .iter()
+            .filter(|i| i.severity == Severity::Warning)
     }
 
     pub fn has_errors(&self) -> bool {
@@ -261,7 +263,11 @@ fn read_state(name: &str, raw: Value) -> Result<State, (String, String)> {
     let base = format!("states.{name}");
     let raw: RawState = serde_path_to_error::deserialize(raw).map_err(|e| {
         let inner = e.path().to_string();
-        let path = if inner == "." { base.clone() } else { format!("{base}.{inner}") };
+        let path = if inner == "." {
+            base.clone()
+        } else {
+            format!("{base}.{inner}")
+        };
         (path, e.into_inner().to_string())
     })?;
     let config = StateConfig::parse(&raw.kind, raw.config).map_err(|e| match e {
@@ -334,8 +340,10 @@ impl<'a> Compiler<'a> {
             let path = format!("global_handlers.{name}");
             if handler.phrases.is_empty() && handler.patterns.is_empty() && handler.intent.is_none()
             {
-                self.report
-                    .error(&path, "a global handler needs phrases, patterns or an intent");
+                self.report.error(
+                    &path,
+                    "a global handler needs phrases, patterns or an intent",
+                );
             }
             for (i, pattern) in handler.patterns.iter().enumerate() {
                 self.regex(format!("{path}.patterns[{i}]"), pattern);
@@ -380,8 +388,11 @@ impl<'a> Compiler<'a> {
 
     fn check_header(&mut self) {
         let d = self.definition;
-        for (field, value) in [("flow_id", &d.flow_id), ("name", &d.name), ("version", &d.version)]
-        {
+        for (field, value) in [
+            ("flow_id", &d.flow_id),
+            ("name", &d.name),
+            ("version", &d.version),
+        ] {
             if value.trim().is_empty() {
                 self.report.error(field, "must not be empty");
             }
@@ -389,7 +400,10 @@ impl<'a> Compiler<'a> {
         if !self.exists(&d.initial_state) {
             self.report.error(
                 "initial_state",
-                format!("initial state \"{}\" is not one of the flow's states", d.initial_state),
+                format!(
+                    "initial state \"{}\" is not one of the flow's states",
+                    d.initial_state
+                ),
             );
         }
         if let Some(recovery) = &d.recovery_state {
@@ -401,7 +415,8 @@ impl<'a> Compiler<'a> {
                 .error("settings.max_steps_per_turn", "must be between 1 and 200");
         }
         if !(1..=1000).contains(&settings.history_limit) {
-            self.report.error("settings.history_limit", "must be between 1 and 1000");
+            self.report
+                .error("settings.history_limit", "must be between 1 and 1000");
         }
     }
 
@@ -483,7 +498,11 @@ impl<'a> Compiler<'a> {
                 if !METHODS.contains(&c.method.to_uppercase().as_str()) {
                     self.report.error(
                         format!("{config}.method"),
-                        format!("unknown method \"{}\"; use one of {}", c.method, METHODS.join(", ")),
+                        format!(
+                            "unknown method \"{}\"; use one of {}",
+                            c.method,
+                            METHODS.join(", ")
+                        ),
                     );
                 }
                 self.timeout(format!("{config}.timeout_ms"), c.timeout_ms);
@@ -535,17 +554,14 @@ impl<'a> Compiler<'a> {
         if state.transitions.is_empty() && !matches!(state.config, StateConfig::End(_)) {
             self.report.error(
                 format!("{path}.transitions"),
-                format!("state \"{name}\" has no way out: add a transition or make it an end state"),
+                format!(
+                    "state \"{name}\" has no way out: add a transition or make it an end state"
+                ),
             );
         }
     }
 
-    fn check_slot_filling(
-        &mut self,
-        path: &str,
-        name: &str,
-        c: &crate::model::SlotFillingConfig,
-    ) {
+    fn check_slot_filling(&mut self, path: &str, name: &str, c: &crate::model::SlotFillingConfig) {
         let config = format!("{path}.config");
         if c.required_slots.is_empty() {
             self.report.error(
@@ -575,8 +591,10 @@ impl<'a> Compiler<'a> {
         for (slot, rule) in &c.validation_rules {
             let rule_path = format!("{config}.validation_rules.{slot}");
             if !known(slot) {
-                self.report
-                    .error(&rule_path, format!("\"{slot}\" is not a slot of this state"));
+                self.report.error(
+                    &rule_path,
+                    format!("\"{slot}\" is not a slot of this state"),
+                );
             }
             match Rule::parse(rule) {
                 Ok(rule) => {
@@ -620,7 +638,10 @@ impl<'a> Compiler<'a> {
             self.report
                 .error(format!("{path}.priority"), "must be between 0 and 1000");
         }
-        let value = t.condition_value.as_deref().filter(|v| !v.trim().is_empty());
+        let value = t
+            .condition_value
+            .as_deref()
+            .filter(|v| !v.trim().is_empty());
         let is = |kind| state.config.builtin_type() == Some(kind);
         match t.condition {
             C::Expression => match &t.expression {
@@ -638,7 +659,8 @@ impl<'a> Compiler<'a> {
                     "an `intent_match` transition needs the intent in condition_value",
                 ),
                 Some(intent) => {
-                    let classifier = matches!(&state.config, StateConfig::Intent(c) if c.classifier.is_some());
+                    let classifier =
+                        matches!(&state.config, StateConfig::Intent(c) if c.classifier.is_some());
                     if !classifier
                         && !self.definition.intents.is_empty()
                         && !self.definition.intents.contains_key(intent)
@@ -670,7 +692,8 @@ impl<'a> Compiler<'a> {
                 }
             }
             C::Timeout => {
-                let state_timeout = matches!(&state.config, StateConfig::Wait(w) if w.timeout_ms.is_some());
+                let state_timeout =
+                    matches!(&state.config, StateConfig::Wait(w) if w.timeout_ms.is_some());
                 match value {
                     Some(ms) => match ms.trim().parse::<u64>() {
                         Ok(ms) if (100..=86_400_000).contains(&ms) => {}
@@ -700,7 +723,10 @@ impl<'a> Compiler<'a> {
         if t.condition != C::Expression && t.expression.is_some() {
             self.report.warning(
                 format!("{path}.expression"),
-                format!("ignored: the condition is `{}`, not `expression`", t.condition.as_str()),
+                format!(
+                    "ignored: the condition is `{}`, not `expression`",
+                    t.condition.as_str()
+                ),
             );
         }
         self.actions(path, "actions", &t.actions);
@@ -865,12 +891,18 @@ impl<'a> Compiler<'a> {
         let mut reachable = HashSet::new();
         let mut stack: Vec<&str> = vec![d.initial_state.as_str()];
         stack.extend(d.recovery_state.as_deref());
-        stack.extend(d.global_handlers.values().filter_map(|h| h.target_state.as_deref()));
+        stack.extend(
+            d.global_handlers
+                .values()
+                .filter_map(|h| h.target_state.as_deref()),
+        );
         while let Some(name) = stack.pop() {
             if !reachable.insert(name) {
                 continue;
             }
-            let Some(state) = d.states.get(name) else { continue };
+            let Some(state) = d.states.get(name) else {
+                continue;
+            };
             stack.extend(state.transitions.iter().map(|t| t.target_state.as_str()));
             if let StateConfig::SlotFilling(c) = &state.config {
                 stack.extend(c.fallback_state.as_deref());
@@ -956,7 +988,11 @@ pub(crate) fn waits_on_entry(config: &StateConfig) -> bool {
 /// in the flow's order.
 fn automatic_cycles(d: &FlowDefinition) -> Vec<Vec<String>> {
     let names: Vec<&String> = d.states.keys().collect();
-    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
     let edges: Vec<Vec<usize>> = d
         .states
         .values()

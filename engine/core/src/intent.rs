@@ -161,7 +161,10 @@ mod tests {
     fn examples_score_by_word_overlap() {
         let scores = matcher().classify("what's the status of my order?", &[]);
         assert_eq!(scores[0].intent, "check_order");
-        assert!(scores[0].confidence >= 0.5 && scores[0].confidence < 1.0, "{scores:?}");
+        assert!(
+            scores[0].confidence >= 0.5 && scores[0].confidence < 1.0,
+            "{scores:?}"
+        );
         let exact = matcher().classify("Where is my order?!", &[]);
         assert_eq!(exact[0].confidence, 1.0);
     }
@@ -176,7 +179,13 @@ mod tests {
     #[test]
     fn a_bad_pattern_is_reported() {
         let err = IntentMatcher::default()
-            .add("x", &IntentDefinition { examples: vec![], patterns: vec!["(".into()] })
+            .add(
+                "x",
+                &IntentDefinition {
+                    examples: vec![],
+                    patterns: vec!["(".into()],
+                },
+            )
             .unwrap_err();
         assert!(err.contains("pattern \"(\""), "{err}");
     }

@@ -144,7 +144,12 @@ impl<R: PluginRuntime, C: Clock> Machine<R, C> {
 
     /// Runs one turn: `event` against `conversation`, which is updated in
     /// place. Never fails; problems are in [`StepResult::errors`].
-    pub async fn step(&self, flow: &Flow, conversation: &mut Conversation, event: &Event) -> StepResult {
+    pub async fn step(
+        &self,
+        flow: &Flow,
+        conversation: &mut Conversation,
+        event: &Event,
+    ) -> StepResult {
         let before = (conversation.slots.clone(), conversation.variables.clone());
         let mut turn = Turn {
             machine: self,
@@ -161,7 +166,11 @@ impl<R: PluginRuntime, C: Clock> Machine<R, C> {
         let mut result = turn.result;
         result.state = conversation.current_state.clone();
         result.ended = conversation.status == ConversationStatus::Ended;
-        result.wake_at_ms = if result.ended { None } else { next_deadline(flow, conversation) };
+        result.wake_at_ms = if result.ended {
+            None
+        } else {
+            next_deadline(flow, conversation)
+        };
         result.updates = diff("slots", &before.0, &conversation.slots);
         result
             .updates
@@ -184,7 +193,10 @@ enum Arrival {
 
 /// What a state did with a message.
 enum Handled {
-    Evaluate,
+    /// Try the state's transitions; `failed` if its own logic failed.
+    Evaluate {
+        failed: bool,
+    },
     Stay,
     Goto(String),
 }
@@ -229,9 +241,14 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
             self.error(
                 TurnErrorKind::StateNotFound,
                 &missing,
-                format!("state \"{missing}\" is not in flow {} {}", c.flow_id, c.flow_version),
+                format!(
+                    "state \"{missing}\" is not in flow {} {}",
+                    c.flow_id, c.flow_version
+                ),
             );
-            let to = self.recovery().unwrap_or(&self.flow.definition().initial_state);
+            let to = self
+                .recovery()
+                .unwrap_or(&self.flow.definition().initial_state);
             self.enter(c, to.to_owned()).await;
         }
         // An expired deadline happened before this event, so it goes first.
@@ -329,24 +346,23 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
     async fn handle_input(&mut self, c: &mut Conversation) {
         let flow = self.flow;
         let name = c.current_state.clone();
-        let Some(state) = flow.state(&name) else { return };
+        let Some(state) = flow.state(&name) else {
+            return;
+        };
         let handled = match &state.config {
             StateConfig::Intent(config) => {
                 self.classify(c, &name, config).await;
-                Handled::Evaluate
+                Handled::Evaluate { failed: false }
             }
             StateConfig::SlotFilling(config) => self.fill_slots(c, &name, config),
             StateConfig::Custom { plugin, config } => {
                 match self.custom_state(c, &name, plugin, config, true).await {
                     Some(true) => Handled::Stay,
-                    Some(false) => Handled::Evaluate,
-                    None => match self.recovery() {
-                        Some(recovery) if recovery != name => Handled::Goto(recovery.to_owned()),
-                        _ => Handled::Stay,
-                    },
+                    Some(false) => Handled::Evaluate { failed: false },
+                    None => Handled::Evaluate { failed: true },
                 }
             }
-            _ => Handled::Evaluate,
+            _ => Handled::Evaluate { failed: false },
         };
         let target = match handled {
             Handled::Stay => return,
@@ -354,13 +370,21 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
                 self.run_actions(c, &name, &state.exit_actions).await;
                 target
             }
-            Handled::Evaluate => match self.pick(c, &name, state, Trigger::Input).await {
-                Some(i) => self.take(c, &name, state, i).await,
-                None => {
-                    tracing::debug!(state = %name, "no transition matched the message; staying");
-                    return;
+            Handled::Evaluate { failed } => {
+                match self.pick(c, &name, state, Trigger::Input).await {
+                    Some(i) => self.take(c, &name, state, i).await,
+                    None => match self.recovery() {
+                        Some(recovery) if failed && recovery != name => {
+                            self.run_actions(c, &name, &state.exit_actions).await;
+                            recovery.to_owned()
+                        }
+                        _ => {
+                            tracing::debug!(state = %name, "no transition matched the message; staying");
+                            return;
+                        }
+                    },
                 }
-            },
+            }
         };
         self.enter(c, target).await;
     }
@@ -369,16 +393,21 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
     fn due_timeout(&self, c: &Conversation) -> Option<usize> {
         let state = self.flow.state(&c.current_state)?;
         let now = self.machine.clock.now_ms();
-        self.flow.order[&c.current_state].iter().copied().find(|&i| {
-            timeout_ms(state, &state.transitions[i])
-                .is_some_and(|ms| c.state_entered_at_ms.saturating_add(ms as i64) <= now)
-        })
+        self.flow.order[&c.current_state]
+            .iter()
+            .copied()
+            .find(|&i| {
+                timeout_ms(state, &state.transitions[i])
+                    .is_some_and(|ms| c.state_entered_at_ms.saturating_add(ms as i64) <= now)
+            })
     }
 
     async fn fire_timeout(&mut self, c: &mut Conversation) {
         let flow = self.flow;
         let name = c.current_state.clone();
-        let Some(state) = flow.state(&name) else { return };
+        let Some(state) = flow.state(&name) else {
+            return;
+        };
         if let Some(i) = self.pick(c, &name, state, Trigger::Timeout).await {
             let target = self.take(c, &name, state, i).await;
             self.enter(c, target).await;
@@ -472,10 +501,14 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
 
     fn respond(&mut self, c: &Conversation, name: &str, config: &ResponseConfig) {
         let templates = &config.response_templates;
-        let key = [c.ab_variant.as_deref(), self.event.channel(), Some("default")]
-            .into_iter()
-            .flatten()
-            .find(|key| templates.contains_key(*key));
+        let key = [
+            c.ab_variant.as_deref(),
+            self.event.channel(),
+            Some("default"),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|key| templates.contains_key(*key));
         let Some(template) = key
             .and_then(|key| templates.get(key))
             .or_else(|| templates.values().next())
@@ -529,7 +562,9 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
         if let Some(progress) = c.slot_filling.as_mut() {
             progress.asking = Some(slot.to_owned());
         }
-        let Some(prompt) = config.prompts.get(slot) else { return };
+        let Some(prompt) = config.prompts.get(slot) else {
+            return;
+        };
         match (invalid, config.retry_prompts.get(slot)) {
             (None, _) => self.say(c, name, prompt, "text"),
             (Some(_), Some(retry)) => self.say(c, name, retry, "text"),
@@ -565,12 +600,18 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
             })
             .asking
             .clone();
-        let slots: Vec<&String> = config.required_slots.iter().chain(&config.optional_slots).collect();
+        let slots: Vec<&String> = config
+            .required_slots
+            .iter()
+            .chain(&config.optional_slots)
+            .collect();
 
         // Values the channel already extracted.
         if let Some(entities) = event.entities() {
             for slot in &slots {
-                let Some(value) = entities.get(slot.as_str()) else { continue };
+                let Some(value) = entities.get(slot.as_str()) else {
+                    continue;
+                };
                 let accepted = match rule(slot) {
                     Some(rule) => rule.accept(value, c),
                     None => Ok(value.clone()),
@@ -607,7 +648,10 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
             let extracted = match (config.extractors.get(slot), rule(slot)) {
                 (Some(pattern), rule) => match flow.regexes[pattern].captures(text) {
                     Some(captures) => {
-                        let raw = captures.get(1).or_else(|| captures.get(0)).map_or("", |m| m.as_str());
+                        let raw = captures
+                            .get(1)
+                            .or_else(|| captures.get(0))
+                            .map_or("", |m| m.as_str());
                         rule.map_or(Ok(json!(raw)), |rule| rule.extract(raw, c))
                     }
                     None => Err(rule.map_or("an answer".to_owned(), Rule::describe)),
@@ -637,7 +681,10 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
             self.error(
                 TurnErrorKind::SlotRetriesExhausted,
                 name,
-                format!("no valid answer for slot \"{slot}\" after {} tries", config.max_retries),
+                format!(
+                    "no valid answer for slot \"{slot}\" after {} tries",
+                    config.max_retries
+                ),
             );
             let fallback = config.fallback_state.as_deref().or(self.recovery());
             if let Some(target) = fallback {
@@ -653,7 +700,7 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
                     asking: None,
                     retries: 0,
                 });
-                Handled::Evaluate
+                Handled::Evaluate { failed: false }
             }
             Some(slot) => {
                 let invalid = invalid.filter(|_| asking.as_deref() == Some(slot.as_str()));
@@ -741,7 +788,9 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
     fn reprompt(&mut self, c: &mut Conversation) {
         let flow = self.flow;
         let name = c.current_state.clone();
-        let Some(state) = flow.state(&name) else { return };
+        let Some(state) = flow.state(&name) else {
+            return;
+        };
         match &state.config {
             StateConfig::Response(config) => self.respond(c, &name, config),
             StateConfig::Intent(IntentConfig {
@@ -874,7 +923,9 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
                         .is_some_and(|s| s.confidence >= 0.7)
                 })
         });
-        let Some((handler_name, handler)) = found else { return false };
+        let Some((handler_name, handler)) = found else {
+            return false;
+        };
         let current = c.current_state.clone();
         self.result.actions.push(ActionRecord {
             kind: "global_handler".into(),
@@ -1174,8 +1225,12 @@ fn record_integration(
     elapsed_ms: i64,
 ) {
     let record = match outcome {
-        Ok(data) => json!({ "success": true, "data": data, "attempts": attempts, "duration_ms": elapsed_ms }),
-        Err(error) => json!({ "success": false, "error": error, "attempts": attempts, "duration_ms": elapsed_ms }),
+        Ok(data) => {
+            json!({ "success": true, "data": data, "attempts": attempts, "duration_ms": elapsed_ms })
+        }
+        Err(error) => {
+            json!({ "success": false, "error": error, "attempts": attempts, "duration_ms": elapsed_ms })
+        }
     };
     c.integration_results.insert(id.to_owned(), record);
 }

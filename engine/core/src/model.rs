@@ -257,7 +257,10 @@ pub enum StateConfig {
     End(EndConfig),
     /// A tenant state type: `plugin` names the state-type plugin, `config`
     /// is passed to it unchanged.
-    Custom { plugin: String, config: Object },
+    Custom {
+        plugin: String,
+        config: Object,
+    },
 }
 
 /// Why a state's config could not be read.
@@ -548,7 +551,10 @@ impl TransitionCondition {
     /// Whether the condition needs an event (a message or a timeout) to be
     /// handled by the state; the others can match the moment a state is entered.
     pub fn needs_event(self) -> bool {
-        matches!(self, TransitionCondition::AnyInput | TransitionCondition::Timeout)
+        matches!(
+            self,
+            TransitionCondition::AnyInput | TransitionCondition::Timeout
+        )
     }
 }
 

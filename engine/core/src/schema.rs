@@ -7,14 +7,17 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Value, json};
 
 use crate::model::{
-    Action, EndConfig, FlowDefinition, IntegrationConfig, IntentConfig, ResponseConfig,
-    SlotFillingConfig, State, StateType, Transition, WaitConfig, CUSTOM_TYPE_PREFIX,
+    Action, CUSTOM_TYPE_PREFIX, EndConfig, FlowDefinition, IntegrationConfig, IntentConfig,
+    ResponseConfig, SlotFillingConfig, State, StateType, Transition, WaitConfig,
 };
 
 /// The schema of a flow document, as JSON.
 pub fn flow_schema() -> Value {
     let mut schema = schemars::schema_for!(FlowDefinition);
-    schema.insert("$id".into(), json!("https://mcp-engine.dev/schema/flow.schema.json"));
+    schema.insert(
+        "$id".into(),
+        json!("https://mcp-engine.dev/schema/flow.schema.json"),
+    );
     schema.insert("title".into(), json!("MCP Engine flow"));
     schema.to_value()
 }
@@ -29,13 +32,31 @@ impl JsonSchema for State {
         let actions = generator.subschema_for::<Vec<Action>>();
         let object = json!({ "type": "object" });
         let configs = [
-            (StateType::Response, generator.subschema_for::<ResponseConfig>().to_value()),
-            (StateType::Intent, generator.subschema_for::<IntentConfig>().to_value()),
-            (StateType::SlotFilling, generator.subschema_for::<SlotFillingConfig>().to_value()),
-            (StateType::Integration, generator.subschema_for::<IntegrationConfig>().to_value()),
+            (
+                StateType::Response,
+                generator.subschema_for::<ResponseConfig>().to_value(),
+            ),
+            (
+                StateType::Intent,
+                generator.subschema_for::<IntentConfig>().to_value(),
+            ),
+            (
+                StateType::SlotFilling,
+                generator.subschema_for::<SlotFillingConfig>().to_value(),
+            ),
+            (
+                StateType::Integration,
+                generator.subschema_for::<IntegrationConfig>().to_value(),
+            ),
             (StateType::Condition, object.clone()),
-            (StateType::Wait, generator.subschema_for::<WaitConfig>().to_value()),
-            (StateType::End, generator.subschema_for::<EndConfig>().to_value()),
+            (
+                StateType::Wait,
+                generator.subschema_for::<WaitConfig>().to_value(),
+            ),
+            (
+                StateType::End,
+                generator.subschema_for::<EndConfig>().to_value(),
+            ),
         ];
         let by_type: Vec<Value> = configs
             .into_iter()

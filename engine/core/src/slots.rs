@@ -16,8 +16,14 @@ use crate::expr::{Expr, Scope};
 pub enum Rule {
     /// Any non-empty text (no rule written).
     Text,
-    Integer { min: Option<i64>, max: Option<i64> },
-    Number { min: Option<f64>, max: Option<f64> },
+    Integer {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
+    Number {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
     Email,
     Phone,
     /// yes/no answers.
@@ -37,9 +43,27 @@ static EMAIL: LazyLock<Regex> =
 static PHONE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\+?\d[\d\s().-]{5,}\d").unwrap());
 
 const NUMBER_WORDS: [&str; 21] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-    "nineteen", "twenty",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
 ];
 const YES: [&str; 10] = [
     "yes", "y", "yeah", "yep", "sure", "ok", "okay", "true", "correct", "right",
@@ -138,12 +162,12 @@ impl Rule {
     /// Checks a value the caller supplied (an entity) and normalises it.
     pub fn accept(&self, value: &Value, conversation: &Conversation) -> Result<Value, String> {
         match (self, value) {
-            (Rule::Integer { .. }, Value::Number(n)) if n.is_i64() => {
-                self.find(&n.to_string()).unwrap_or(Err("out of range".into()))
-            }
-            (Rule::Number { .. }, Value::Number(n)) => {
-                self.find(&n.to_string()).unwrap_or(Err("out of range".into()))
-            }
+            (Rule::Integer { .. }, Value::Number(n)) if n.is_i64() => self
+                .find(&n.to_string())
+                .unwrap_or(Err("out of range".into())),
+            (Rule::Number { .. }, Value::Number(n)) => self
+                .find(&n.to_string())
+                .unwrap_or(Err("out of range".into())),
             (Rule::Boolean, Value::Bool(_)) => Ok(value.clone()),
             (_, Value::String(s)) => self.extract(s, conversation),
             (_, other) => self.extract(&other.to_string(), conversation),
@@ -163,7 +187,12 @@ impl Rule {
                 Some(check_range(n, *min, *max).map(|n| json!(n)))
             }
             Rule::Number { min, max } => {
-                let n = NUMBER.find(text)?.as_str().replace(',', ".").parse::<f64>().ok()?;
+                let n = NUMBER
+                    .find(text)?
+                    .as_str()
+                    .replace(',', ".")
+                    .parse::<f64>()
+                    .ok()?;
                 Some(check_range(n, *min, *max).map(|n| json!(n)))
             }
             Rule::Email => Some(Ok(json!(EMAIL.find(text)?.as_str().to_lowercase()))),
@@ -231,7 +260,9 @@ fn parse_range<T: Copy + PartialOrd>(
     arg: Option<&str>,
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<(Option<T>, Option<T>), String> {
-    let Some(arg) = arg else { return Ok((None, None)) };
+    let Some(arg) = arg else {
+        return Ok((None, None));
+    };
     let bad = || format!("invalid range \"{arg}\"; write min..max, min.. or ..max");
     let (min, max) = arg.split_once("..").ok_or_else(bad)?;
     let bound = |s: &str| -> Result<Option<T>, String> {
@@ -246,7 +277,9 @@ fn parse_range<T: Copy + PartialOrd>(
     if let (Some(lo), Some(hi)) = (min, max)
         && lo > hi
     {
-        return Err(format!("invalid range \"{arg}\": the minimum is above the maximum"));
+        return Err(format!(
+            "invalid range \"{arg}\": the minimum is above the maximum"
+        ));
     }
     Ok((min, max))
 }
@@ -276,11 +309,14 @@ fn number_word(text: &str) -> Option<i64> {
 /// Byte offset of `needle` in `haystack` as a whole word (or phrase).
 fn find_word(haystack: &str, needle: &str) -> Option<usize> {
     let is_word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
-    haystack.match_indices(needle).map(|(at, _)| at).find(|&at| {
-        let before = haystack[..at].chars().next_back();
-        let after = haystack[at + needle.len()..].chars().next();
-        !is_word(before) && !is_word(after)
-    })
+    haystack
+        .match_indices(needle)
+        .map(|(at, _)| at)
+        .find(|&at| {
+            let before = haystack[..at].chars().next_back();
+            let after = haystack[at + needle.len()..].chars().next();
+            !is_word(before) && !is_word(after)
+        })
 }
 
 #[cfg(test)]
@@ -305,7 +341,11 @@ mod tests {
         assert_eq!(rule.extract("two", &c).unwrap(), json!(2));
         let err = rule.extract("50", &c).unwrap_err();
         assert!(err.contains("above the maximum of 10"), "{err}");
-        assert!(rule.extract("lots", &c).unwrap_err().contains("from 1 to 10"));
+        assert!(
+            rule.extract("lots", &c)
+                .unwrap_err()
+                .contains("from 1 to 10")
+        );
     }
 
     #[test]
@@ -314,7 +354,10 @@ mod tests {
         let rule = Rule::parse("one_of: Small, Medium, Large").unwrap();
         assert_eq!(rule.extract("a LARGE one", &c).unwrap(), json!("Large"));
         assert!(rule.extract("smallish", &c).is_err());
-        assert_eq!(rule.find_unprompted("two large pizzas"), Some(json!("Large")));
+        assert_eq!(
+            rule.find_unprompted("two large pizzas"),
+            Some(json!("Large"))
+        );
     }
 
     #[test]
@@ -329,9 +372,15 @@ mod tests {
     fn emails_phones_and_booleans_are_normalised() {
         let c = conversation();
         let email = Rule::parse("email").unwrap();
-        assert_eq!(email.extract("it's Ann@Example.com", &c).unwrap(), json!("ann@example.com"));
+        assert_eq!(
+            email.extract("it's Ann@Example.com", &c).unwrap(),
+            json!("ann@example.com")
+        );
         let phone = Rule::parse("phone").unwrap();
-        assert_eq!(phone.extract("+1 (555) 010-9999", &c).unwrap(), json!("+15550109999"));
+        assert_eq!(
+            phone.extract("+1 (555) 010-9999", &c).unwrap(),
+            json!("+15550109999")
+        );
         let yes_no = Rule::parse("boolean").unwrap();
         assert_eq!(yes_no.extract("Yes, please", &c).unwrap(), json!(true));
         assert_eq!(yes_no.extract("nope", &c).unwrap(), json!(false));
@@ -339,9 +388,25 @@ mod tests {
 
     #[test]
     fn bad_rules_are_rejected_with_a_reason() {
-        assert!(Rule::parse("integer:10..1").unwrap_err().contains("minimum is above"));
-        assert!(Rule::parse("regex:(").unwrap_err().contains("invalid regular expression"));
-        assert!(Rule::parse("one_of:").unwrap_err().contains("at least one option"));
-        assert!(Rule::parse("intger").unwrap_err().contains("never reads `value`"));
+        assert!(
+            Rule::parse("integer:10..1")
+                .unwrap_err()
+                .contains("minimum is above")
+        );
+        assert!(
+            Rule::parse("regex:(")
+                .unwrap_err()
+                .contains("invalid regular expression")
+        );
+        assert!(
+            Rule::parse("one_of:")
+                .unwrap_err()
+                .contains("at least one option")
+        );
+        assert!(
+            Rule::parse("intger")
+                .unwrap_err()
+                .contains("never reads `value`")
+        );
     }
 }

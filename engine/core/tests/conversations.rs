@@ -27,7 +27,10 @@ fn greeting_flow_greets_then_routes_by_intent() {
     assert_eq!(first.updates.get("variables.greeted"), Some(&json!(true)));
 
     let hours = chat.send("When are you open?");
-    assert_eq!(hours.intent.as_ref().unwrap().name.as_deref(), Some("opening_hours"));
+    assert_eq!(
+        hours.intent.as_ref().unwrap().name.as_deref(),
+        Some("opening_hours")
+    );
     assert_eq!(
         texts(&hours),
         ["We're open every day from 11:00 to 23:00. Anything else?"]
@@ -47,9 +50,20 @@ fn greeting_flow_greets_then_routes_by_intent() {
     assert!(order.ended);
     assert_eq!(
         chat.conversation.previous_states,
-        ["greeting", "detect_intent", "hours", "detect_intent", "clarify", "detect_intent", "start_order"]
+        [
+            "greeting",
+            "detect_intent",
+            "hours",
+            "detect_intent",
+            "clarify",
+            "detect_intent",
+            "start_order"
+        ]
     );
-    assert_eq!(chat.conversation.intent_history, ["opening_hours", "order_pizza"]);
+    assert_eq!(
+        chat.conversation.intent_history,
+        ["opening_hours", "order_pizza"]
+    );
 }
 
 #[test]
@@ -216,7 +230,10 @@ fn integration_success_maps_the_response_into_the_conversation() {
     let mut chat = Chat::new(&flow, &plugins, &clock);
 
     let first = chat.send("hi, where's my pizza?");
-    assert_eq!(texts(&first), ["What's your order number? It looks like AB-1234."]);
+    assert_eq!(
+        texts(&first),
+        ["What's your order number? It looks like AB-1234."]
+    );
 
     let turn = chat.send("it's ab-1234");
     assert_eq!(
@@ -227,7 +244,10 @@ fn integration_success_maps_the_response_into_the_conversation() {
         ]
     );
     assert_eq!(turn.visited, ["lookup", "report_status", "done"]);
-    assert_eq!(turn.updates.get("variables.order_status"), Some(&json!("out for delivery")));
+    assert_eq!(
+        turn.updates.get("variables.order_status"),
+        Some(&json!("out for delivery"))
+    );
     assert_eq!(plugins.calls(), ["tool:tenant-a:order-api"]);
     let record = &chat.conversation.integration_results["order-api"];
     assert_eq!(record["success"], json!(true));
@@ -253,7 +273,10 @@ fn integration_errors_take_the_error_branch_after_retries() {
     assert!(turn.errors[0].message.contains("order XY9999 not found"));
     // max_attempts is 2, and a plugin's own failure is worth a retry.
     assert_eq!(plugins.calls().len(), 2);
-    assert_eq!(chat.conversation.integration_results["order-api"]["attempts"], json!(2));
+    assert_eq!(
+        chat.conversation.integration_results["order-api"]["attempts"],
+        json!(2)
+    );
 }
 
 #[test]
@@ -280,7 +303,9 @@ fn an_integration_that_never_answers_times_out() {
     let turn = chat.send("SL-0000");
     assert_eq!(turn.state, "apology");
     assert!(
-        turn.errors[0].message.contains("did not answer within 2000 ms"),
+        turn.errors[0]
+            .message
+            .contains("did not answer within 2000 ms"),
         "{:?}",
         turn.errors
     );

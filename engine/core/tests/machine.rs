@@ -73,27 +73,46 @@ fn a_flow_of_plugins_runs_condition_action_tool_intent_and_state_type() {
 
     // VIP path: classifier → condition plugin → action plugin.
     let mut vip = Chat::new(&flow, &plugins, &clock);
-    vip.conversation.user_profile.insert("vip".into(), json!(true));
+    vip.conversation
+        .user_profile
+        .insert("vip".into(), json!(true));
     vip.conversation.slots.insert("quantity".into(), json!(2));
     let turn = vip.send("I want a refund");
-    assert_eq!(turn.intent.as_ref().unwrap().name.as_deref(), Some("refund"));
+    assert_eq!(
+        turn.intent.as_ref().unwrap().name.as_deref(),
+        Some("refund")
+    );
     assert_eq!(
         texts(&turn),
-        ["Price calculated.", "As a VIP your refund of $10.0 is approved.", "Thanks!"]
+        [
+            "Price calculated.",
+            "As a VIP your refund of $10.0 is approved.",
+            "Thanks!"
+        ]
     );
     assert_eq!(turn.plugin_calls, 3);
     assert_eq!(
         plugins.calls(),
-        ["intent:tenant-a:nlu", "condition:tenant-a:is-vip", "action:tenant-a:price"]
+        [
+            "intent:tenant-a:nlu",
+            "condition:tenant-a:is-vip",
+            "action:tenant-a:price"
+        ]
     );
 
     // Not a VIP: the condition fails over to the tool.
     let mut regular = Chat::new(&flow, &plugins, &clock);
-    regular.conversation.user_profile.insert("spent".into(), json!(120));
+    regular
+        .conversation
+        .user_profile
+        .insert("spent".into(), json!(120));
     let turn = regular.send("refund please");
     assert_eq!(
         texts(&turn),
-        ["Your order is out for delivery; refunds open once it arrives.", "Thanks!"]
+        [
+            "Your order is out for delivery; refunds open once it arrives.",
+            "Thanks!"
+        ]
     );
 
     // Low confidence: the tenant's quiz state takes over until answered.
@@ -101,7 +120,11 @@ fn a_flow_of_plugins_runs_condition_action_tool_intent_and_state_type() {
     let turn = unsure.send("I'm angry");
     let intent = turn.intent.as_ref().unwrap();
     assert!(intent.low_confidence);
-    assert_eq!(intent.name.as_deref(), Some("unknown"), "the fallback intent");
+    assert_eq!(
+        intent.name.as_deref(),
+        Some("unknown"),
+        "the fallback intent"
+    );
     assert_eq!(intent.top.as_deref(), Some("complaint"));
     assert_eq!(texts(&turn), ["Quick check: what is 2 + 2?"]);
     assert_eq!(texts(&unsure.send("5")), ["Not quite, try again."]);
@@ -127,9 +150,20 @@ fn a_failing_condition_plugin_is_reported_and_the_next_transition_tried() {
     let turn = Chat::new(&flow, &plugins, &clock).send("go");
     assert_eq!(texts(&turn), ["b"]);
     let kinds: Vec<TurnErrorKind> = turn.errors.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [TurnErrorKind::Transition, TurnErrorKind::Transition]);
-    assert!(turn.errors[0].message.contains("plugin crashy crashed"), "{:?}", turn.errors);
-    assert!(turn.errors[1].message.contains("transition 1 (expression)"), "{:?}", turn.errors);
+    assert_eq!(
+        kinds,
+        [TurnErrorKind::Transition, TurnErrorKind::Transition]
+    );
+    assert!(
+        turn.errors[0].message.contains("plugin crashy crashed"),
+        "{:?}",
+        turn.errors
+    );
+    assert!(
+        turn.errors[1].message.contains("transition 1 (expression)"),
+        "{:?}",
+        turn.errors
+    );
 }
 
 #[test]
@@ -181,7 +215,11 @@ fn the_loop_guard_stops_a_turn_that_never_waits() {
     let turn = chat.send("go");
     assert_eq!(turn.visited.len(), 10);
     let kinds: Vec<TurnErrorKind> = turn.errors.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [TurnErrorKind::LoopGuard], "the turn stops at the guard");
+    assert_eq!(
+        kinds,
+        [TurnErrorKind::LoopGuard],
+        "the turn stops at the guard"
+    );
     assert_eq!(plugins.calls().len(), 10);
 }
 
@@ -202,8 +240,15 @@ fn a_conversation_in_a_state_the_flow_lacks_goes_to_the_recovery_state() {
     chat.conversation.current_state = "removed_in_v2".into();
     let turn = chat.send("hello?");
     assert_eq!(turn.errors[0].kind, TurnErrorKind::StateNotFound);
-    assert!(turn.errors[0].message.contains("\"removed_in_v2\" is not in flow f 2"));
-    assert_eq!(texts(&turn), ["Sorry, something changed. Let's start again."]);
+    assert!(
+        turn.errors[0]
+            .message
+            .contains("\"removed_in_v2\" is not in flow f 2")
+    );
+    assert_eq!(
+        texts(&turn),
+        ["Sorry, something changed. Let's start again."]
+    );
     assert_eq!(turn.state, "start");
 }
 

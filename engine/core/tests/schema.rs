@@ -6,7 +6,9 @@ use mcp_flow::schema::flow_schema;
 use serde_json::{Value, json};
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 #[test]
@@ -29,7 +31,10 @@ fn the_example_flows_satisfy_the_schema() {
     for name in ["greeting", "pizza_order", "order_status"] {
         let text = std::fs::read_to_string(repo(&format!("examples/flows/{name}.json"))).unwrap();
         let flow: Value = serde_json::from_str(&text).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&flow).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(&flow)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
         assert!(errors.is_empty(), "{name}: {errors:#?}");
     }
 }
@@ -45,14 +50,23 @@ fn the_schema_rejects_what_the_validator_rejects() {
     let cases = [
         ("type", json!("respnse")),
         ("config", json!({ "message": 5 })),
-        ("transitions", json!([{ "condition": "sometimes", "target_state": "a" }])),
-        ("transitions", json!([{ "condition": "any_input", "target_state": "a", "priority": 2000 }])),
+        (
+            "transitions",
+            json!([{ "condition": "sometimes", "target_state": "a" }]),
+        ),
+        (
+            "transitions",
+            json!([{ "condition": "any_input", "target_state": "a", "priority": 2000 }]),
+        ),
         ("entry_actions", json!([{ "type": "set_variable" }])),
     ];
     for (field, value) in cases {
         let mut flow = base.clone();
         flow["states"]["a"][field] = value.clone();
-        assert!(!validator.is_valid(&flow), "{field} = {value} should be rejected");
+        assert!(
+            !validator.is_valid(&flow),
+            "{field} = {value} should be rejected"
+        );
     }
     let mut custom = base.clone();
     custom["states"]["a"]["type"] = json!("plugin:quiz");

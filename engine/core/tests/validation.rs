@@ -77,26 +77,94 @@ fn every_problem_in_a_broken_flow_is_reported_in_one_pass() {
         }
     });
     let found = errors(flow);
-    assert_reported(&found, "initial_state", "initial state \"start\" is not one of the flow's states");
-    assert_reported(&found, "states.greet.type", "unknown state type \"respnse\"; supported types are response, intent, slot_filling, integration, condition, wait, end");
-    assert_reported(&found, "states.ask.config.prompts", "required slot \"qty\" has no prompt");
-    assert_reported(&found, "states.ask.config.validation_rules.qty", "minimum is above the maximum");
-    assert_reported(&found, "states.ask.config.validation_rules.colour", "\"colour\" is not a slot of this state");
+    assert_reported(
+        &found,
+        "initial_state",
+        "initial state \"start\" is not one of the flow's states",
+    );
+    assert_reported(
+        &found,
+        "states.greet.type",
+        "unknown state type \"respnse\"; supported types are response, intent, slot_filling, integration, condition, wait, end",
+    );
+    assert_reported(
+        &found,
+        "states.ask.config.prompts",
+        "required slot \"qty\" has no prompt",
+    );
+    assert_reported(
+        &found,
+        "states.ask.config.validation_rules.qty",
+        "minimum is above the maximum",
+    );
+    assert_reported(
+        &found,
+        "states.ask.config.validation_rules.colour",
+        "\"colour\" is not a slot of this state",
+    );
     assert_reported(&found, "states.ask.config.max_retries", "between 1 and 5");
-    assert_reported(&found, "states.ask.transitions[0].target_state", "\"nowhere\"");
-    assert_reported(&found, "states.ask.transitions[1].expression", "needs an expression");
-    assert_reported(&found, "states.ask.transitions[2].expression", "does not compile");
-    assert_reported(&found, "states.ask.transitions[2].target_state", "\"also_missing\"");
-    assert_reported(&found, "states.ask.transitions[3].priority", "between 0 and 1000");
-    assert_reported(&found, "states.ask.transitions[3].condition_value", "needs the intent");
-    assert_reported(&found, "states.call.config.integration_id", "is not a plugin name");
-    assert_reported(&found, "states.call.config.method", "unknown method \"FETCH\"");
-    assert_reported(&found, "states.call.config.timeout_ms", "between 100 and 30000");
-    assert_reported(&found, "states.call.config.request_mapping.id", "does not compile");
-    assert_reported(&found, "states.say.config.response_templates.default", "template does not compile");
+    assert_reported(
+        &found,
+        "states.ask.transitions[0].target_state",
+        "\"nowhere\"",
+    );
+    assert_reported(
+        &found,
+        "states.ask.transitions[1].expression",
+        "needs an expression",
+    );
+    assert_reported(
+        &found,
+        "states.ask.transitions[2].expression",
+        "does not compile",
+    );
+    assert_reported(
+        &found,
+        "states.ask.transitions[2].target_state",
+        "\"also_missing\"",
+    );
+    assert_reported(
+        &found,
+        "states.ask.transitions[3].priority",
+        "between 0 and 1000",
+    );
+    assert_reported(
+        &found,
+        "states.ask.transitions[3].condition_value",
+        "needs the intent",
+    );
+    assert_reported(
+        &found,
+        "states.call.config.integration_id",
+        "is not a plugin name",
+    );
+    assert_reported(
+        &found,
+        "states.call.config.method",
+        "unknown method \"FETCH\"",
+    );
+    assert_reported(
+        &found,
+        "states.call.config.timeout_ms",
+        "between 100 and 30000",
+    );
+    assert_reported(
+        &found,
+        "states.call.config.request_mapping.id",
+        "does not compile",
+    );
+    assert_reported(
+        &found,
+        "states.say.config.response_templates.default",
+        "template does not compile",
+    );
     assert_reported(&found, "states.say.config.delay_ms", "at most 5000");
     assert_reported(&found, "states.say.transitions", "has no way out");
-    assert_reported(&found, "states.classify.config.confidence_threshold", "between 0 and 1");
+    assert_reported(
+        &found,
+        "states.classify.config.confidence_threshold",
+        "between 0 and 1",
+    );
     assert_reported(&found, "states.classify.config", "needs intents");
     assert_eq!(found.len(), 21, "{found:#?}");
 }
@@ -113,8 +181,16 @@ fn config_fields_of_the_wrong_type_are_reported_with_their_path() {
         }
     }));
     assert_reported(&found, "states.a.config.delay_ms", "invalid type");
-    assert_reported(&found, "states.b.transitions[0].condition", "unknown variant `sometimes`");
-    assert_reported(&found, "states.c.config.timeot_ms", "unknown field `timeot_ms`");
+    assert_reported(
+        &found,
+        "states.b.transitions[0].condition",
+        "unknown variant `sometimes`",
+    );
+    assert_reported(
+        &found,
+        "states.c.config.timeot_ms",
+        "unknown field `timeot_ms`",
+    );
     // States that could not be read still count as existing: no knock-on errors.
     assert_eq!(found.len(), 3, "{found:#?}");
 }
@@ -132,7 +208,11 @@ fn automatic_cycles_are_errors_and_waiting_states_break_them() {
         }
     });
     let found = errors(looping.clone());
-    assert_reported(&found, "states.a.transitions", "states a → b → a can loop without waiting for input");
+    assert_reported(
+        &found,
+        "states.a.transitions",
+        "states a → b → a can loop without waiting for input",
+    );
 
     // The same loop through a response that waits for any input is fine.
     let mut waiting = looping;
@@ -162,12 +242,20 @@ fn unreachable_states_and_ambiguous_priorities_are_warnings_only() {
         .iter()
         .map(|w| (w.path.as_str(), w.message.as_str()))
         .collect();
-    assert!(flow.warnings().iter().all(|w| w.severity == Severity::Warning));
+    assert!(
+        flow.warnings()
+            .iter()
+            .all(|w| w.severity == Severity::Warning)
+    );
     assert_eq!(warnings.len(), 2, "{warnings:#?}");
     assert_eq!(warnings[0].0, "states.orphan");
     assert!(warnings[0].1.contains("cannot be reached"));
     assert_eq!(warnings[1].0, "states.a.transitions[1].priority");
-    assert!(warnings[1].1.contains("transitions 0 and 1 have the same priority (100)"));
+    assert!(
+        warnings[1]
+            .1
+            .contains("transitions 0 and 1 have the same priority (100)")
+    );
 }
 
 #[test]
@@ -205,16 +293,23 @@ fn plugins_referenced_are_collected_by_world() {
 #[test]
 fn not_json_and_missing_fields_are_reported() {
     let report = Flow::from_json("{ \"flow_id\": ").unwrap_err();
-    assert!(report.issues[0].message.starts_with("not valid JSON"), "{report}");
+    assert!(
+        report.issues[0].message.starts_with("not valid JSON"),
+        "{report}"
+    );
 
-    let found = errors(json!({ "flow_id": "f", "version": "1", "initial_state": "a", "states": {} }));
+    let found =
+        errors(json!({ "flow_id": "f", "version": "1", "initial_state": "a", "states": {} }));
     assert_reported(&found, "", "missing field `name`");
 }
 
 #[test]
 fn the_example_flows_are_valid_without_warnings() {
     for name in ["greeting", "pizza_order", "order_status"] {
-        let path = format!("{}/../../examples/flows/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../examples/flows/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let flow = Flow::from_json(&std::fs::read_to_string(path).unwrap())
             .unwrap_or_else(|report| panic!("{name}:\n{report}"));
         assert_eq!(flow.warnings(), [], "{name}");

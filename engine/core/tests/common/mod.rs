@@ -171,7 +171,10 @@ impl PluginRuntime for &FakePlugins {
 
     async fn classify_intent(&self, call: PluginCall<'_>) -> Result<Vec<IntentScore>, PluginError> {
         self.record("intent", &call);
-        let text = call.event.map(|e| e.text.to_lowercase()).unwrap_or_default();
+        let text = call
+            .event
+            .map(|e| e.text.to_lowercase())
+            .unwrap_or_default();
         let score = |intent: &str, confidence: f64| IntentScore {
             intent: intent.into(),
             confidence,
