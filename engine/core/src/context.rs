@@ -199,3 +199,18 @@ impl Event {
         self.data.get("entities").and_then(Value::as_object)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A conversation on a one-state flow, for unit tests of what reads one.
+    pub(crate) fn blank_conversation() -> Conversation {
+        let flow = Flow::from_json(
+            r#"{"flow_id":"f","name":"f","version":"1","initial_state":"end",
+                "states":{"end":{"type":"end"}}}"#,
+        )
+        .unwrap();
+        Conversation::new("t", "c", "u", &flow, 0)
+    }
+}

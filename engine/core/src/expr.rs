@@ -197,15 +197,9 @@ fn object_to_cel(map: &serde_json::Map<String, Value>) -> cel::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::Flow;
 
     fn conversation() -> Conversation {
-        let flow = Flow::from_json(
-            r#"{"flow_id":"f","name":"f","version":"1","initial_state":"end",
-                "states":{"end":{"type":"end"}}}"#,
-        )
-        .unwrap();
-        let mut c = Conversation::new("t", "c", "u", &flow, 0);
+        let mut c = crate::context::tests::blank_conversation();
         c.slots.insert("size".into(), json!("large"));
         c.variables.insert("total".into(), json!(21.5));
         c.user_profile.insert("vip".into(), json!(true));

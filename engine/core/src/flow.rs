@@ -261,7 +261,7 @@ fn build(
 
 fn read_state(name: &str, raw: Value) -> Result<State, (String, String)> {
     let base = format!("states.{name}");
-    let raw: RawState = serde_path_to_error::deserialize(raw).map_err(|e| {
+    let mut raw: RawState = serde_path_to_error::deserialize(raw).map_err(|e| {
         let inner = e.path().to_string();
         let path = if inner == "." {
             base.clone()
@@ -270,20 +270,15 @@ fn read_state(name: &str, raw: Value) -> Result<State, (String, String)> {
         };
         (path, e.into_inner().to_string())
     })?;
-    let config = StateConfig::parse(&raw.kind, raw.config).map_err(|e| match e {
+    let config = std::mem::take(&mut raw.config);
+    let config = StateConfig::parse(&raw.kind, config).map_err(|e| match e {
         ConfigError::UnknownType(message) => (format!("{base}.type"), message),
         ConfigError::Invalid { path, message } if path.is_empty() || path == "." => {
             (format!("{base}.config"), message)
         }
         ConfigError::Invalid { path, message } => (format!("{base}.config.{path}"), message),
     })?;
-    Ok(State {
-        config,
-        transitions: raw.transitions,
-        entry_actions: raw.entry_actions,
-        exit_actions: raw.exit_actions,
-        metadata: raw.metadata,
-    })
+    Ok(raw.with_config(config))
 }
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
@@ -304,13 +299,7 @@ struct Compiler<'a> {
     definition: &'a FlowDefinition,
     /// States that exist but could not be read (already reported).
     unreadable: &'a HashSet<String>,
-    report: Report,
-    exprs: HashMap<String, Expr>,
-    templates: Templates,
-    rules: HashMap<(String, String), Rule>,
-    regexes: HashMap<String, Regex>,
-    intents: IntentMatcher,
-    plugins: Vec<PluginRef>,
+    out: Compiled,
 }
 
 impl<'a> Compiler<'a> {
@@ -322,13 +311,15 @@ impl<'a> Compiler<'a> {
         Compiler {
             definition,
             unreadable,
-            report,
-            exprs: HashMap::new(),
-            templates: Templates::default(),
-            rules: HashMap::new(),
-            regexes: HashMap::new(),
-            intents: IntentMatcher::default(),
-            plugins: Vec::new(),
+            out: Compiled {
+                exprs: HashMap::new(),
+                templates: Templates::default(),
+                rules: HashMap::new(),
+                regexes: HashMap::new(),
+                intents: IntentMatcher::default(),
+                plugins: Vec::new(),
+                report,
+            },
         }
     }
 
@@ -340,7 +331,7 @@ impl<'a> Compiler<'a> {
             let path = format!("global_handlers.{name}");
             if handler.phrases.is_empty() && handler.patterns.is_empty() && handler.intent.is_none()
             {
-                self.report.error(
+                self.out.report.error(
                     &path,
                     "a global handler needs phrases, patterns or an intent",
                 );
@@ -351,7 +342,7 @@ impl<'a> Compiler<'a> {
             if let Some(intent) = &handler.intent
                 && !self.definition.intents.contains_key(intent)
             {
-                self.report.error(
+                self.out.report.error(
                     format!("{path}.intent"),
                     format!("intent \"{intent}\" is not defined in `intents`"),
                 );
@@ -368,18 +359,10 @@ impl<'a> Compiler<'a> {
             self.check_state(name, state);
         }
         self.check_graph();
-        if self.report.has_errors() {
-            return Err(self.report);
+        if self.out.report.has_errors() {
+            return Err(self.out.report);
         }
-        Ok(Compiled {
-            exprs: self.exprs,
-            templates: self.templates,
-            rules: self.rules,
-            regexes: self.regexes,
-            intents: self.intents,
-            plugins: self.plugins,
-            report: self.report,
-        })
+        Ok(self.out)
     }
 
     fn exists(&self, state: &str) -> bool {
@@ -394,11 +377,11 @@ impl<'a> Compiler<'a> {
             ("version", &d.version),
         ] {
             if value.trim().is_empty() {
-                self.report.error(field, "must not be empty");
+                self.out.report.error(field, "must not be empty");
             }
         }
         if !self.exists(&d.initial_state) {
-            self.report.error(
+            self.out.report.error(
                 "initial_state",
                 format!(
                     "initial state \"{}\" is not one of the flow's states",
@@ -411,11 +394,13 @@ impl<'a> Compiler<'a> {
         }
         let settings = &d.settings;
         if !(1..=200).contains(&settings.max_steps_per_turn) {
-            self.report
+            self.out
+                .report
                 .error("settings.max_steps_per_turn", "must be between 1 and 200");
         }
         if !(1..=1000).contains(&settings.history_limit) {
-            self.report
+            self.out
+                .report
                 .error("settings.history_limit", "must be between 1 and 1000");
         }
     }
@@ -424,11 +409,12 @@ impl<'a> Compiler<'a> {
         for (name, intent) in &self.definition.intents {
             let path = format!("intents.{name}");
             if intent.examples.is_empty() && intent.patterns.is_empty() {
-                self.report
+                self.out
+                    .report
                     .error(&path, "an intent needs at least one example or pattern");
             }
-            if let Err(message) = self.intents.add(name, intent) {
-                self.report.error(format!("{path}.patterns"), message);
+            if let Err(message) = self.out.intents.add(name, intent) {
+                self.out.report.error(format!("{path}.patterns"), message);
             }
         }
     }
@@ -439,7 +425,7 @@ impl<'a> Compiler<'a> {
             StateConfig::Response(c) => {
                 let config = format!("{path}.config");
                 if c.response_templates.is_empty() {
-                    self.report.error(
+                    self.out.report.error(
                         format!("{config}.response_templates"),
                         "a response state needs at least one template",
                     );
@@ -450,14 +436,15 @@ impl<'a> Compiler<'a> {
                     }
                 }
                 if c.delay_ms.is_some_and(|d| d > 5000) {
-                    self.report
+                    self.out
+                        .report
                         .error(format!("{config}.delay_ms"), "must be at most 5000");
                 }
             }
             StateConfig::Intent(c) => {
                 let config = format!("{path}.config");
                 if !(0.0..=1.0).contains(&c.confidence_threshold) {
-                    self.report.error(
+                    self.out.report.error(
                         format!("{config}.confidence_threshold"),
                         "must be between 0 and 1",
                     );
@@ -471,14 +458,14 @@ impl<'a> Compiler<'a> {
                         format!("{config}.classifier"),
                         plugin,
                     ),
-                    None if self.definition.intents.is_empty() => self.report.error(
+                    None if self.definition.intents.is_empty() => self.out.report.error(
                         &config,
                         "an intent state needs intents defined in the flow's `intents` or a `classifier` plugin",
                     ),
                     None => {
                         for (i, intent) in c.intent_patterns.iter().enumerate() {
                             if !self.definition.intents.contains_key(intent) {
-                                self.report.error(
+                                self.out.report.error(
                                     format!("{config}.intent_patterns[{i}]"),
                                     format!("intent \"{intent}\" is not defined in `intents`"),
                                 );
@@ -496,7 +483,7 @@ impl<'a> Compiler<'a> {
                     &c.integration_id,
                 );
                 if !METHODS.contains(&c.method.to_uppercase().as_str()) {
-                    self.report.error(
+                    self.out.report.error(
                         format!("{config}.method"),
                         format!(
                             "unknown method \"{}\"; use one of {}",
@@ -507,13 +494,13 @@ impl<'a> Compiler<'a> {
                 }
                 self.timeout(format!("{config}.timeout_ms"), c.timeout_ms);
                 if !(1..=5).contains(&c.retry_config.max_attempts) {
-                    self.report.error(
+                    self.out.report.error(
                         format!("{config}.retry_config.max_attempts"),
                         "must be between 1 and 5",
                     );
                 }
                 if c.retry_config.backoff_ms > 10_000 {
-                    self.report.error(
+                    self.out.report.error(
                         format!("{config}.retry_config.backoff_ms"),
                         "must be at most 10000",
                     );
@@ -531,7 +518,7 @@ impl<'a> Compiler<'a> {
                 if let Some(timeout) = c.timeout_ms
                     && !(100..=86_400_000).contains(&timeout)
                 {
-                    self.report.error(
+                    self.out.report.error(
                         format!("{path}.config.timeout_ms"),
                         "must be between 100 and 86400000 (one day)",
                     );
@@ -552,7 +539,7 @@ impl<'a> Compiler<'a> {
             self.check_transition(&format!("{path}.transitions[{i}]"), state, transition);
         }
         if state.transitions.is_empty() && !matches!(state.config, StateConfig::End(_)) {
-            self.report.error(
+            self.out.report.error(
                 format!("{path}.transitions"),
                 format!(
                     "state \"{name}\" has no way out: add a transition or make it an end state"
@@ -564,7 +551,7 @@ impl<'a> Compiler<'a> {
     fn check_slot_filling(&mut self, path: &str, name: &str, c: &crate::model::SlotFillingConfig) {
         let config = format!("{path}.config");
         if c.required_slots.is_empty() {
-            self.report.error(
+            self.out.report.error(
                 format!("{config}.required_slots"),
                 "a slot-filling state needs at least one required slot",
             );
@@ -572,7 +559,7 @@ impl<'a> Compiler<'a> {
         let slots: Vec<&String> = c.required_slots.iter().chain(&c.optional_slots).collect();
         for (i, slot) in c.optional_slots.iter().enumerate() {
             if c.required_slots.contains(slot) {
-                self.report.error(
+                self.out.report.error(
                     format!("{config}.optional_slots[{i}]"),
                     format!("slot \"{slot}\" is both required and optional"),
                 );
@@ -581,7 +568,7 @@ impl<'a> Compiler<'a> {
         for slot in &c.required_slots {
             match c.prompts.get(slot) {
                 Some(prompt) => self.template(format!("{config}.prompts.{slot}"), prompt),
-                None => self.report.error(
+                None => self.out.report.error(
                     format!("{config}.prompts"),
                     format!("required slot \"{slot}\" has no prompt"),
                 ),
@@ -591,23 +578,24 @@ impl<'a> Compiler<'a> {
         for (slot, rule) in &c.validation_rules {
             let rule_path = format!("{config}.validation_rules.{slot}");
             if !known(slot) {
-                self.report.error(
+                self.out.report.error(
                     &rule_path,
                     format!("\"{slot}\" is not a slot of this state"),
                 );
             }
             match Rule::parse(rule) {
                 Ok(rule) => {
-                    self.rules.insert((name.to_owned(), slot.clone()), rule);
+                    self.out.rules.insert((name.to_owned(), slot.clone()), rule);
                 }
-                Err(message) => self.report.error(rule_path, message),
+                Err(message) => self.out.report.error(rule_path, message),
             }
         }
         for (field, map) in [("prompts", &c.prompts), ("retry_prompts", &c.retry_prompts)] {
             for (slot, template) in map {
                 let p = format!("{config}.{field}.{slot}");
                 if !known(slot) {
-                    self.report
+                    self.out
+                        .report
                         .error(&p, format!("\"{slot}\" is not a slot of this state"));
                 } else if field == "retry_prompts" {
                     self.template(p, template);
@@ -617,13 +605,15 @@ impl<'a> Compiler<'a> {
         for (slot, pattern) in &c.extractors {
             let p = format!("{config}.extractors.{slot}");
             if !known(slot) {
-                self.report
+                self.out
+                    .report
                     .error(&p, format!("\"{slot}\" is not a slot of this state"));
             }
             self.regex(p, pattern);
         }
         if !(1..=5).contains(&c.max_retries) {
-            self.report
+            self.out
+                .report
                 .error(format!("{config}.max_retries"), "must be between 1 and 5");
         }
         if let Some(fallback) = &c.fallback_state {
@@ -635,7 +625,8 @@ impl<'a> Compiler<'a> {
         use TransitionCondition as C;
         self.target(format!("{path}.target_state"), &t.target_state);
         if t.priority > 1000 {
-            self.report
+            self.out
+                .report
                 .error(format!("{path}.priority"), "must be between 0 and 1000");
         }
         let value = t
@@ -648,13 +639,13 @@ impl<'a> Compiler<'a> {
                 Some(source) if !source.trim().is_empty() => {
                     self.expr(format!("{path}.expression"), source)
                 }
-                _ => self.report.error(
+                _ => self.out.report.error(
                     format!("{path}.expression"),
                     "an `expression` transition needs an expression",
                 ),
             },
             C::IntentMatch => match value {
-                None => self.report.error(
+                None => self.out.report.error(
                     format!("{path}.condition_value"),
                     "an `intent_match` transition needs the intent in condition_value",
                 ),
@@ -665,7 +656,7 @@ impl<'a> Compiler<'a> {
                         && !self.definition.intents.is_empty()
                         && !self.definition.intents.contains_key(intent)
                     {
-                        self.report.warning(
+                        self.out.report.warning(
                             format!("{path}.condition_value"),
                             format!("intent \"{intent}\" is not defined in `intents`, so the built-in matcher never finds it"),
                         );
@@ -674,7 +665,7 @@ impl<'a> Compiler<'a> {
             },
             C::SlotFilled => {
                 if value.is_none() && !is(crate::model::StateType::SlotFilling) {
-                    self.report.error(
+                    self.out.report.error(
                         format!("{path}.condition_value"),
                         "outside a slot-filling state, `slot_filled` needs the slot in condition_value",
                     );
@@ -682,7 +673,7 @@ impl<'a> Compiler<'a> {
             }
             C::IntegrationSuccess | C::IntegrationError => {
                 if value.is_none() && !is(crate::model::StateType::Integration) {
-                    self.report.error(
+                    self.out.report.error(
                         format!("{path}.condition_value"),
                         format!(
                             "outside an integration state, `{}` needs the integration id in condition_value",
@@ -697,13 +688,13 @@ impl<'a> Compiler<'a> {
                 match value {
                     Some(ms) => match ms.trim().parse::<u64>() {
                         Ok(ms) if (100..=86_400_000).contains(&ms) => {}
-                        _ => self.report.error(
+                        _ => self.out.report.error(
                             format!("{path}.condition_value"),
                             "a timeout is milliseconds between 100 and 86400000",
                         ),
                     },
                     None if state_timeout => {}
-                    None => self.report.error(
+                    None => self.out.report.error(
                         format!("{path}.condition_value"),
                         "a `timeout` transition needs milliseconds in condition_value (or a wait state's timeout_ms)",
                     ),
@@ -713,7 +704,7 @@ impl<'a> Compiler<'a> {
                 Some(plugin) => {
                     self.plugin(PluginWorld::Condition, format!("{path}.plugin"), plugin)
                 }
-                None => self.report.error(
+                None => self.out.report.error(
                     format!("{path}.plugin"),
                     "a `plugin` transition needs the condition plugin's name in `plugin`",
                 ),
@@ -721,7 +712,7 @@ impl<'a> Compiler<'a> {
             C::AnyInput | C::LowConfidence | C::Default => {}
         }
         if t.condition != C::Expression && t.expression.is_some() {
-            self.report.warning(
+            self.out.report.warning(
                 format!("{path}.expression"),
                 format!(
                     "ignored: the condition is `{}`, not `expression`",
@@ -748,7 +739,7 @@ impl<'a> Compiler<'a> {
                     match (value, expression) {
                         (Some(_), None) => {}
                         (None, Some(source)) => self.expr(format!("{path}.expression"), source),
-                        _ => self.report.error(
+                        _ => self.out.report.error(
                             &path,
                             "set_variable needs exactly one of `value` and `expression`",
                         ),
@@ -775,13 +766,15 @@ impl<'a> Compiler<'a> {
                 }
                 Action::LogEvent { event, .. } => {
                     if event.trim().is_empty() {
-                        self.report
+                        self.out
+                            .report
                             .error(format!("{path}.event"), "must name the event");
                     }
                 }
                 Action::TriggerFlow { flow_id, .. } => {
                     if flow_id.trim().is_empty() {
-                        self.report
+                        self.out
+                            .report
                             .error(format!("{path}.flow_id"), "must name the flow");
                     }
                 }
@@ -811,7 +804,7 @@ impl<'a> Compiler<'a> {
     fn assignable(&mut self, path: String, name: &str) {
         let bare = name.strip_prefix("slots.").unwrap_or(name);
         if bare.is_empty() || bare.contains(char::is_whitespace) {
-            self.report.error(
+            self.out.report.error(
                 path,
                 format!("\"{name}\" is not a variable name (or slots.<name>)"),
             );
@@ -820,13 +813,13 @@ impl<'a> Compiler<'a> {
 
     fn timeout(&mut self, path: String, ms: u64) {
         if !(100..=30_000).contains(&ms) {
-            self.report.error(path, "must be between 100 and 30000");
+            self.out.report.error(path, "must be between 100 and 30000");
         }
     }
 
     fn target(&mut self, path: String, target: &str) {
         if !self.exists(target) {
-            self.report.error(
+            self.out.report.error(
                 path,
                 format!("target state \"{target}\" is not one of the flow's states"),
             );
@@ -834,35 +827,38 @@ impl<'a> Compiler<'a> {
     }
 
     fn expr(&mut self, path: String, source: &str) {
-        if self.exprs.contains_key(source) {
+        if self.out.exprs.contains_key(source) {
             return;
         }
         match Expr::compile(source) {
             Ok(expr) => {
-                self.exprs.insert(source.to_owned(), expr);
+                self.out.exprs.insert(source.to_owned(), expr);
             }
             Err(e) => self
+                .out
                 .report
                 .error(path, format!("expression does not compile: {e}")),
         }
     }
 
     fn template(&mut self, path: String, source: &str) {
-        if let Err(e) = self.templates.add(source) {
-            self.report
+        if let Err(e) = self.out.templates.add(source) {
+            self.out
+                .report
                 .error(path, format!("template does not compile: {e}"));
         }
     }
 
     fn regex(&mut self, path: String, pattern: &str) {
-        if self.regexes.contains_key(pattern) {
+        if self.out.regexes.contains_key(pattern) {
             return;
         }
         match RegexBuilder::new(pattern).case_insensitive(true).build() {
             Ok(regex) => {
-                self.regexes.insert(pattern.to_owned(), regex);
+                self.out.regexes.insert(pattern.to_owned(), regex);
             }
             Err(e) => self
+                .out
                 .report
                 .error(path, format!("not a valid regular expression: {e}")),
         }
@@ -870,7 +866,7 @@ impl<'a> Compiler<'a> {
 
     fn plugin(&mut self, world: PluginWorld, path: String, name: &str) {
         if !is_plugin_name(name) {
-            self.report.error(
+            self.out.report.error(
                 &path,
                 format!(
                     "\"{name}\" is not a plugin name: use 1 to 64 lowercase letters, digits, '-' or '_'"
@@ -878,7 +874,7 @@ impl<'a> Compiler<'a> {
             );
             return;
         }
-        self.plugins.push(PluginRef {
+        self.out.plugins.push(PluginRef {
             world,
             name: name.to_owned(),
             path,
@@ -910,7 +906,7 @@ impl<'a> Compiler<'a> {
         }
         for name in d.states.keys() {
             if !reachable.contains(name.as_str()) {
-                self.report.warning(
+                self.out.report.warning(
                     format!("states.{name}"),
                     format!("state \"{name}\" cannot be reached from the initial state"),
                 );
@@ -918,7 +914,7 @@ impl<'a> Compiler<'a> {
         }
 
         for cycle in automatic_cycles(d) {
-            self.report.error(
+            self.out.report.error(
                 format!("states.{}.transitions", cycle[0]),
                 format!(
                     "states {} can loop without waiting for input; put a state that waits for the user (intent, slot_filling, wait) in the cycle",
@@ -932,7 +928,7 @@ impl<'a> Compiler<'a> {
             for i in 0..t.len() {
                 for j in i + 1..t.len() {
                     if t[i].priority == t[j].priority && !exclusive(&t[i], &t[j]) {
-                        self.report.warning(
+                        self.out.report.warning(
                             format!("states.{name}.transitions[{j}].priority"),
                             format!(
                                 "transitions {i} and {j} have the same priority ({}) and can both match; the one written first wins. Give them different priorities",

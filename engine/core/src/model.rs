@@ -162,15 +162,23 @@ pub(crate) struct RawState {
 impl TryFrom<RawState> for State {
     type Error = String;
 
-    fn try_from(raw: RawState) -> Result<Self, String> {
-        let config = StateConfig::parse(&raw.kind, raw.config).map_err(|e| e.to_string())?;
-        Ok(State {
+    fn try_from(mut raw: RawState) -> Result<Self, String> {
+        let config = std::mem::take(&mut raw.config);
+        let config = StateConfig::parse(&raw.kind, config).map_err(|e| e.to_string())?;
+        Ok(raw.with_config(config))
+    }
+}
+
+impl RawState {
+    /// The state, with its config already read.
+    pub(crate) fn with_config(self, config: StateConfig) -> State {
+        State {
             config,
-            transitions: raw.transitions,
-            entry_actions: raw.entry_actions,
-            exit_actions: raw.exit_actions,
-            metadata: raw.metadata,
-        })
+            transitions: self.transitions,
+            entry_actions: self.entry_actions,
+            exit_actions: self.exit_actions,
+            metadata: self.metadata,
+        }
     }
 }
 
@@ -437,7 +445,7 @@ pub struct IntegrationConfig {
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts in all, the first included.
-    #[serde(default = "defaults::max_attempts")]
+    #[serde(default = "defaults::max_attempts", alias = "max_retries")]
     #[schemars(range(min = 1, max = 5))]
     pub max_attempts: u32,
     /// Wait before the second attempt; doubles each time after.

@@ -322,15 +322,9 @@ fn find_word(haystack: &str, needle: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::Flow;
 
     fn conversation() -> Conversation {
-        let flow = Flow::from_json(
-            r#"{"flow_id":"f","name":"f","version":"1","initial_state":"end",
-                "states":{"end":{"type":"end"}}}"#,
-        )
-        .unwrap();
-        Conversation::new("t", "c", "u", &flow, 0)
+        crate::context::tests::blank_conversation()
     }
 
     #[test]
