@@ -1,0 +1,78 @@
+//! A plugin that misbehaves on request, so the tests can show each of the
+//! host's limits stopping it. `args.mode` picks the misbehaviour.
+
+wit_bindgen::generate!({ path: "../../wit", world: "tool", generate_all });
+
+use std::hint::black_box;
+
+use exports::mcp::plugin::tools::Guest;
+use mcp::plugin::types::{Conversation, Error, ToolManifest};
+use serde_json::Value;
+use wasi::http::outgoing_handler;
+use wasi::http::types::{Fields, Method, OutgoingRequest, Scheme};
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn describe() -> ToolManifest {
+        ToolManifest {
+            name: "hostile".into(),
+            description: "Misbehaves on request.".into(),
+            input_schema: r#"{"type":"object"}"#.into(),
+            output_schema: r#"{}"#.into(),
+            permissions: vec![],
+            rate_limit: None,
+        }
+    }
+
+    fn call(args: String, _conversation: Conversation) -> Result<String, Error> {
+        let args: Value = serde_json::from_str(&args).unwrap_or(Value::Null);
+        match args["mode"].as_str().unwrap_or("") {
+            "ok" => Ok(r#"{"fine":true}"#.into()),
+            "loop" => {
+                let mut i = 0u64;
+                loop {
+                    i = black_box(i.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard = Vec::new();
+                loop {
+                    hoard.push(black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "recursion" => Ok(recurse(black_box(1)).to_string()),
+            "trap" => panic!("the plugin gave up"),
+            "huge" => Ok(format!("\"{}\"", "x".repeat(8 << 20))),
+            "file" => std::fs::read_to_string("/etc/passwd")
+                .map(|text| serde_json::to_string(&text).unwrap())
+                .map_err(|e| Error { code: "io".into(), message: e.to_string() }),
+            "http" => {
+                let authority = args["authority"].as_str().unwrap_or("example.com:80");
+                let request = OutgoingRequest::new(Fields::new());
+                request.set_method(&Method::Get).unwrap();
+                request.set_scheme(Some(&Scheme::Http)).unwrap();
+                request.set_authority(Some(authority)).unwrap();
+                request.set_path_with_query(Some("/")).unwrap();
+                let pending = outgoing_handler::handle(request, None).map_err(|e| Error {
+                    code: "http".into(),
+                    message: format!("{e:?}"),
+                })?;
+                pending.subscribe().block();
+                match pending.get() {
+                    Some(Ok(Ok(response))) => Ok(response.status().to_string()),
+                    Some(Ok(Err(e))) => Err(Error { code: "http".into(), message: format!("{e:?}") }),
+                    _ => Err(Error { code: "http".into(), message: "no response".into() }),
+                }
+            }
+            other => Err(Error { code: "bad-args".into(), message: format!("unknown mode {other:?}") }),
+        }
+    }
+}
+
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 64]);
+    if black_box(depth) == 0 { frame[0] } else { recurse(depth + 1) + frame[1] }
+}
+
+export!(Hostile);
