@@ -1,0 +1,325 @@
+//! One plugin call: resolve, check the breaker, instantiate fresh under the
+//! limits, call, and turn whatever happened into a value or a typed error.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcp_flow::{
+    ActionOutput, IntentScore, PluginCall, PluginError, PluginRuntime, PluginWorld, StateOutput,
+};
+use serde_json::Value;
+use tracing::Instrument;
+use wasmtime::{Store, Trap};
+
+use crate::bindings::types as wit;
+use crate::convert;
+use crate::host::{Installed, Manifest, PluginHost, RateLimit, StateTypeManifest, ToolManifest, Typed};
+use crate::limits::Limits;
+use crate::state::{LimitHit, StoreState};
+
+/// Extra time past the deadline before the host stops waiting on a call
+/// that is blocked outside wasm (e.g. on the network), where epochs cannot
+/// interrupt it.
+const DEADLINE_GRACE: Duration = Duration::from_millis(100);
+
+type CallFuture<'s, R> =
+    std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Result<R, wit::Error>>> + Send + 's>>;
+
+/// What a call cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallStats {
+    pub fuel_used: u64,
+    pub duration: Duration,
+}
+
+impl PluginHost {
+    /// Runs `f` on a fresh store for `installed`, under its tenant's limits.
+    async fn run<R>(
+        &self,
+        installed: &Installed,
+        measure: impl Fn(&R) -> usize,
+        f: impl for<'s> FnOnce(&'s mut Store<StoreState>) -> CallFuture<'s, R>,
+    ) -> Result<(R, CallStats), PluginError> {
+        let (tenant, plugin) = (installed.tenant.as_str(), installed.name.as_str());
+        if let Err(wait) = self.inner.breakers.admit(tenant, plugin) {
+            return Err(PluginError::Unavailable {
+                plugin: plugin.to_owned(),
+                reason: format!("it failed repeatedly; next try in {} ms", wait.as_millis()),
+            });
+        }
+        let (limits, allow_list) = self.policy(tenant, installed.world);
+        let span = tracing::info_span!(
+            "plugin_call",
+            tenant,
+            plugin,
+            world = %installed.world,
+            fuel_used = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let outcome = async {
+            let mut store = self
+                .store(installed, &limits, allow_list)
+                .map_err(|e| trap(plugin, e))?;
+            let call = f(&mut store);
+            let result = tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await;
+            let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
+            let stats = CallStats {
+                fuel_used,
+                duration: started.elapsed(),
+            };
+            let span = tracing::Span::current();
+            span.record("fuel_used", fuel_used);
+            span.record("duration_ms", stats.duration.as_millis() as u64);
+            match result {
+                Err(_elapsed) => Err(timeout(plugin, &limits)),
+                Ok(Err(error)) => Err(classify(plugin, &limits, error)),
+                Ok(Ok(Err(error))) => Err(PluginError::Failed {
+                    plugin: plugin.to_owned(),
+                    message: format!("{}: {}", error.code, error.message),
+                }),
+                Ok(Ok(Ok(value))) => {
+                    let size = measure(&value);
+                    if size > limits.result_bytes {
+                        return Err(PluginError::LimitExceeded {
+                            plugin: plugin.to_owned(),
+                            limit: format!("result size ({size} bytes > {})", limits.result_bytes),
+                        });
+                    }
+                    Ok((value, stats))
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        // A plugin's own error is an answer, not a failure of the plugin.
+        let healthy = matches!(outcome, Ok(_) | Err(PluginError::Failed { .. }));
+        self.inner.breakers.record(tenant, plugin, healthy);
+        if let Err(e) = &outcome {
+            tracing::warn!(tenant, plugin, error = %e, "plugin call failed");
+        }
+        outcome
+    }
+
+    fn resolve_for(&self, call: &PluginCall<'_>, world: PluginWorld) -> Result<Arc<Installed>, PluginError> {
+        let installed = self.resolve(call.tenant_id, call.plugin).ok_or_else(|| PluginError::NotFound {
+            plugin: call.plugin.to_owned(),
+        })?;
+        if installed.world != world {
+            return Err(PluginError::Unavailable {
+                plugin: call.plugin.to_owned(),
+                reason: format!("it is a {} plugin, not a {world} plugin", installed.world),
+            });
+        }
+        Ok(installed)
+    }
+
+    /// Calls describe() of a tool or state type, for its manifest.
+    pub(crate) async fn describe(&self, installed: &Installed) -> Result<Option<Manifest>, PluginError> {
+        match &installed.typed {
+            Typed::Tool(pre) => {
+                let pre = pre.clone();
+                let (manifest, _) = self
+                    .run(installed, |m: &wit::ToolManifest| m.input_schema.len() + m.output_schema.len() + m.description.len(), |store| {
+                        Box::pin(async move {
+                            let bindings = pre.instantiate_async(&mut *store).await?;
+                            Ok(Ok(bindings.mcp_plugin_tools().call_describe(&mut *store).await?))
+                        })
+                    })
+                    .await?;
+                Ok(Some(Manifest::Tool(ToolManifest {
+                    name: manifest.name,
+                    description: manifest.description,
+                    input_schema: json_or_text(&manifest.input_schema),
+                    output_schema: json_or_text(&manifest.output_schema),
+                    permissions: manifest.permissions,
+                    rate_limit: manifest.rate_limit.map(|r| RateLimit {
+                        requests: r.requests,
+                        per_seconds: r.per_seconds,
+                    }),
+                })))
+            }
+            Typed::StateType(pre) => {
+                let pre = pre.clone();
+                let (manifest, _) = self
+                    .run(installed, |m: &wit::StateTypeManifest| m.config_schema.len() + m.description.len(), |store| {
+                        Box::pin(async move {
+                            let bindings = pre.instantiate_async(&mut *store).await?;
+                            Ok(Ok(bindings.mcp_plugin_state_types().call_describe(&mut *store).await?))
+                        })
+                    })
+                    .await?;
+                Ok(Some(Manifest::StateType(StateTypeManifest {
+                    name: manifest.name,
+                    description: manifest.description,
+                    config_schema: json_or_text(&manifest.config_schema),
+                })))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Calls a tool and reports what the call cost (for benchmarks and metrics).
+    pub async fn call_tool_with_stats(&self, call: PluginCall<'_>) -> Result<(Value, CallStats), PluginError> {
+        let installed = self.resolve_for(&call, PluginWorld::Tool)?;
+        let Typed::Tool(pre) = &installed.typed else { unreachable!("world checked") };
+        let pre = pre.clone();
+        let args = call.args.to_string();
+        let conversation = convert::conversation(call.conversation);
+        let (text, stats) = self
+            .run(&installed, String::len, |store| {
+                Box::pin(async move {
+                    let bindings = pre.instantiate_async(&mut *store).await?;
+                    bindings.mcp_plugin_tools().call_call(&mut *store, &args, &conversation).await
+                })
+            })
+            .await?;
+        let value = serde_json::from_str(&text).map_err(|e| PluginError::Failed {
+            plugin: call.plugin.to_owned(),
+            message: format!("the result is not JSON: {e}"),
+        })?;
+        Ok((value, stats))
+    }
+
+    /// Evaluates a condition and reports what the call cost.
+    pub async fn evaluate_with_stats(&self, call: PluginCall<'_>) -> Result<(bool, CallStats), PluginError> {
+        let installed = self.resolve_for(&call, PluginWorld::Condition)?;
+        let Typed::Condition(pre) = &installed.typed else { unreachable!("world checked") };
+        let pre = pre.clone();
+        let args = call.args.to_string();
+        let conversation = convert::conversation(call.conversation);
+        let event = call.event.map(convert::event);
+        self.run(&installed, |_| 1, |store| {
+            Box::pin(async move {
+                let bindings = pre.instantiate_async(&mut *store).await?;
+                bindings
+                    .mcp_plugin_conditions()
+                    .call_evaluate(&mut *store, &args, &conversation, event.as_ref())
+                    .await
+            })
+        })
+        .await
+    }
+}
+
+impl PluginRuntime for PluginHost {
+    async fn evaluate_condition(&self, call: PluginCall<'_>) -> Result<bool, PluginError> {
+        self.evaluate_with_stats(call).await.map(|(ok, _)| ok)
+    }
+
+    async fn run_action(&self, call: PluginCall<'_>) -> Result<ActionOutput, PluginError> {
+        let installed = self.resolve_for(&call, PluginWorld::Action)?;
+        let Typed::Action(pre) = &installed.typed else { unreachable!("world checked") };
+        let pre = pre.clone();
+        let args = call.args.to_string();
+        let conversation = convert::conversation(call.conversation);
+        let event = call.event.map(convert::event);
+        let (effects, _) = self
+            .run(&installed, convert::effects_size, |store| {
+                Box::pin(async move {
+                    let bindings = pre.instantiate_async(&mut *store).await?;
+                    bindings
+                        .mcp_plugin_actions()
+                        .call_run(&mut *store, &args, &conversation, event.as_ref())
+                        .await
+                })
+            })
+            .await?;
+        let (updates, messages) = convert::effects(effects).map_err(|message| PluginError::Failed {
+            plugin: call.plugin.to_owned(),
+            message,
+        })?;
+        Ok(ActionOutput { updates, messages })
+    }
+
+    async fn call_tool(&self, call: PluginCall<'_>) -> Result<Value, PluginError> {
+        self.call_tool_with_stats(call).await.map(|(value, _)| value)
+    }
+
+    async fn execute_state(&self, call: PluginCall<'_>) -> Result<StateOutput, PluginError> {
+        let installed = self.resolve_for(&call, PluginWorld::StateType)?;
+        let Typed::StateType(pre) = &installed.typed else { unreachable!("world checked") };
+        let pre = pre.clone();
+        let config = call.args.to_string();
+        let conversation = convert::conversation(call.conversation);
+        let event = call.event.map(convert::event);
+        let (output, _) = self
+            .run(&installed, |o: &wit::StateOutput| convert::effects_size(&o.effects), |store| {
+                Box::pin(async move {
+                    let bindings = pre.instantiate_async(&mut *store).await?;
+                    bindings
+                        .mcp_plugin_state_types()
+                        .call_execute(&mut *store, &config, &conversation, event.as_ref())
+                        .await
+                })
+            })
+            .await?;
+        let (updates, messages) = convert::effects(output.effects).map_err(|message| PluginError::Failed {
+            plugin: call.plugin.to_owned(),
+            message,
+        })?;
+        Ok(StateOutput {
+            updates,
+            messages,
+            outcome: output.outcome,
+            wait_for_input: output.wait_for_input,
+        })
+    }
+
+    async fn classify_intent(&self, call: PluginCall<'_>) -> Result<Vec<IntentScore>, PluginError> {
+        let installed = self.resolve_for(&call, PluginWorld::Intent)?;
+        let Typed::Intent(pre) = &installed.typed else { unreachable!("world checked") };
+        let pre = pre.clone();
+        let text = call.event.map(|e| e.text.clone()).unwrap_or_default();
+        let conversation = convert::conversation(call.conversation);
+        let (scores, _) = self
+            .run(&installed, |s: &Vec<wit::IntentScore>| s.iter().map(|s| s.intent.len() + 8).sum(), |store| {
+                Box::pin(async move {
+                    let bindings = pre.instantiate_async(&mut *store).await?;
+                    bindings
+                        .mcp_plugin_intents()
+                        .call_classify(&mut *store, &text, &conversation)
+                        .await
+                })
+            })
+            .await?;
+        Ok(convert::intent_scores(scores))
+    }
+}
+
+/// Names the limit a failed call ran into, or calls it a trap.
+fn classify(plugin: &str, limits: &Limits, error: wasmtime::Error) -> PluginError {
+    let limit = |name: &str| PluginError::LimitExceeded {
+        plugin: plugin.to_owned(),
+        limit: name.to_owned(),
+    };
+    if let Some(LimitHit(name)) = error.downcast_ref::<LimitHit>() {
+        return limit(name);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => limit("fuel"),
+        Some(Trap::Interrupt) => timeout(plugin, limits),
+        Some(Trap::StackOverflow) => limit("stack"),
+        _ => trap(plugin, error),
+    }
+}
+
+fn timeout(plugin: &str, limits: &Limits) -> PluginError {
+    PluginError::Timeout {
+        plugin: plugin.to_owned(),
+        timeout_ms: limits.deadline.as_millis() as u64,
+    }
+}
+
+fn trap(plugin: &str, error: wasmtime::Error) -> PluginError {
+    let mut message = format!("{error:#}");
+    message.truncate(1024);
+    PluginError::Trap {
+        plugin: plugin.to_owned(),
+        message,
+    }
+}
+
+fn json_or_text(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}

@@ -1,0 +1,524 @@
+//! The plugin host: one wasmtime engine, a linker per kind of world, compiled
+//! components cached by content, and a registry of what each tenant installed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use mcp_flow::PluginWorld;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use crate::allow_list::AllowList;
+use crate::bindings::{action, condition, host as host_api, intent, state_type, tool};
+use crate::breaker::{BreakerConfig, Breakers};
+use crate::cache::{ArtifactKey, ArtifactStore, CacheStatus, MemoryCache, sha256_hex};
+use crate::limits::{LimitOverrides, Limits, MAX_MEMORY_BYTES, MAX_WASM_STACK};
+use crate::state::{CallSite, StoreState};
+
+/// How often the epoch ticks: the granularity of call deadlines.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The package version this host speaks.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// Settings of a host.
+#[derive(Clone)]
+pub struct HostConfig {
+    /// Largest component accepted at upload.
+    pub max_component_bytes: usize,
+    /// Use the pooling allocator (fast instantiation); off allocates per call.
+    pub pooling: bool,
+    /// Concurrent instances the pool holds.
+    pub max_instances: u32,
+    pub breaker: BreakerConfig,
+    /// Where compiled components persist; `None` keeps them in memory only.
+    pub artifacts: Option<Arc<dyn ArtifactStore>>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            max_component_bytes: 32 << 20,
+            pooling: true,
+            max_instances: 200,
+            breaker: BreakerConfig::default(),
+            artifacts: None,
+        }
+    }
+}
+
+/// Why an upload or install was refused. Each names what is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UploadError {
+    #[error("the plugin is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("not a WebAssembly file")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component: build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
+    )]
+    NotAComponent,
+    #[error("the component does not compile: {0}")]
+    Invalid(String),
+    #[error(
+        "the component exports none of mcp:plugin/{{conditions,actions,tools,state-types,intents}}@{WIT_VERSION}; it exports: {0}"
+    )]
+    NoWorld(String),
+    #[error("the component exports more than one plugin interface: {0}")]
+    SeveralWorlds(String),
+    #[error("the component exports {found}; this engine supports mcp:plugin@{WIT_VERSION}")]
+    UnsupportedVersion { found: String },
+    #[error("the component is a {found} plugin, not a {expected} plugin")]
+    WrongWorld {
+        expected: PluginWorld,
+        found: PluginWorld,
+    },
+    #[error("the component needs something the host does not provide: {0}")]
+    UnsupportedImport(String),
+    #[error("the component's {0}")]
+    BadExport(String),
+    #[error("\"{0}\" is not a plugin name: use 1 to 64 lowercase letters, digits, '-' or '_'")]
+    BadName(String),
+    #[error("describe() failed: {0}")]
+    Describe(String),
+}
+
+/// A tool's description, for discovery (seed 002).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolManifest {
+    pub name: String,
+    pub description: String,
+    pub input_schema: Value,
+    pub output_schema: Value,
+    pub permissions: Vec<String>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per_seconds: u32,
+}
+
+/// A tenant state type's description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateTypeManifest {
+    pub name: String,
+    pub description: String,
+    pub config_schema: Value,
+}
+
+/// What describe() said, for the worlds that have one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Manifest {
+    Tool(ToolManifest),
+    StateType(StateTypeManifest),
+}
+
+/// A component that passed validation, compiled.
+#[derive(Clone)]
+pub struct Inspected {
+    pub world: PluginWorld,
+    pub sha256: String,
+    pub size: usize,
+    pub cache: CacheStatus,
+    pub(crate) component: Component,
+}
+
+/// Bindings ready to instantiate, by world.
+#[derive(Clone)]
+pub(crate) enum Typed {
+    Condition(condition::ConditionPre<StoreState>),
+    Action(action::ActionPre<StoreState>),
+    Tool(tool::ToolPre<StoreState>),
+    StateType(state_type::StateTypePre<StoreState>),
+    Intent(intent::IntentPre<StoreState>),
+}
+
+/// One installed plugin version of one tenant.
+pub struct Installed {
+    pub tenant: String,
+    pub name: String,
+    pub version: String,
+    pub world: PluginWorld,
+    pub sha256: String,
+    pub manifest: Option<Manifest>,
+    pub(crate) typed: Typed,
+    pub(crate) config: Arc<BTreeMap<String, String>>,
+}
+
+/// What a tenant may do: outbound hosts and limit overrides per world.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPolicy {
+    pub allow_list: AllowList,
+    pub limits: HashMap<PluginWorld, LimitOverrides>,
+}
+
+pub(crate) struct Inner {
+    pub engine: Engine,
+    /// WASI (nothing granted) and the host interface.
+    base: Linker<StoreState>,
+    /// The base plus outbound HTTP, for tools.
+    with_http: Linker<StoreState>,
+    config: HostConfig,
+    engine_hash: String,
+    memory: MemoryCache,
+    /// (tenant, plugin) → the version calls resolve to.
+    registry: RwLock<HashMap<(String, String), Arc<Installed>>>,
+    policies: RwLock<HashMap<String, Arc<(AllowList, HashMap<PluginWorld, LimitOverrides>)>>>,
+    pub breakers: Breakers,
+}
+
+/// The host. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct PluginHost {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl PluginHost {
+    pub fn new(config: HostConfig) -> wasmtime::Result<PluginHost> {
+        let mut wasm = Config::new();
+        wasm.gc_support(false)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK)
+            .async_stack_size(MAX_WASM_STACK + (1 << 20))
+            .memory_init_cow(true);
+        if config.pooling {
+            let instances = config.max_instances;
+            let mut pool = PoolingAllocationConfig::default();
+            // A component holds several core instances (libc, the
+            // program, adapters); Python components hold more.
+            pool.total_component_instances(instances)
+                .total_core_instances(instances * 20)
+                .total_memories(instances * 4)
+                .total_tables(instances * 20)
+                .total_stacks(instances)
+                .max_core_instances_per_component(50)
+                .max_memories_per_component(10)
+                .max_tables_per_component(50)
+                .max_component_instance_size(8 << 20)
+                .max_core_instance_size(16 << 20)
+                .table_elements(200_000)
+                .max_memory_size(MAX_MEMORY_BYTES);
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wasm)?;
+        spawn_epoch_ticker(&engine);
+
+        let mut base = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut base)?;
+        host_api::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut base, |s| s)?;
+        let mut with_http = base.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut with_http)?;
+
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = format!("{:016x}", hasher.finish());
+
+        Ok(PluginHost {
+            inner: Arc::new(Inner {
+                engine,
+                base,
+                with_http,
+                engine_hash,
+                memory: MemoryCache::default(),
+                registry: RwLock::new(HashMap::new()),
+                policies: RwLock::new(HashMap::new()),
+                breakers: Breakers::new(config.breaker),
+                config,
+            }),
+        })
+    }
+
+    /// The engine's compatibility hash: half of every artifact key.
+    pub fn engine_hash(&self) -> &str {
+        &self.inner.engine_hash
+    }
+
+    /// Validates an upload: a component under the size limit, exporting
+    /// exactly one supported world, importing only what the host provides.
+    /// Compiles it (or finds it compiled) on the way.
+    pub async fn inspect(&self, bytes: &[u8]) -> Result<Inspected, UploadError> {
+        let limit = self.inner.config.max_component_bytes;
+        if bytes.len() > limit {
+            return Err(UploadError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(UploadError::NotAComponent),
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            _ => return Err(UploadError::NotWasm),
+        }
+        let sha256 = sha256_hex(bytes);
+        let (component, cache) = self.compile(&sha256, bytes).await?;
+        let world = world_of(&component, &self.inner.engine)?;
+        self.linker(world)
+            .instantiate_pre(&component)
+            .map_err(|e| UploadError::UnsupportedImport(import_problem(world, &e)))?;
+        Ok(Inspected {
+            world,
+            sha256,
+            size: bytes.len(),
+            cache,
+            component,
+        })
+    }
+
+    async fn compile(&self, sha256: &str, bytes: &[u8]) -> Result<(Component, CacheStatus), UploadError> {
+        let inner = &self.inner;
+        if let Some(component) = inner.memory.get(sha256) {
+            return Ok((component, CacheStatus::Memory));
+        }
+        let key = ArtifactKey {
+            content_sha256: sha256.to_owned(),
+            engine_hash: inner.engine_hash.clone(),
+        };
+        if let Some(store) = &inner.config.artifacts
+            && let Some(artifact) = store.load(&key).await
+        {
+            // SAFETY: artifacts are written only by `Component::serialize`
+            // of an engine with this compatibility hash, into storage the
+            // operator controls; wasmtime re-checks the header and settings.
+            match unsafe { Component::deserialize(&inner.engine, &artifact) } {
+                Ok(component) => {
+                    inner.memory.put(sha256, &component);
+                    return Ok((component, CacheStatus::Stored));
+                }
+                Err(e) => tracing::warn!(sha256, error = %e, "stored artifact unusable; compiling again"),
+            }
+        }
+        let engine = inner.engine.clone();
+        let owned = bytes.to_vec();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
+            .await
+            .map_err(|e| UploadError::Invalid(e.to_string()))?
+            .map_err(|e| UploadError::Invalid(format!("{e:#}")))?;
+        inner.memory.put(sha256, &component);
+        if let Some(store) = &inner.config.artifacts {
+            match component.serialize() {
+                Ok(artifact) => store.save(&key, &artifact).await,
+                Err(e) => tracing::warn!(sha256, error = %e, "could not serialize a compiled plugin"),
+            }
+        }
+        Ok((component, CacheStatus::Compiled))
+    }
+
+    fn linker(&self, world: PluginWorld) -> &Linker<StoreState> {
+        match world {
+            PluginWorld::Tool => &self.inner.with_http,
+            _ => &self.inner.base,
+        }
+    }
+
+    /// Validates, compiles and installs a plugin version for a tenant; calls
+    /// for (tenant, name) resolve to it from now on. `expected` is the world
+    /// the upload claims, if it claims one.
+    pub async fn install(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+        expected: Option<PluginWorld>,
+        config: BTreeMap<String, String>,
+    ) -> Result<Arc<Installed>, UploadError> {
+        if !mcp_flow::flow::is_plugin_name(name) {
+            return Err(UploadError::BadName(name.to_owned()));
+        }
+        let inspected = self.inspect(bytes).await?;
+        if let Some(expected) = expected
+            && expected != inspected.world
+        {
+            return Err(UploadError::WrongWorld {
+                expected,
+                found: inspected.world,
+            });
+        }
+        let pre = self
+            .linker(inspected.world)
+            .instantiate_pre(&inspected.component)
+            .map_err(|e| UploadError::UnsupportedImport(import_problem(inspected.world, &e)))?;
+        let bad = |e: wasmtime::Error| UploadError::BadExport(format!("{e:#}"));
+        let typed = match inspected.world {
+            PluginWorld::Condition => Typed::Condition(condition::ConditionPre::new(pre).map_err(bad)?),
+            PluginWorld::Action => Typed::Action(action::ActionPre::new(pre).map_err(bad)?),
+            PluginWorld::Tool => Typed::Tool(tool::ToolPre::new(pre).map_err(bad)?),
+            PluginWorld::StateType => Typed::StateType(state_type::StateTypePre::new(pre).map_err(bad)?),
+            PluginWorld::Intent => Typed::Intent(intent::IntentPre::new(pre).map_err(bad)?),
+        };
+        let mut installed = Installed {
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+            version: version.to_owned(),
+            world: inspected.world,
+            sha256: inspected.sha256,
+            manifest: None,
+            typed,
+            config: Arc::new(config),
+        };
+        installed.manifest = self
+            .describe(&installed)
+            .await
+            .map_err(|e| UploadError::Describe(e.to_string()))?;
+        let installed = Arc::new(installed);
+        self.inner
+            .registry
+            .write()
+            .unwrap()
+            .insert((tenant.to_owned(), name.to_owned()), installed.clone());
+        tracing::info!(tenant, plugin = name, version, world = %installed.world, sha256 = %installed.sha256, "plugin installed");
+        Ok(installed)
+    }
+
+    /// Stops resolving (tenant, name); calls to it fail as not installed.
+    pub fn uninstall(&self, tenant: &str, name: &str) -> bool {
+        self.inner
+            .registry
+            .write()
+            .unwrap()
+            .remove(&(tenant.to_owned(), name.to_owned()))
+            .is_some()
+    }
+
+    /// The version calls for (tenant, name) resolve to.
+    pub fn resolve(&self, tenant: &str, name: &str) -> Option<Arc<Installed>> {
+        self.inner
+            .registry
+            .read()
+            .unwrap()
+            .get(&(tenant.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// A tenant's installed tools, for discovery.
+    pub fn tools(&self, tenant: &str) -> Vec<ToolManifest> {
+        let registry = self.inner.registry.read().unwrap();
+        let mut tools: Vec<ToolManifest> = registry
+            .values()
+            .filter(|p| p.tenant == tenant)
+            .filter_map(|p| match &p.manifest {
+                Some(Manifest::Tool(t)) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        tools
+    }
+
+    /// Sets what a tenant's plugins may reach and use.
+    pub fn set_policy(&self, tenant: &str, policy: TenantPolicy) {
+        self.inner
+            .policies
+            .write()
+            .unwrap()
+            .insert(tenant.to_owned(), Arc::new((policy.allow_list, policy.limits)));
+    }
+
+    /// The limits and allow-list of a call to a tenant's plugin of `world`.
+    pub(crate) fn policy(&self, tenant: &str, world: PluginWorld) -> (Limits, Arc<AllowList>) {
+        let defaults = Limits::for_world(world);
+        match self.inner.policies.read().unwrap().get(tenant) {
+            Some(policy) => {
+                let limits = policy.1.get(&world).map_or(defaults, |o| o.apply(defaults));
+                (limits, Arc::new(policy.0.clone()))
+            }
+            None => (defaults, Arc::new(AllowList::default())),
+        }
+    }
+
+    /// A store for one call, with its limits armed.
+    pub(crate) fn store(
+        &self,
+        installed: &Installed,
+        limits: &Limits,
+        allow_list: Arc<AllowList>,
+    ) -> wasmtime::Result<Store<StoreState>> {
+        let site = CallSite {
+            tenant: installed.tenant.as_str().into(),
+            plugin: installed.name.as_str().into(),
+        };
+        let state = StoreState::new(site, limits, allow_list, installed.config.clone());
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(limits.fuel)?;
+        // Ticks until the deadline, plus one: a call started just before a
+        // tick still gets its whole budget.
+        let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+}
+
+/// Ticks the engine's epoch until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawn the epoch ticker");
+}
+
+/// The world a component implements, from its exports.
+fn world_of(component: &Component, engine: &Engine) -> Result<PluginWorld, UploadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+    let ours: Vec<&String> = exports.iter().filter(|e| e.starts_with("mcp:plugin/")).collect();
+    match ours.as_slice() {
+        [] => Err(UploadError::NoWorld(if exports.is_empty() {
+            "nothing".into()
+        } else {
+            exports.join(", ")
+        })),
+        [one] => {
+            let rest = one.trim_start_matches("mcp:plugin/");
+            let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+            if version != WIT_VERSION {
+                return Err(UploadError::UnsupportedVersion {
+                    found: (*one).clone(),
+                });
+            }
+            match interface {
+                "conditions" => Ok(PluginWorld::Condition),
+                "actions" => Ok(PluginWorld::Action),
+                "tools" => Ok(PluginWorld::Tool),
+                "state-types" => Ok(PluginWorld::StateType),
+                "intents" => Ok(PluginWorld::Intent),
+                _ => Err(UploadError::NoWorld(exports.join(", "))),
+            }
+        }
+        several => Err(UploadError::SeveralWorlds(
+            several.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+        )),
+    }
+}
+
+fn import_problem(world: PluginWorld, error: &wasmtime::Error) -> String {
+    let message = format!("{error:#}");
+    if world != PluginWorld::Tool && message.contains("wasi:http") {
+        format!("only tool plugins may import wasi:http ({message})")
+    } else {
+        message
+    }
+}
+
+impl PluginHost {
+    /// Whether a component with these bytes is compiled in this process.
+    pub fn is_compiled(&self, bytes: &[u8]) -> bool {
+        self.inner.memory.get(&sha256_hex(bytes)).is_some()
+    }
+}

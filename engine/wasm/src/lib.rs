@@ -1,0 +1,23 @@
+//! MCP Engine's plugin host: tenant plugins as wasmtime components, each call
+//! in a fresh instance under fuel, deadline, memory, table, stack and
+//! result-size limits. [`PluginHost`] implements `mcp_flow::PluginRuntime`.
+
+pub mod allow_list;
+pub mod bindings;
+pub mod breaker;
+pub mod cache;
+mod call;
+mod convert;
+mod host;
+pub mod limits;
+mod state;
+
+pub use allow_list::AllowList;
+pub use breaker::BreakerConfig;
+pub use cache::{ArtifactKey, ArtifactStore, CacheStatus, DirArtifactStore};
+pub use call::CallStats;
+pub use host::{
+    HostConfig, Inspected, Installed, Manifest, PluginHost, RateLimit, StateTypeManifest,
+    TenantPolicy, ToolManifest, UploadError, WIT_VERSION,
+};
+pub use limits::{LimitOverrides, Limits};
