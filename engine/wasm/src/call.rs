@@ -108,7 +108,7 @@ impl PluginHost {
         if installed.world != world {
             return Err(PluginError::Unavailable {
                 plugin: call.plugin.to_owned(),
-                reason: format!("it is a {} plugin, not a {world} plugin", installed.world),
+                reason: format!("it serves the {} world, not the {world} world", installed.world),
             });
         }
         Ok(installed)

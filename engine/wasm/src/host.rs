@@ -72,7 +72,7 @@ pub enum UploadError {
     SeveralWorlds(String),
     #[error("the component exports {found}; this engine supports mcp:plugin@{WIT_VERSION}")]
     UnsupportedVersion { found: String },
-    #[error("the component is a {found} plugin, not a {expected} plugin")]
+    #[error("the component serves the {found} world, not the {expected} world")]
     WrongWorld {
         expected: PluginWorld,
         found: PluginWorld,
