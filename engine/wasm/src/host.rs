@@ -10,7 +10,7 @@ use mcp_flow::PluginWorld;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use crate::allow_list::AllowList;
 use crate::bindings::{action, condition, host as host_api, intent, state_type, tool};
@@ -205,7 +205,16 @@ impl PluginHost {
                 .max_component_instance_size(8 << 20)
                 .max_core_instance_size(16 << 20)
                 .table_elements(200_000)
-                .max_memory_size(MAX_MEMORY_BYTES);
+                .max_memory_size(MAX_MEMORY_BYTES)
+                // Reset slots by zeroing rather than unmapping, so the next
+                // instance does not page-fault its way back in: this is most
+                // of the cost of a small call.
+                .linear_memory_keep_resident(2 << 20)
+                .table_keep_resident(64 << 10)
+                .async_stack_keep_resident(256 << 10)
+                // Where the kernel can say which pages were written (Linux
+                // 6.7+), only those are reset; elsewhere this is a no-op.
+                .pagemap_scan(Enabled::Auto);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&wasm)?;
