@@ -26,11 +26,20 @@ fn main() {
     for (name, path) in build_rust_plugins(&repo, &plugins) {
         let constant = name.to_uppercase().replace('-', "_");
         writeln!(constants, "/// `plugins/{name}`, built for wasm32-wasip2.").unwrap();
-        writeln!(constants, "pub const {constant}: &str = {:?};", path.display().to_string()).unwrap();
+        writeln!(
+            constants,
+            "pub const {constant}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     for (name, path) in build_python_plugins(&plugins, &wit, &out_dir) {
         let constant = format!("PYTHON_{}", name.to_uppercase());
-        writeln!(constants, "/// `plugins/python/{name}`, built with componentize-py (None without it).").unwrap();
+        writeln!(
+            constants,
+            "/// `plugins/python/{name}`, built with componentize-py (None without it)."
+        )
+        .unwrap();
         let value = match path {
             Some(path) => format!("Some({:?})", path.display().to_string()),
             None => "None".to_owned(),
@@ -47,7 +56,13 @@ fn build_rust_plugins(repo: &Path, plugins: &Path) -> Vec<(String, PathBuf)> {
     let mut command = Command::new(cargo);
     command
         .current_dir(plugins)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     // The outer build's settings are for the host, not for wasm guests.
     for var in [
@@ -61,7 +76,11 @@ fn build_rust_plugins(repo: &Path, plugins: &Path) -> Vec<(String, PathBuf)> {
         command.env_remove(var);
     }
     let status = command.status().expect("cargo runs");
-    assert!(status.success(), "building the plugins in {} failed", plugins.display());
+    assert!(
+        status.success(),
+        "building the plugins in {} failed",
+        plugins.display()
+    );
 
     members(plugins)
         .into_iter()
@@ -88,15 +107,24 @@ fn members(plugins: &Path) -> Vec<String> {
         .collect()
 }
 
-fn build_python_plugins(plugins: &Path, wit: &Path, out_dir: &Path) -> Vec<(String, Option<PathBuf>)> {
+fn build_python_plugins(
+    plugins: &Path,
+    wit: &Path,
+    out_dir: &Path,
+) -> Vec<(String, Option<PathBuf>)> {
     let required = env::var("MCP_REQUIRE_PYTHON_PLUGINS").is_ok_and(|v| v == "1");
     let available = Command::new("componentize-py")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if !available {
-        assert!(!required, "componentize-py is not installed (pip install componentize-py)");
-        println!("cargo:warning=componentize-py not found: Python plugins are not built and their tests are skipped");
+        assert!(
+            !required,
+            "componentize-py is not installed (pip install componentize-py)"
+        );
+        println!(
+            "cargo:warning=componentize-py not found: Python plugins are not built and their tests are skipped"
+        );
     }
     let python = plugins.join("python");
     let mut names: Vec<String> = std::fs::read_dir(&python)
@@ -123,7 +151,10 @@ fn build_python_plugins(plugins: &Path, wit: &Path, out_dir: &Path) -> Vec<(Stri
                 .env("PYTHONDONTWRITEBYTECODE", "1")
                 .status()
                 .expect("componentize-py runs");
-            assert!(status.success(), "componentize-py failed for plugins/python/{name}");
+            assert!(
+                status.success(),
+                "componentize-py failed for plugins/python/{name}"
+            );
             (name, Some(output))
         })
         .collect()
@@ -136,6 +167,11 @@ fn world_of(app: &Path) -> String {
         .split_whitespace()
         .skip_while(|word| *word != "-w")
         .nth(1)
-        .unwrap_or_else(|| panic!("{} names no world in its build line (-w WORLD)", app.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "{} names no world in its build line (-w WORLD)",
+                app.display()
+            )
+        })
         .to_owned()
 }

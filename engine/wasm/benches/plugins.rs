@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mcp_flow::{Conversation, Flow, PluginCall, PluginRuntime, PluginWorld};
+use mcp_flow::{Conversation, Flow, PluginCall, PluginRuntime};
 use mcp_test_plugins as built;
 use mcp_wasm::{CacheStatus, DirArtifactStore, HostConfig, PluginHost};
 use serde_json::{Value, json};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn conversation() -> Conversation {
@@ -44,28 +47,51 @@ fn condition_calls(c: &mut Criterion) {
     let args = json!({ "min_spent": 500 });
     let mut group = c.benchmark_group("condition");
 
-    rt.block_on(host.install("bench", "vip-rust", "1", &std::fs::read(built::VIP_CHECK).unwrap(), None, BTreeMap::new()))
-        .unwrap();
+    rt.block_on(host.install(
+        "bench",
+        "vip-rust",
+        "1",
+        &std::fs::read(built::VIP_CHECK).unwrap(),
+        None,
+        BTreeMap::new(),
+    ))
+    .unwrap();
     group.bench_function("rust_plugin_instantiate_and_call", |b| {
-        b.iter(|| rt.block_on(host.evaluate_condition(call(&conv, "vip-rust", black_box(&args)))).unwrap())
+        b.iter(|| {
+            rt.block_on(host.evaluate_condition(call(&conv, "vip-rust", black_box(&args))))
+                .unwrap()
+        })
     });
 
     if let Some(path) = built::PYTHON_VIP_CHECK {
-        rt.block_on(host.install("bench", "vip-python", "1", &std::fs::read(path).unwrap(), None, BTreeMap::new()))
-            .unwrap();
+        rt.block_on(host.install(
+            "bench",
+            "vip-python",
+            "1",
+            &std::fs::read(path).unwrap(),
+            None,
+            BTreeMap::new(),
+        ))
+        .unwrap();
         group.bench_function("python_plugin_instantiate_and_call", |b| {
-            b.iter(|| rt.block_on(host.evaluate_condition(call(&conv, "vip-python", black_box(&args)))).unwrap())
+            b.iter(|| {
+                rt.block_on(host.evaluate_condition(call(&conv, "vip-python", black_box(&args))))
+                    .unwrap()
+            })
         });
     }
 
     // The same logic as a native closure, with the same JSON in and out.
     let native = |args: &Value, c: &Conversation| -> bool {
         let args: Value = serde_json::from_str(&args.to_string()).unwrap();
-        let profile: Value = serde_json::from_str(&Value::Object(c.user_profile.clone()).to_string()).unwrap();
+        let profile: Value =
+            serde_json::from_str(&Value::Object(c.user_profile.clone()).to_string()).unwrap();
         let min = args["min_spent"].as_f64().unwrap_or(100.0);
         profile["vip"].as_bool().unwrap_or(false) || profile["spent"].as_f64().unwrap_or(0.0) >= min
     };
-    group.bench_function("native_closure", |b| b.iter(|| native(black_box(&args), &conv)));
+    group.bench_function("native_closure", |b| {
+        b.iter(|| native(black_box(&args), &conv))
+    });
     group.finish();
 }
 
@@ -88,7 +114,11 @@ fn compiles(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let host = PluginHost::new(HostConfig { pooling: false, ..HostConfig::default() }).unwrap();
+                    let host = PluginHost::new(HostConfig {
+                        pooling: false,
+                        ..HostConfig::default()
+                    })
+                    .unwrap();
                     let started = Instant::now();
                     let inspected = rt.block_on(host.inspect(&bytes)).unwrap();
                     total += started.elapsed();
@@ -102,7 +132,8 @@ fn compiles(c: &mut Criterion) {
             artifacts: Some(Arc::new(DirArtifactStore::new(&dir))),
             ..HostConfig::default()
         };
-        rt.block_on(PluginHost::new(stored.clone()).unwrap().inspect(&bytes)).unwrap();
+        rt.block_on(PluginHost::new(stored.clone()).unwrap().inspect(&bytes))
+            .unwrap();
         group.bench_function(format!("{name}/stored_artifact_hit"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -116,7 +147,11 @@ fn compiles(c: &mut Criterion) {
                 total
             })
         });
-        let warm = PluginHost::new(HostConfig { pooling: false, ..HostConfig::default() }).unwrap();
+        let warm = PluginHost::new(HostConfig {
+            pooling: false,
+            ..HostConfig::default()
+        })
+        .unwrap();
         rt.block_on(warm.inspect(&bytes)).unwrap();
         group.bench_function(format!("{name}/memory_hit"), |b| {
             b.iter(|| rt.block_on(warm.inspect(black_box(&bytes))).unwrap())

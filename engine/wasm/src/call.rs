@@ -13,7 +13,9 @@ use wasmtime::{Store, Trap};
 
 use crate::bindings::types as wit;
 use crate::convert;
-use crate::host::{Installed, Manifest, PluginHost, RateLimit, StateTypeManifest, ToolManifest, Typed};
+use crate::host::{
+    Installed, Manifest, PluginHost, RateLimit, StateTypeManifest, ToolManifest, Typed,
+};
 use crate::limits::Limits;
 use crate::state::{LimitHit, StoreState};
 
@@ -37,6 +39,7 @@ impl PluginHost {
     async fn run<R>(
         &self,
         installed: &Installed,
+        requested: Duration,
         measure: impl Fn(&R) -> usize,
         f: impl for<'s> FnOnce(&'s mut Store<StoreState>) -> CallFuture<'s, R>,
     ) -> Result<(R, CallStats), PluginError> {
@@ -47,7 +50,9 @@ impl PluginHost {
                 reason: format!("it failed repeatedly; next try in {} ms", wait.as_millis()),
             });
         }
-        let (limits, allow_list) = self.policy(tenant, installed.world);
+        let (mut limits, allow_list) = self.policy(tenant, installed.world);
+        // The caller may want an answer sooner than the plugin's limit allows.
+        limits.deadline = limits.deadline.min(requested);
         let span = tracing::info_span!(
             "plugin_call",
             tenant,
@@ -101,31 +106,53 @@ impl PluginHost {
         outcome
     }
 
-    fn resolve_for(&self, call: &PluginCall<'_>, world: PluginWorld) -> Result<Arc<Installed>, PluginError> {
-        let installed = self.resolve(call.tenant_id, call.plugin).ok_or_else(|| PluginError::NotFound {
-            plugin: call.plugin.to_owned(),
-        })?;
+    fn resolve_for(
+        &self,
+        call: &PluginCall<'_>,
+        world: PluginWorld,
+    ) -> Result<Arc<Installed>, PluginError> {
+        let installed =
+            self.resolve(call.tenant_id, call.plugin)
+                .ok_or_else(|| PluginError::NotFound {
+                    plugin: call.plugin.to_owned(),
+                })?;
         if installed.world != world {
             return Err(PluginError::Unavailable {
                 plugin: call.plugin.to_owned(),
-                reason: format!("it serves the {} world, not the {world} world", installed.world),
+                reason: format!(
+                    "it serves the {} world, not the {world} world",
+                    installed.world
+                ),
             });
         }
         Ok(installed)
     }
 
     /// Calls describe() of a tool or state type, for its manifest.
-    pub(crate) async fn describe(&self, installed: &Installed) -> Result<Option<Manifest>, PluginError> {
+    pub(crate) async fn describe(
+        &self,
+        installed: &Installed,
+    ) -> Result<Option<Manifest>, PluginError> {
         match &installed.typed {
             Typed::Tool(pre) => {
                 let pre = pre.clone();
                 let (manifest, _) = self
-                    .run(installed, |m: &wit::ToolManifest| m.input_schema.len() + m.output_schema.len() + m.description.len(), |store| {
-                        Box::pin(async move {
-                            let bindings = pre.instantiate_async(&mut *store).await?;
-                            Ok(Ok(bindings.mcp_plugin_tools().call_describe(&mut *store).await?))
-                        })
-                    })
+                    .run(
+                        installed,
+                        Duration::MAX,
+                        |m: &wit::ToolManifest| {
+                            m.input_schema.len() + m.output_schema.len() + m.description.len()
+                        },
+                        |store| {
+                            Box::pin(async move {
+                                let bindings = pre.instantiate_async(&mut *store).await?;
+                                Ok(Ok(bindings
+                                    .mcp_plugin_tools()
+                                    .call_describe(&mut *store)
+                                    .await?))
+                            })
+                        },
+                    )
                     .await?;
                 Ok(Some(Manifest::Tool(ToolManifest {
                     name: manifest.name,
@@ -142,12 +169,20 @@ impl PluginHost {
             Typed::StateType(pre) => {
                 let pre = pre.clone();
                 let (manifest, _) = self
-                    .run(installed, |m: &wit::StateTypeManifest| m.config_schema.len() + m.description.len(), |store| {
-                        Box::pin(async move {
-                            let bindings = pre.instantiate_async(&mut *store).await?;
-                            Ok(Ok(bindings.mcp_plugin_state_types().call_describe(&mut *store).await?))
-                        })
-                    })
+                    .run(
+                        installed,
+                        Duration::MAX,
+                        |m: &wit::StateTypeManifest| m.config_schema.len() + m.description.len(),
+                        |store| {
+                            Box::pin(async move {
+                                let bindings = pre.instantiate_async(&mut *store).await?;
+                                Ok(Ok(bindings
+                                    .mcp_plugin_state_types()
+                                    .call_describe(&mut *store)
+                                    .await?))
+                            })
+                        },
+                    )
                     .await?;
                 Ok(Some(Manifest::StateType(StateTypeManifest {
                     name: manifest.name,
@@ -160,17 +195,25 @@ impl PluginHost {
     }
 
     /// Calls a tool and reports what the call cost (for benchmarks and metrics).
-    pub async fn call_tool_with_stats(&self, call: PluginCall<'_>) -> Result<(Value, CallStats), PluginError> {
+    pub async fn call_tool_with_stats(
+        &self,
+        call: PluginCall<'_>,
+    ) -> Result<(Value, CallStats), PluginError> {
         let installed = self.resolve_for(&call, PluginWorld::Tool)?;
-        let Typed::Tool(pre) = &installed.typed else { unreachable!("world checked") };
+        let Typed::Tool(pre) = &installed.typed else {
+            unreachable!("world checked")
+        };
         let pre = pre.clone();
         let args = call.args.to_string();
         let conversation = convert::conversation(call.conversation);
         let (text, stats) = self
-            .run(&installed, String::len, |store| {
+            .run(&installed, call.timeout, String::len, |store| {
                 Box::pin(async move {
                     let bindings = pre.instantiate_async(&mut *store).await?;
-                    bindings.mcp_plugin_tools().call_call(&mut *store, &args, &conversation).await
+                    bindings
+                        .mcp_plugin_tools()
+                        .call_call(&mut *store, &args, &conversation)
+                        .await
                 })
             })
             .await?;
@@ -182,22 +225,32 @@ impl PluginHost {
     }
 
     /// Evaluates a condition and reports what the call cost.
-    pub async fn evaluate_with_stats(&self, call: PluginCall<'_>) -> Result<(bool, CallStats), PluginError> {
+    pub async fn evaluate_with_stats(
+        &self,
+        call: PluginCall<'_>,
+    ) -> Result<(bool, CallStats), PluginError> {
         let installed = self.resolve_for(&call, PluginWorld::Condition)?;
-        let Typed::Condition(pre) = &installed.typed else { unreachable!("world checked") };
+        let Typed::Condition(pre) = &installed.typed else {
+            unreachable!("world checked")
+        };
         let pre = pre.clone();
         let args = call.args.to_string();
         let conversation = convert::conversation(call.conversation);
         let event = call.event.map(convert::event);
-        self.run(&installed, |_| 1, |store| {
-            Box::pin(async move {
-                let bindings = pre.instantiate_async(&mut *store).await?;
-                bindings
-                    .mcp_plugin_conditions()
-                    .call_evaluate(&mut *store, &args, &conversation, event.as_ref())
-                    .await
-            })
-        })
+        self.run(
+            &installed,
+            call.timeout,
+            |_| 1,
+            |store| {
+                Box::pin(async move {
+                    let bindings = pre.instantiate_async(&mut *store).await?;
+                    bindings
+                        .mcp_plugin_conditions()
+                        .call_evaluate(&mut *store, &args, &conversation, event.as_ref())
+                        .await
+                })
+            },
+        )
         .await
     }
 }
@@ -209,13 +262,15 @@ impl PluginRuntime for PluginHost {
 
     async fn run_action(&self, call: PluginCall<'_>) -> Result<ActionOutput, PluginError> {
         let installed = self.resolve_for(&call, PluginWorld::Action)?;
-        let Typed::Action(pre) = &installed.typed else { unreachable!("world checked") };
+        let Typed::Action(pre) = &installed.typed else {
+            unreachable!("world checked")
+        };
         let pre = pre.clone();
         let args = call.args.to_string();
         let conversation = convert::conversation(call.conversation);
         let event = call.event.map(convert::event);
         let (effects, _) = self
-            .run(&installed, convert::effects_size, |store| {
+            .run(&installed, call.timeout, convert::effects_size, |store| {
                 Box::pin(async move {
                     let bindings = pre.instantiate_async(&mut *store).await?;
                     bindings
@@ -225,39 +280,50 @@ impl PluginRuntime for PluginHost {
                 })
             })
             .await?;
-        let (updates, messages) = convert::effects(effects).map_err(|message| PluginError::Failed {
-            plugin: call.plugin.to_owned(),
-            message,
-        })?;
+        let (updates, messages) =
+            convert::effects(effects).map_err(|message| PluginError::Failed {
+                plugin: call.plugin.to_owned(),
+                message,
+            })?;
         Ok(ActionOutput { updates, messages })
     }
 
     async fn call_tool(&self, call: PluginCall<'_>) -> Result<Value, PluginError> {
-        self.call_tool_with_stats(call).await.map(|(value, _)| value)
+        self.call_tool_with_stats(call)
+            .await
+            .map(|(value, _)| value)
     }
 
     async fn execute_state(&self, call: PluginCall<'_>) -> Result<StateOutput, PluginError> {
         let installed = self.resolve_for(&call, PluginWorld::StateType)?;
-        let Typed::StateType(pre) = &installed.typed else { unreachable!("world checked") };
+        let Typed::StateType(pre) = &installed.typed else {
+            unreachable!("world checked")
+        };
         let pre = pre.clone();
         let config = call.args.to_string();
         let conversation = convert::conversation(call.conversation);
         let event = call.event.map(convert::event);
         let (output, _) = self
-            .run(&installed, |o: &wit::StateOutput| convert::effects_size(&o.effects), |store| {
-                Box::pin(async move {
-                    let bindings = pre.instantiate_async(&mut *store).await?;
-                    bindings
-                        .mcp_plugin_state_types()
-                        .call_execute(&mut *store, &config, &conversation, event.as_ref())
-                        .await
-                })
-            })
+            .run(
+                &installed,
+                call.timeout,
+                |o: &wit::StateOutput| convert::effects_size(&o.effects),
+                |store| {
+                    Box::pin(async move {
+                        let bindings = pre.instantiate_async(&mut *store).await?;
+                        bindings
+                            .mcp_plugin_state_types()
+                            .call_execute(&mut *store, &config, &conversation, event.as_ref())
+                            .await
+                    })
+                },
+            )
             .await?;
-        let (updates, messages) = convert::effects(output.effects).map_err(|message| PluginError::Failed {
-            plugin: call.plugin.to_owned(),
-            message,
-        })?;
+        let (updates, messages) =
+            convert::effects(output.effects).map_err(|message| PluginError::Failed {
+                plugin: call.plugin.to_owned(),
+                message,
+            })?;
         Ok(StateOutput {
             updates,
             messages,
@@ -268,20 +334,27 @@ impl PluginRuntime for PluginHost {
 
     async fn classify_intent(&self, call: PluginCall<'_>) -> Result<Vec<IntentScore>, PluginError> {
         let installed = self.resolve_for(&call, PluginWorld::Intent)?;
-        let Typed::Intent(pre) = &installed.typed else { unreachable!("world checked") };
+        let Typed::Intent(pre) = &installed.typed else {
+            unreachable!("world checked")
+        };
         let pre = pre.clone();
         let text = call.event.map(|e| e.text.clone()).unwrap_or_default();
         let conversation = convert::conversation(call.conversation);
         let (scores, _) = self
-            .run(&installed, |s: &Vec<wit::IntentScore>| s.iter().map(|s| s.intent.len() + 8).sum(), |store| {
-                Box::pin(async move {
-                    let bindings = pre.instantiate_async(&mut *store).await?;
-                    bindings
-                        .mcp_plugin_intents()
-                        .call_classify(&mut *store, &text, &conversation)
-                        .await
-                })
-            })
+            .run(
+                &installed,
+                call.timeout,
+                |s: &Vec<wit::IntentScore>| s.iter().map(|s| s.intent.len() + 8).sum(),
+                |store| {
+                    Box::pin(async move {
+                        let bindings = pre.instantiate_async(&mut *store).await?;
+                        bindings
+                            .mcp_plugin_intents()
+                            .call_classify(&mut *store, &text, &conversation)
+                            .await
+                    })
+                },
+            )
             .await?;
         Ok(convert::intent_scores(scores))
     }

@@ -10,7 +10,9 @@ use mcp_flow::PluginWorld;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+};
 
 use crate::allow_list::AllowList;
 use crate::bindings::{action, condition, host as host_api, intent, state_type, tool};
@@ -159,6 +161,12 @@ pub struct TenantPolicy {
     pub limits: HashMap<PluginWorld, LimitOverrides>,
 }
 
+/// A tenant's policy as calls use it.
+struct Policy {
+    allow_list: Arc<AllowList>,
+    limits: HashMap<PluginWorld, LimitOverrides>,
+}
+
 pub(crate) struct Inner {
     pub engine: Engine,
     /// WASI (nothing granted) and the host interface.
@@ -170,7 +178,7 @@ pub(crate) struct Inner {
     memory: MemoryCache,
     /// (tenant, plugin) → the version calls resolve to.
     registry: RwLock<HashMap<(String, String), Arc<Installed>>>,
-    policies: RwLock<HashMap<String, Arc<(AllowList, HashMap<PluginWorld, LimitOverrides>)>>>,
+    policies: RwLock<HashMap<String, Policy>>,
     pub breakers: Breakers,
 }
 
@@ -281,7 +289,11 @@ impl PluginHost {
         })
     }
 
-    async fn compile(&self, sha256: &str, bytes: &[u8]) -> Result<(Component, CacheStatus), UploadError> {
+    async fn compile(
+        &self,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, CacheStatus), UploadError> {
         let inner = &self.inner;
         if let Some(component) = inner.memory.get(sha256) {
             return Ok((component, CacheStatus::Memory));
@@ -301,7 +313,9 @@ impl PluginHost {
                     inner.memory.put(sha256, &component);
                     return Ok((component, CacheStatus::Stored));
                 }
-                Err(e) => tracing::warn!(sha256, error = %e, "stored artifact unusable; compiling again"),
+                Err(e) => {
+                    tracing::warn!(sha256, error = %e, "stored artifact unusable; compiling again")
+                }
             }
         }
         let engine = inner.engine.clone();
@@ -314,7 +328,9 @@ impl PluginHost {
         if let Some(store) = &inner.config.artifacts {
             match component.serialize() {
                 Ok(artifact) => store.save(&key, &artifact).await,
-                Err(e) => tracing::warn!(sha256, error = %e, "could not serialize a compiled plugin"),
+                Err(e) => {
+                    tracing::warn!(sha256, error = %e, "could not serialize a compiled plugin")
+                }
             }
         }
         Ok((component, CacheStatus::Compiled))
@@ -357,10 +373,14 @@ impl PluginHost {
             .map_err(|e| UploadError::UnsupportedImport(import_problem(inspected.world, &e)))?;
         let bad = |e: wasmtime::Error| UploadError::BadExport(format!("{e:#}"));
         let typed = match inspected.world {
-            PluginWorld::Condition => Typed::Condition(condition::ConditionPre::new(pre).map_err(bad)?),
+            PluginWorld::Condition => {
+                Typed::Condition(condition::ConditionPre::new(pre).map_err(bad)?)
+            }
             PluginWorld::Action => Typed::Action(action::ActionPre::new(pre).map_err(bad)?),
             PluginWorld::Tool => Typed::Tool(tool::ToolPre::new(pre).map_err(bad)?),
-            PluginWorld::StateType => Typed::StateType(state_type::StateTypePre::new(pre).map_err(bad)?),
+            PluginWorld::StateType => {
+                Typed::StateType(state_type::StateTypePre::new(pre).map_err(bad)?)
+            }
             PluginWorld::Intent => Typed::Intent(intent::IntentPre::new(pre).map_err(bad)?),
         };
         let mut installed = Installed {
@@ -424,11 +444,13 @@ impl PluginHost {
 
     /// Sets what a tenant's plugins may reach and use.
     pub fn set_policy(&self, tenant: &str, policy: TenantPolicy) {
-        self.inner
-            .policies
-            .write()
-            .unwrap()
-            .insert(tenant.to_owned(), Arc::new((policy.allow_list, policy.limits)));
+        self.inner.policies.write().unwrap().insert(
+            tenant.to_owned(),
+            Policy {
+                allow_list: Arc::new(policy.allow_list),
+                limits: policy.limits,
+            },
+        );
     }
 
     /// The limits and allow-list of a call to a tenant's plugin of `world`.
@@ -436,8 +458,11 @@ impl PluginHost {
         let defaults = Limits::for_world(world);
         match self.inner.policies.read().unwrap().get(tenant) {
             Some(policy) => {
-                let limits = policy.1.get(&world).map_or(defaults, |o| o.apply(defaults));
-                (limits, Arc::new(policy.0.clone()))
+                let limits = policy
+                    .limits
+                    .get(&world)
+                    .map_or(defaults, |o| o.apply(defaults));
+                (limits, policy.allow_list.clone())
             }
             None => (defaults, Arc::new(AllowList::default())),
         }
@@ -485,8 +510,14 @@ fn spawn_epoch_ticker(engine: &Engine) {
 /// The world a component implements, from its exports.
 fn world_of(component: &Component, engine: &Engine) -> Result<PluginWorld, UploadError> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
-    let ours: Vec<&String> = exports.iter().filter(|e| e.starts_with("mcp:plugin/")).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let ours: Vec<&String> = exports
+        .iter()
+        .filter(|e| e.starts_with("mcp:plugin/"))
+        .collect();
     match ours.as_slice() {
         [] => Err(UploadError::NoWorld(if exports.is_empty() {
             "nothing".into()
@@ -511,7 +542,11 @@ fn world_of(component: &Component, engine: &Engine) -> Result<PluginWorld, Uploa
             }
         }
         several => Err(UploadError::SeveralWorlds(
-            several.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            several
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         )),
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use common::{bytes, install, install_with, order_api, HOST};
+use common::{HOST, bytes, install, install_with, order_api};
 use mcp_flow::{Clock, Conversation, Event, Flow, Machine, PluginWorld};
 use mcp_test_plugins as built;
 use mcp_wasm::{AllowList, TenantPolicy};
@@ -95,14 +95,36 @@ async fn tenant_with_plugins(tenant: &str) {
     let api = order_api().await;
     HOST.set_policy(
         tenant,
-        TenantPolicy { allow_list: AllowList::parse(&[api.to_string()]).unwrap(), ..Default::default() },
+        TenantPolicy {
+            allow_list: AllowList::parse(&[api.to_string()]).unwrap(),
+            ..Default::default()
+        },
     );
-    install(tenant, "keywords", built::KEYWORD_INTENTS, PluginWorld::Intent).await;
-    install(tenant, "vip-check", built::VIP_CHECK, PluginWorld::Condition).await;
+    install(
+        tenant,
+        "keywords",
+        built::KEYWORD_INTENTS,
+        PluginWorld::Intent,
+    )
+    .await;
+    install(
+        tenant,
+        "vip-check",
+        built::VIP_CHECK,
+        PluginWorld::Condition,
+    )
+    .await;
     install(tenant, "price", built::PRICE, PluginWorld::Action).await;
     install(tenant, "quiz", built::QUIZ, PluginWorld::StateType).await;
     let config = BTreeMap::from([("base_url".to_owned(), format!("http://{api}"))]);
-    install_with(tenant, "order-api", &bytes(built::ORDER_API), PluginWorld::Tool, config).await;
+    install_with(
+        tenant,
+        "order-api",
+        &bytes(built::ORDER_API),
+        PluginWorld::Tool,
+        config,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -112,7 +134,11 @@ async fn a_flow_made_of_plugins_runs_end_to_end() {
     let machine = Machine::new(HOST.clone(), TokioClock);
     let names: Vec<(PluginWorld, String)> = flow.required_plugins().into_iter().collect();
     for (world, name) in &names {
-        assert_eq!(HOST.resolve("t-flow", name).unwrap().world, *world, "{name}");
+        assert_eq!(
+            HOST.resolve("t-flow", name).unwrap().world,
+            *world,
+            "{name}"
+        );
     }
 
     // A VIP asking for a refund: intent → condition → action.
@@ -120,17 +146,28 @@ async fn a_flow_made_of_plugins_runs_end_to_end() {
     vip.user_profile.insert("vip".into(), json!(true));
     vip.slots.insert("size".into(), json!("medium"));
     vip.slots.insert("quantity".into(), json!(3));
-    let turn = machine.step(&flow, &mut vip, &Event::message("I want a refund")).await;
+    let turn = machine
+        .step(&flow, &mut vip, &Event::message("I want a refund"))
+        .await;
     assert_eq!(turn.errors, []);
     assert_eq!(turn.visited, ["triage", "check_vip", "vip_refund"]);
     let texts: Vec<&str> = turn.messages.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, ["That comes to $15.00.", "Refund of $15.0 approved."]);
+    assert_eq!(
+        texts,
+        ["That comes to $15.00.", "Refund of $15.0 approved."]
+    );
     assert_eq!(turn.plugin_calls, 3);
 
     // Not a VIP: the condition falls through to the tool, over HTTP.
     let mut regular = Conversation::new("t-flow", "c-reg", "u", &flow, 0);
     regular.variables.insert("order_id".into(), json!("AB1234"));
-    let turn = machine.step(&flow, &mut regular, &Event::message("where is my order? it's late")).await;
+    let turn = machine
+        .step(
+            &flow,
+            &mut regular,
+            &Event::message("where is my order? it's late"),
+        )
+        .await;
     assert_eq!(turn.errors, []);
     assert_eq!(turn.visited, ["triage", "lookup", "status"]);
     assert_eq!(turn.messages[0].text, "Your order is out for delivery.");
@@ -138,13 +175,21 @@ async fn a_flow_made_of_plugins_runs_end_to_end() {
     // An unknown order: the tool's error takes the error branch.
     let mut unknown = Conversation::new("t-flow", "c-unk", "u", &flow, 0);
     unknown.variables.insert("order_id".into(), json!("ZZ0000"));
-    let turn = machine.step(&flow, &mut unknown, &Event::message("order status please")).await;
+    let turn = machine
+        .step(&flow, &mut unknown, &Event::message("order status please"))
+        .await;
     assert_eq!(turn.state, "sorry");
-    assert!(turn.errors[0].message.contains("order ZZ0000 not found"), "{:?}", turn.errors);
+    assert!(
+        turn.errors[0].message.contains("order ZZ0000 not found"),
+        "{:?}",
+        turn.errors
+    );
 
     // Low confidence: the tenant's quiz state holds the conversation.
     let mut unsure = Conversation::new("t-flow", "c-quiz", "u", &flow, 0);
-    let turn = machine.step(&flow, &mut unsure, &Event::message("hmm")).await;
+    let turn = machine
+        .step(&flow, &mut unsure, &Event::message("hmm"))
+        .await;
     assert_eq!(turn.messages[0].text, "Let's check you're human: 2 + 2?");
     assert_eq!(turn.state, "quiz");
     let turn = machine.step(&flow, &mut unsure, &Event::message("4")).await;
@@ -163,5 +208,11 @@ async fn a_missing_plugin_is_an_ordinary_turn_error() {
     // No classifier installed: the intent is unknown, so low confidence → quiz,
     // whose plugin is missing too → the recovery state.
     assert_eq!(turn.state, "sorry");
-    assert!(turn.errors.iter().any(|e| e.message.contains("plugin keywords is not installed")), "{:?}", turn.errors);
+    assert!(
+        turn.errors
+            .iter()
+            .any(|e| e.message.contains("plugin keywords is not installed")),
+        "{:?}",
+        turn.errors
+    );
 }

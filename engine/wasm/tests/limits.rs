@@ -23,7 +23,13 @@ async fn hostile(tenant: &str, overrides: LimitOverrides) {
         },
     );
     install(tenant, "hostile", built::HOSTILE, PluginWorld::Tool).await;
-    install(tenant, "vip-check", built::VIP_CHECK, PluginWorld::Condition).await;
+    install(
+        tenant,
+        "vip-check",
+        built::VIP_CHECK,
+        PluginWorld::Condition,
+    )
+    .await;
 }
 
 async fn misbehave(tenant: &str, mode: &str) -> Result<Value, PluginError> {
@@ -83,17 +89,30 @@ async fn test_infinite_loop_is_stopped_at_the_deadline() {
     assert!(during, "a healthy call during the loop works");
     assert_eq!(
         looped.unwrap_err(),
-        PluginError::Timeout { plugin: "hostile".into(), timeout_ms: 300 }
+        PluginError::Timeout {
+            plugin: "hostile".into(),
+            timeout_ms: 300
+        }
     );
     // Epoch ticks are 5 ms; allow for a busy machine on top.
     assert!(elapsed >= deadline, "stopped early: {elapsed:?}");
-    assert!(elapsed < deadline + Duration::from_millis(400), "stopped late: {elapsed:?}");
+    assert!(
+        elapsed < deadline + Duration::from_millis(400),
+        "stopped late: {elapsed:?}"
+    );
     assert!(healthy("t-loop").await, "after");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn test_max_fuel_violated() {
-    hostile("t-fuel", LimitOverrides { fuel: Some(5_000_000), ..Default::default() }).await;
+    hostile(
+        "t-fuel",
+        LimitOverrides {
+            fuel: Some(5_000_000),
+            ..Default::default()
+        },
+    )
+    .await;
     let error = misbehave("t-fuel", "loop").await.unwrap_err();
     assert_eq!(limit_of(&error), "fuel");
     assert!(healthy("t-fuel").await);
@@ -101,10 +120,20 @@ async fn test_max_fuel_violated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn test_max_memory_size_violated() {
-    hostile("t-memory", LimitOverrides { memory_bytes: Some(32 << 20), ..Default::default() }).await;
+    hostile(
+        "t-memory",
+        LimitOverrides {
+            memory_bytes: Some(32 << 20),
+            ..Default::default()
+        },
+    )
+    .await;
     let error = misbehave("t-memory", "memory").await.unwrap_err();
     assert_eq!(limit_of(&error), "memory");
-    assert_eq!(error.to_string(), "plugin hostile exceeded its memory limit");
+    assert_eq!(
+        error.to_string(),
+        "plugin hostile exceeded its memory limit"
+    );
     assert!(healthy("t-memory").await);
 }
 
@@ -131,7 +160,14 @@ async fn test_trap_is_an_error_not_a_crash() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn test_max_result_size_violated() {
-    hostile("t-huge", LimitOverrides { result_bytes: Some(1 << 20), ..Default::default() }).await;
+    hostile(
+        "t-huge",
+        LimitOverrides {
+            result_bytes: Some(1 << 20),
+            ..Default::default()
+        },
+    )
+    .await;
     let error = misbehave("t-huge", "huge").await.unwrap_err();
     assert!(limit_of(&error).starts_with("result size ("), "{error}");
     assert!(healthy("t-huge").await);
@@ -142,7 +178,10 @@ async fn test_http_to_a_host_not_on_the_allow_list_is_denied() {
     let api = order_api().await;
     HOST.set_policy(
         "t-http",
-        TenantPolicy { allow_list: AllowList::parse(&[api.to_string()]).unwrap(), ..Default::default() },
+        TenantPolicy {
+            allow_list: AllowList::parse(&[api.to_string()]).unwrap(),
+            ..Default::default()
+        },
     );
     install("t-http", "hostile", built::HOSTILE, PluginWorld::Tool).await;
     let call = |args: Value| async move {
@@ -159,14 +198,18 @@ async fn test_http_to_a_host_not_on_the_allow_list_is_denied() {
     // Another port of the same host is not on the list either.
     let elsewhere = format!("127.0.0.1:{}", api.port() + 1);
     for authority in ["example.com:80", elsewhere.as_str()] {
-        let error = call(json!({ "mode": "http", "authority": authority })).await.unwrap_err();
+        let error = call(json!({ "mode": "http", "authority": authority }))
+            .await
+            .unwrap_err();
         assert!(
             matches!(&error, PluginError::Failed { message, .. } if message.contains("HttpRequestDenied")),
             "{authority}: {error:?}"
         );
     }
     // The allowed one goes through (the API answers 404 for "/").
-    let allowed = call(json!({ "mode": "http", "authority": api.to_string() })).await.unwrap();
+    let allowed = call(json!({ "mode": "http", "authority": api.to_string() }))
+        .await
+        .unwrap();
     assert_eq!(allowed, json!(404));
 }
 
@@ -183,11 +226,57 @@ async fn test_reading_a_file_fails_inside_the_plugin() {
 async fn a_plugin_that_keeps_crashing_is_cut_off_by_its_breaker() {
     hostile("t-breaker", LimitOverrides::default()).await;
     for _ in 0..5 {
-        assert!(matches!(misbehave("t-breaker", "trap").await, Err(PluginError::Trap { .. })));
+        assert!(matches!(
+            misbehave("t-breaker", "trap").await,
+            Err(PluginError::Trap { .. })
+        ));
     }
     let started = Instant::now();
     let error = misbehave("t-breaker", "ok").await.unwrap_err();
-    assert!(matches!(error, PluginError::Unavailable { .. }), "{error:?}");
+    assert!(
+        matches!(error, PluginError::Unavailable { .. }),
+        "{error:?}"
+    );
     assert!(started.elapsed() < Duration::from_millis(50), "fails fast");
-    assert!(healthy("t-breaker").await, "other plugins of the tenant are unaffected");
+    assert!(
+        healthy("t-breaker").await,
+        "other plugins of the tenant are unaffected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_callers_timeout_wins_when_it_is_shorter_than_the_limit() {
+    hostile(
+        "t-short",
+        LimitOverrides {
+            fuel: Some(u64::MAX / 2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = conversation("t-short");
+    let args = json!({ "mode": "loop" });
+    let started = Instant::now();
+    let error = HOST
+        .call_tool(PluginCall {
+            tenant_id: "t-short",
+            plugin: "hostile",
+            args: &args,
+            conversation: &c,
+            event: None,
+            timeout: Duration::from_millis(200),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        PluginError::Timeout {
+            plugin: "hostile".into(),
+            timeout_ms: 200
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not the tool's 10 s limit"
+    );
 }

@@ -12,23 +12,40 @@ use mcp_wasm::{CacheStatus, DirArtifactStore, HostConfig, PluginHost, UploadErro
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_non_component_is_refused_with_the_reason() {
-    assert_eq!(HOST.inspect(b"hello").await.err(), Some(UploadError::NotWasm));
+    assert_eq!(
+        HOST.inspect(b"hello").await.err(),
+        Some(UploadError::NotWasm)
+    );
     // The smallest core module: magic and version 1.
     let core = [0, b'a', b's', b'm', 1, 0, 0, 0];
-    assert_eq!(HOST.inspect(&core).await.err(), Some(UploadError::NotAComponent));
+    assert_eq!(
+        HOST.inspect(&core).await.err(),
+        Some(UploadError::NotAComponent)
+    );
     // A component header with garbage after it.
     let mut broken = vec![0, b'a', b's', b'm', 0x0d, 0, 1, 0];
     broken.extend_from_slice(&[0xff; 16]);
-    assert!(matches!(HOST.inspect(&broken).await, Err(UploadError::Invalid(_))));
+    assert!(matches!(
+        HOST.inspect(&broken).await,
+        Err(UploadError::Invalid(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_plugin_is_refused_before_compiling() {
-    let host = PluginHost::new(HostConfig { max_component_bytes: 50_000, pooling: false, ..HostConfig::default() }).unwrap();
+    let host = PluginHost::new(HostConfig {
+        max_component_bytes: 50_000,
+        pooling: false,
+        ..HostConfig::default()
+    })
+    .unwrap();
     let vip = bytes(built::VIP_CHECK);
     assert_eq!(
         host.inspect(&vip).await.err(),
-        Some(UploadError::TooLarge { size: vip.len(), limit: 50_000 })
+        Some(UploadError::TooLarge {
+            size: vip.len(),
+            limit: 50_000
+        })
     );
     assert!(!host.is_compiled(&vip));
 }
@@ -42,23 +59,47 @@ async fn the_world_is_read_from_the_exports_and_must_match_the_claim() {
         (built::QUIZ, PluginWorld::StateType),
         (built::KEYWORD_INTENTS, PluginWorld::Intent),
     ] {
-        assert_eq!(HOST.inspect(&bytes(path)).await.unwrap().world, world, "{path}");
+        assert_eq!(
+            HOST.inspect(&bytes(path)).await.unwrap().world,
+            world,
+            "{path}"
+        );
     }
     let error = HOST
-        .install("t-up", "price", "1", &bytes(built::PRICE), Some(PluginWorld::Condition), BTreeMap::new())
+        .install(
+            "t-up",
+            "price",
+            "1",
+            &bytes(built::PRICE),
+            Some(PluginWorld::Condition),
+            BTreeMap::new(),
+        )
         .await
         .err();
     assert_eq!(
         error,
-        Some(UploadError::WrongWorld { expected: PluginWorld::Condition, found: PluginWorld::Action })
+        Some(UploadError::WrongWorld {
+            expected: PluginWorld::Condition,
+            found: PluginWorld::Action
+        })
     );
-    assert!(HOST.resolve("t-up", "price").is_none(), "nothing was installed");
+    assert!(
+        HOST.resolve("t-up", "price").is_none(),
+        "nothing was installed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plugin_names_are_checked() {
     let error = HOST
-        .install("t-up", "Bad Name", "1", &bytes(built::PRICE), None, BTreeMap::new())
+        .install(
+            "t-up",
+            "Bad Name",
+            "1",
+            &bytes(built::PRICE),
+            None,
+            BTreeMap::new(),
+        )
         .await
         .err();
     assert_eq!(error, Some(UploadError::BadName("Bad Name".into())));
@@ -76,26 +117,46 @@ async fn the_same_bytes_are_compiled_once_per_process_and_once_per_store() {
     let quiz = bytes(built::QUIZ);
 
     let first = PluginHost::new(config()).unwrap();
-    assert_eq!(first.inspect(&quiz).await.unwrap().cache, CacheStatus::Compiled);
-    assert_eq!(first.inspect(&quiz).await.unwrap().cache, CacheStatus::Memory);
+    assert_eq!(
+        first.inspect(&quiz).await.unwrap().cache,
+        CacheStatus::Compiled
+    );
+    assert_eq!(
+        first.inspect(&quiz).await.unwrap().cache,
+        CacheStatus::Memory
+    );
 
     // A second process (a new host) loads the stored artifact instead.
     let second = PluginHost::new(config()).unwrap();
     let loaded = second.inspect(&quiz).await.unwrap();
     assert_eq!(loaded.cache, CacheStatus::Stored);
-    let artifact = dir.join(second.engine_hash()).join(format!("{}.cwasm", loaded.sha256));
+    let artifact = dir
+        .join(second.engine_hash())
+        .join(format!("{}.cwasm", loaded.sha256));
     assert!(artifact.exists(), "{}", artifact.display());
 
     // A corrupt artifact is ignored and the component compiled again.
     std::fs::write(&artifact, b"garbage").unwrap();
     let third = PluginHost::new(config()).unwrap();
-    assert_eq!(third.inspect(&quiz).await.unwrap().cache, CacheStatus::Compiled);
+    assert_eq!(
+        third.inspect(&quiz).await.unwrap().cache,
+        CacheStatus::Compiled
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uninstalling_stops_resolution() {
-    HOST.install("t-un", "quiz", "1", &bytes(built::QUIZ), None, BTreeMap::new()).await.unwrap();
+    HOST.install(
+        "t-un",
+        "quiz",
+        "1",
+        &bytes(built::QUIZ),
+        None,
+        BTreeMap::new(),
+    )
+    .await
+    .unwrap();
     assert!(HOST.resolve("t-un", "quiz").is_some());
     assert!(HOST.uninstall("t-un", "quiz"));
     assert!(HOST.resolve("t-un", "quiz").is_none());
@@ -108,7 +169,10 @@ async fn a_plugin_importing_what_the_host_lacks_is_refused_naming_the_import() {
         Err(UploadError::UnsupportedImport(message)) => {
             assert!(message.contains("acme:spy/keylogger@0.1.0"), "{message}")
         }
-        other => panic!("expected UnsupportedImport, got {:?}", other.map(|i| i.world)),
+        other => panic!(
+            "expected UnsupportedImport, got {:?}",
+            other.map(|i| i.world)
+        ),
     }
 }
 
@@ -116,6 +180,8 @@ async fn a_plugin_importing_what_the_host_lacks_is_refused_naming_the_import() {
 async fn a_plugin_for_another_contract_version_is_refused_naming_the_version() {
     assert_eq!(
         HOST.inspect(&bytes(built::MISFIT_VERSION)).await.err(),
-        Some(UploadError::UnsupportedVersion { found: "mcp:plugin/conditions@0.2.0".into() })
+        Some(UploadError::UnsupportedVersion {
+            found: "mcp:plugin/conditions@0.2.0".into()
+        })
     );
 }

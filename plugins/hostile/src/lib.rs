@@ -46,7 +46,10 @@ impl Guest for Hostile {
             "huge" => Ok(format!("\"{}\"", "x".repeat(8 << 20))),
             "file" => std::fs::read_to_string("/etc/passwd")
                 .map(|text| serde_json::to_string(&text).unwrap())
-                .map_err(|e| Error { code: "io".into(), message: e.to_string() }),
+                .map_err(|e| Error {
+                    code: "io".into(),
+                    message: e.to_string(),
+                }),
             "http" => {
                 let authority = args["authority"].as_str().unwrap_or("example.com:80");
                 let request = OutgoingRequest::new(Fields::new());
@@ -61,11 +64,20 @@ impl Guest for Hostile {
                 pending.subscribe().block();
                 match pending.get() {
                     Some(Ok(Ok(response))) => Ok(response.status().to_string()),
-                    Some(Ok(Err(e))) => Err(Error { code: "http".into(), message: format!("{e:?}") }),
-                    _ => Err(Error { code: "http".into(), message: "no response".into() }),
+                    Some(Ok(Err(e))) => Err(Error {
+                        code: "http".into(),
+                        message: format!("{e:?}"),
+                    }),
+                    _ => Err(Error {
+                        code: "http".into(),
+                        message: "no response".into(),
+                    }),
                 }
             }
-            other => Err(Error { code: "bad-args".into(), message: format!("unknown mode {other:?}") }),
+            other => Err(Error {
+                code: "bad-args".into(),
+                message: format!("unknown mode {other:?}"),
+            }),
         }
     }
 }

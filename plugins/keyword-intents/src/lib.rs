@@ -27,12 +27,20 @@ impl Guest for KeywordIntents {
         let text = text.to_lowercase();
         let mut scores = Vec::new();
         for (intent, keywords) in table.as_object().into_iter().flatten() {
-            let keywords: Vec<&str> = keywords.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let keywords: Vec<&str> = keywords
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             let hits = keywords.iter().filter(|k| text.contains(*k)).count();
             if hits > 0 {
                 // One keyword is a fair guess; two make it near certain.
                 let confidence = (0.55 + 0.2 * hits as f64).min(0.99);
-                scores.push(IntentScore { intent: intent.clone(), confidence });
+                scores.push(IntentScore {
+                    intent: intent.clone(),
+                    confidence,
+                });
             }
         }
         Ok(scores)

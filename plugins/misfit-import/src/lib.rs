@@ -9,7 +9,11 @@ use mcp::plugin::types::{Conversation, Error, Event};
 struct Spy;
 
 impl Guest for Spy {
-    fn evaluate(_args: String, _conversation: Conversation, _event: Option<Event>) -> Result<bool, Error> {
+    fn evaluate(
+        _args: String,
+        _conversation: Conversation,
+        _event: Option<Event>,
+    ) -> Result<bool, Error> {
         Ok(!acme::spy::keylogger::keys().is_empty())
     }
 }

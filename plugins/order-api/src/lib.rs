@@ -37,29 +37,40 @@ impl Guest for OrderApi {
             })
             .to_string(),
             permissions: vec!["network".into()],
-            rate_limit: Some(RateLimit { requests: 10, per_seconds: 1 }),
+            rate_limit: Some(RateLimit {
+                requests: 10,
+                per_seconds: 1,
+            }),
         }
     }
 
     fn call(args: String, _conversation: Conversation) -> Result<String, Error> {
-        let args: Value = serde_json::from_str(&args).map_err(|e| error("bad-args", e.to_string()))?;
+        let args: Value =
+            serde_json::from_str(&args).map_err(|e| error("bad-args", e.to_string()))?;
         let id = args["order_id"]
             .as_str()
             .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
             .ok_or_else(|| error("bad-args", "order_id must be letters and digits".into()))?;
-        let base = config("base_url").ok_or_else(|| error("config", "base_url is not configured".into()))?;
+        let base = config("base_url")
+            .ok_or_else(|| error("config", "base_url is not configured".into()))?;
         let (status, body) = get(&format!("{}/orders/{id}", base.trim_end_matches('/')))?;
         log(Level::Info, &format!("order {id}: HTTP {status}"));
         match status {
             200 => Ok(body),
             404 => Err(error("not-found", format!("order {id} not found"))),
-            other => Err(error("upstream", format!("the order API answered HTTP {other}"))),
+            other => Err(error(
+                "upstream",
+                format!("the order API answered HTTP {other}"),
+            )),
         }
     }
 }
 
 fn error(code: &str, message: String) -> Error {
-    Error { code: code.into(), message }
+    Error {
+        code: code.into(),
+        message,
+    }
 }
 
 /// A blocking GET over wasi:http: (status, body).
@@ -72,7 +83,11 @@ fn get(url: &str) -> Result<(u16, String), Error> {
         None => (rest, "/"),
     };
     let request = OutgoingRequest::new(Fields::new());
-    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+    let scheme = if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
     let bad = |_| error("http", "invalid request".into());
     request.set_method(&Method::Get).map_err(bad)?;
     request.set_scheme(Some(&scheme)).map_err(bad)?;
@@ -88,8 +103,12 @@ fn get(url: &str) -> Result<(u16, String), Error> {
         .map_err(|_| error("http", "response taken twice".into()))?
         .map_err(|e| error("http", format!("request failed: {e:?}")))?;
     let status = response.status();
-    let body = response.consume().map_err(|_| error("http", "no body".into()))?;
-    let stream = body.stream().map_err(|_| error("http", "no body stream".into()))?;
+    let body = response
+        .consume()
+        .map_err(|_| error("http", "no body".into()))?;
+    let stream = body
+        .stream()
+        .map_err(|_| error("http", "no body stream".into()))?;
     let mut bytes = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
@@ -98,7 +117,8 @@ fn get(url: &str) -> Result<(u16, String), Error> {
             Err(e) => return Err(error("http", format!("reading the body failed: {e:?}"))),
         }
     }
-    let text = String::from_utf8(bytes).map_err(|_| error("http", "the body is not UTF-8".into()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| error("http", "the body is not UTF-8".into()))?;
     Ok((status, text))
 }
 

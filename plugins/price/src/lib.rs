@@ -15,10 +15,17 @@ use serde_json::{Value, json};
 struct Price;
 
 impl Guest for Price {
-    fn run(args: String, conversation: Conversation, _event: Option<Event>) -> Result<Effects, Error> {
+    fn run(
+        args: String,
+        conversation: Conversation,
+        _event: Option<Event>,
+    ) -> Result<Effects, Error> {
         let args: Value = serde_json::from_str(&args).unwrap_or(Value::Null);
-        let slots: Value = serde_json::from_str(&conversation.slots).map_err(|e| bad(e.to_string()))?;
-        let size = slots["size"].as_str().ok_or_else(|| bad("the size slot is not filled".into()))?;
+        let slots: Value =
+            serde_json::from_str(&conversation.slots).map_err(|e| bad(e.to_string()))?;
+        let size = slots["size"]
+            .as_str()
+            .ok_or_else(|| bad("the size slot is not filled".into()))?;
         let quantity = slots["quantity"].as_f64().unwrap_or(1.0);
         let default_prices = json!({ "small": 8.0, "medium": 10.0, "large": 12.5 });
         let prices = args.get("prices").unwrap_or(&default_prices);
@@ -27,7 +34,10 @@ impl Guest for Price {
             .ok_or_else(|| bad(format!("no price for size {size}")))?;
         let discount = args["discount"].as_f64().unwrap_or(0.0).clamp(0.0, 1.0);
         let total = (unit * quantity * (1.0 - discount) * 100.0).round() / 100.0;
-        log(Level::Debug, &format!("priced {quantity} x {size} at {total}"));
+        log(
+            Level::Debug,
+            &format!("priced {quantity} x {size} at {total}"),
+        );
         Ok(Effects {
             updates: json!({ "total": total }).to_string(),
             messages: vec![format!("That comes to ${total:.2}.")],
@@ -36,7 +46,10 @@ impl Guest for Price {
 }
 
 fn bad(message: String) -> Error {
-    Error { code: "bad-order".into(), message }
+    Error {
+        code: "bad-order".into(),
+        message,
+    }
 }
 
 export!(Price);

@@ -10,9 +10,7 @@
 wit_bindgen::generate!({ path: "../../wit", world: "state-type" });
 
 use exports::mcp::plugin::state_types::Guest;
-use mcp::plugin::types::{
-    Conversation, Effects, Error, Event, StateOutput, StateTypeManifest,
-};
+use mcp::plugin::types::{Conversation, Effects, Error, Event, StateOutput, StateTypeManifest};
 use serde_json::{Value, json};
 
 struct Quiz;
@@ -35,13 +33,26 @@ impl Guest for Quiz {
         }
     }
 
-    fn execute(config: String, conversation: Conversation, event: Option<Event>) -> Result<StateOutput, Error> {
+    fn execute(
+        config: String,
+        conversation: Conversation,
+        event: Option<Event>,
+    ) -> Result<StateOutput, Error> {
         let config: Value = serde_json::from_str(&config).map_err(|e| bad(e.to_string()))?;
-        let question = config["question"].as_str().ok_or_else(|| bad("question is required".into()))?;
-        let answer = config["answer"].as_str().ok_or_else(|| bad("answer is required".into()))?;
+        let question = config["question"]
+            .as_str()
+            .ok_or_else(|| bad("question is required".into()))?;
+        let answer = config["answer"]
+            .as_str()
+            .ok_or_else(|| bad("answer is required".into()))?;
         let max_attempts = config["max_attempts"].as_u64().unwrap_or(3);
         let Some(event) = event else {
-            return Ok(output(json!({ "quiz_attempts": 0 }), vec![question.into()], None, true));
+            return Ok(output(
+                json!({ "quiz_attempts": 0 }),
+                vec![question.into()],
+                None,
+                true,
+            ));
         };
         let variables: Value = serde_json::from_str(&conversation.variables).unwrap_or(Value::Null);
         let attempts = variables["quiz_attempts"].as_u64().unwrap_or(0) + 1;
@@ -72,14 +83,20 @@ impl Guest for Quiz {
 
 fn output(updates: Value, messages: Vec<String>, outcome: Option<&str>, wait: bool) -> StateOutput {
     StateOutput {
-        effects: Effects { updates: updates.to_string(), messages },
+        effects: Effects {
+            updates: updates.to_string(),
+            messages,
+        },
         outcome: outcome.map(str::to_owned),
         wait_for_input: wait,
     }
 }
 
 fn bad(message: String) -> Error {
-    Error { code: "bad-config".into(), message }
+    Error {
+        code: "bad-config".into(),
+        message,
+    }
 }
 
 export!(Quiz);

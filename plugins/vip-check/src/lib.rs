@@ -14,7 +14,11 @@ use serde_json::Value;
 struct VipCheck;
 
 impl Guest for VipCheck {
-    fn evaluate(args: String, conversation: Conversation, _event: Option<Event>) -> Result<bool, Error> {
+    fn evaluate(
+        args: String,
+        conversation: Conversation,
+        _event: Option<Event>,
+    ) -> Result<bool, Error> {
         let args: Value = parse("args", &args)?;
         let profile: Value = parse("user-profile", &conversation.user_profile)?;
         let min_spent = match args.get("min_spent") {

@@ -70,13 +70,20 @@ pub async fn order_api() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
                     let path = request.uri().path().to_owned();
                     let (status, body) = match path.as_str() {
-                        "/orders/AB1234" => (200, json!({ "status": "out for delivery", "eta_minutes": 15 })),
-                        "/orders/CD5678" => (200, json!({ "status": "delivered", "eta_minutes": null })),
+                        "/orders/AB1234" => (
+                            200,
+                            json!({ "status": "out for delivery", "eta_minutes": 15 }),
+                        ),
+                        "/orders/CD5678" => {
+                            (200, json!({ "status": "delivered", "eta_minutes": null }))
+                        }
                         _ => (404, json!({ "error": "no such order" })),
                     };
                     let response = Response::builder()
