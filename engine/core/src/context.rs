@@ -63,6 +63,10 @@ pub struct Conversation {
     /// The A/B variant this conversation was allocated, if any.
     #[serde(default)]
     pub ab_variant: Option<String>,
+    /// Plugin versions the conversation is pinned to, by plugin name;
+    /// plugins not listed resolve to the tenant's active version.
+    #[serde(default)]
+    pub plugin_versions: std::collections::BTreeMap<String, String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -117,6 +121,7 @@ impl Conversation {
             slot_filling: None,
             state_outcome: None,
             ab_variant: None,
+            plugin_versions: Default::default(),
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         }

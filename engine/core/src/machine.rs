@@ -1180,6 +1180,7 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
         PluginCall {
             tenant_id: &c.tenant_id,
             plugin,
+            version: c.plugin_versions.get(plugin).map(String::as_str),
             args,
             conversation: c,
             event,

@@ -76,6 +76,9 @@ impl PluginError {
 pub struct PluginCall<'a> {
     pub tenant_id: &'a str,
     pub plugin: &'a str,
+    /// The version the conversation is pinned to; `None` means the
+    /// tenant's active version.
+    pub version: Option<&'a str>,
     /// Arguments from the flow (condition and action args, tool request,
     /// state config).
     pub args: &'a Value,

@@ -134,6 +134,21 @@ fn a_flow_of_plugins_runs_condition_action_tool_intent_and_state_type() {
 }
 
 #[test]
+fn calls_carry_the_plugin_versions_the_conversation_is_pinned_to() {
+    let flow = plugin_flow();
+    let (plugins, clock) = (FakePlugins::default(), ManualClock::default());
+    let mut chat = Chat::new(&flow, &plugins, &clock);
+    chat.conversation
+        .plugin_versions
+        .insert("is-vip".into(), "2.1.0".into());
+    chat.send("refund please");
+    assert_eq!(
+        plugins.calls()[..2],
+        ["intent:tenant-a:nlu", "condition:tenant-a:is-vip@2.1.0"]
+    );
+}
+
+#[test]
 fn a_failing_condition_plugin_is_reported_and_the_next_transition_tried() {
     let flow = flow(json!({
         "flow_id": "f", "name": "f", "version": "1", "initial_state": "check",

@@ -33,6 +33,7 @@ fn call<'a>(c: &'a Conversation, plugin: &'a str, args: &'a Value) -> PluginCall
     PluginCall {
         tenant_id: "bench",
         plugin,
+        version: None,
         args,
         conversation: c,
         event: None,

@@ -111,11 +111,16 @@ impl PluginHost {
         call: &PluginCall<'_>,
         world: PluginWorld,
     ) -> Result<Arc<Installed>, PluginError> {
-        let installed =
-            self.resolve(call.tenant_id, call.plugin)
-                .ok_or_else(|| PluginError::NotFound {
-                    plugin: call.plugin.to_owned(),
-                })?;
+        let installed = match call.version {
+            Some(version) => self.resolve_version(call.tenant_id, call.plugin, version),
+            None => self.resolve(call.tenant_id, call.plugin),
+        };
+        let installed = installed.ok_or_else(|| PluginError::NotFound {
+            plugin: match call.version {
+                Some(version) => format!("{}@{version}", call.plugin),
+                None => call.plugin.to_owned(),
+            },
+        })?;
         if installed.world != world {
             return Err(PluginError::Unavailable {
                 plugin: call.plugin.to_owned(),

@@ -87,6 +87,8 @@ pub enum UploadError {
     BadName(String),
     #[error("describe() failed: {0}")]
     Describe(String),
+    #[error("version {0} of this plugin is installed already, with different bytes")]
+    VersionExists(String),
 }
 
 /// A tool's description, for discovery (seed 002).
@@ -161,6 +163,25 @@ pub struct TenantPolicy {
     pub limits: HashMap<PluginWorld, LimitOverrides>,
 }
 
+/// The installed versions of one tenant's plugin.
+#[derive(Default)]
+struct Versions {
+    /// In the order they were installed; the last is the active one
+    /// unless another was activated.
+    installed: Vec<Arc<Installed>>,
+    active: Option<String>,
+}
+
+impl Versions {
+    fn get(&self, version: &str) -> Option<&Arc<Installed>> {
+        self.installed.iter().find(|p| p.version == version)
+    }
+
+    fn active(&self) -> Option<&Arc<Installed>> {
+        self.active.as_deref().and_then(|v| self.get(v))
+    }
+}
+
 /// A tenant's policy as calls use it.
 struct Policy {
     allow_list: Arc<AllowList>,
@@ -176,8 +197,8 @@ pub(crate) struct Inner {
     config: HostConfig,
     engine_hash: String,
     memory: MemoryCache,
-    /// (tenant, plugin) → the version calls resolve to.
-    registry: RwLock<HashMap<(String, String), Arc<Installed>>>,
+    /// (tenant, plugin) → its installed versions.
+    registry: RwLock<HashMap<(String, String), Versions>>,
     policies: RwLock<HashMap<String, Policy>>,
     pub breakers: Breakers,
 }
@@ -359,6 +380,11 @@ impl PluginHost {
             return Err(UploadError::BadName(name.to_owned()));
         }
         let inspected = self.inspect(bytes).await?;
+        if let Some(existing) = self.resolve_version(tenant, name, version)
+            && existing.sha256 != inspected.sha256
+        {
+            return Err(UploadError::VersionExists(version.to_owned()));
+        }
         if let Some(expected) = expected
             && expected != inspected.world
         {
@@ -398,16 +424,20 @@ impl PluginHost {
             .await
             .map_err(|e| UploadError::Describe(e.to_string()))?;
         let installed = Arc::new(installed);
-        self.inner
-            .registry
-            .write()
-            .unwrap()
-            .insert((tenant.to_owned(), name.to_owned()), installed.clone());
+        {
+            let mut registry = self.inner.registry.write().unwrap();
+            let versions = registry
+                .entry((tenant.to_owned(), name.to_owned()))
+                .or_default();
+            versions.installed.retain(|p| p.version != version);
+            versions.installed.push(installed.clone());
+            versions.active = Some(version.to_owned());
+        }
         tracing::info!(tenant, plugin = name, version, world = %installed.world, sha256 = %installed.sha256, "plugin installed");
         Ok(installed)
     }
 
-    /// Stops resolving (tenant, name); calls to it fail as not installed.
+    /// Removes every version of (tenant, name); calls fail as not installed.
     pub fn uninstall(&self, tenant: &str, name: &str) -> bool {
         self.inner
             .registry
@@ -417,13 +447,58 @@ impl PluginHost {
             .is_some()
     }
 
-    /// The version calls for (tenant, name) resolve to.
+    /// Removes one version. If it was active, the most recently installed
+    /// remaining version becomes active.
+    pub fn remove_version(&self, tenant: &str, name: &str, version: &str) -> bool {
+        let mut registry = self.inner.registry.write().unwrap();
+        let key = (tenant.to_owned(), name.to_owned());
+        let Some(versions) = registry.get_mut(&key) else {
+            return false;
+        };
+        let before = versions.installed.len();
+        versions.installed.retain(|p| p.version != version);
+        let removed = versions.installed.len() < before;
+        if versions.active.as_deref() == Some(version) {
+            versions.active = versions.installed.last().map(|p| p.version.clone());
+        }
+        if versions.installed.is_empty() {
+            registry.remove(&key);
+        }
+        removed
+    }
+
+    /// Makes an installed version the one unpinned calls resolve to.
+    pub fn activate(&self, tenant: &str, name: &str, version: &str) -> bool {
+        let mut registry = self.inner.registry.write().unwrap();
+        match registry.get_mut(&(tenant.to_owned(), name.to_owned())) {
+            Some(versions) if versions.get(version).is_some() => {
+                versions.active = Some(version.to_owned());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The active version of (tenant, name).
     pub fn resolve(&self, tenant: &str, name: &str) -> Option<Arc<Installed>> {
-        self.inner
-            .registry
-            .read()
-            .unwrap()
-            .get(&(tenant.to_owned(), name.to_owned()))
+        let registry = self.inner.registry.read().unwrap();
+        registry
+            .get(&(tenant.to_owned(), name.to_owned()))?
+            .active()
+            .cloned()
+    }
+
+    /// One version of (tenant, name): what a pinned conversation calls.
+    pub fn resolve_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Option<Arc<Installed>> {
+        let registry = self.inner.registry.read().unwrap();
+        registry
+            .get(&(tenant.to_owned(), name.to_owned()))?
+            .get(version)
             .cloned()
     }
 
@@ -431,8 +506,9 @@ impl PluginHost {
     pub fn tools(&self, tenant: &str) -> Vec<ToolManifest> {
         let registry = self.inner.registry.read().unwrap();
         let mut tools: Vec<ToolManifest> = registry
-            .values()
-            .filter(|p| p.tenant == tenant)
+            .iter()
+            .filter(|((owner, _), _)| owner == tenant)
+            .filter_map(|(_, versions)| versions.active())
             .filter_map(|p| match &p.manifest {
                 Some(Manifest::Tool(t)) => Some(t.clone()),
                 _ => None,

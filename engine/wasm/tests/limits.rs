@@ -38,6 +38,7 @@ async fn misbehave(tenant: &str, mode: &str) -> Result<Value, PluginError> {
     HOST.call_tool(PluginCall {
         tenant_id: tenant,
         plugin: "hostile",
+        version: None,
         args: &args,
         conversation: &c,
         event: None,
@@ -53,6 +54,7 @@ async fn healthy(tenant: &str) -> bool {
     HOST.evaluate_condition(PluginCall {
         tenant_id: tenant,
         plugin: "vip-check",
+        version: None,
         args: &args,
         conversation: &c,
         event: None,
@@ -188,6 +190,7 @@ async fn test_http_to_a_host_not_on_the_allow_list_is_denied() {
         HOST.call_tool(PluginCall {
             tenant_id: "t-http",
             plugin: "hostile",
+            version: None,
             args: &args,
             conversation: &conversation("t-http"),
             event: None,
@@ -261,6 +264,7 @@ async fn the_callers_timeout_wins_when_it_is_shorter_than_the_limit() {
         .call_tool(PluginCall {
             tenant_id: "t-short",
             plugin: "hostile",
+            version: None,
             args: &args,
             conversation: &c,
             event: None,

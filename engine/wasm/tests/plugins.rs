@@ -20,6 +20,7 @@ fn call<'a>(
     PluginCall {
         tenant_id: &conversation.tenant_id,
         plugin,
+        version: None,
         args,
         conversation,
         event,

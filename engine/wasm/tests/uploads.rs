@@ -185,3 +185,86 @@ async fn a_plugin_for_another_contract_version_is_refused_naming_the_version() {
         })
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_coexist_and_pinned_calls_reach_their_own() {
+    use mcp_flow::{PluginCall, PluginError, PluginRuntime};
+    use serde_json::json;
+
+    let (tenant, name) = ("t-versions", "lookup");
+    HOST.install(
+        tenant,
+        name,
+        "1",
+        &bytes(built::ORDER_API),
+        None,
+        BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+    HOST.install(
+        tenant,
+        name,
+        "2",
+        &bytes(built::HOSTILE),
+        None,
+        BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        HOST.install(
+            tenant,
+            name,
+            "1",
+            &bytes(built::HOSTILE),
+            None,
+            BTreeMap::new()
+        )
+        .await
+        .err(),
+        Some(UploadError::VersionExists("1".into()))
+    );
+
+    let c = common::conversation(tenant);
+    let args = json!({ "mode": "ok", "order_id": "AB1234" });
+    let call = |version| PluginCall {
+        tenant_id: tenant,
+        plugin: name,
+        version,
+        args: &args,
+        conversation: &c,
+        event: None,
+        timeout: std::time::Duration::from_secs(5),
+    };
+    let v1_answer = PluginError::Failed {
+        plugin: name.into(),
+        message: "config: base_url is not configured".into(),
+    };
+    assert_eq!(
+        HOST.call_tool(call(None)).await.unwrap(),
+        json!({ "fine": true }),
+        "the latest is active"
+    );
+    assert_eq!(
+        HOST.call_tool(call(Some("1"))).await.unwrap_err(),
+        v1_answer,
+        "pinned to 1"
+    );
+    assert_eq!(
+        HOST.call_tool(call(Some("3"))).await.unwrap_err(),
+        PluginError::NotFound {
+            plugin: "lookup@3".into()
+        }
+    );
+
+    assert!(HOST.activate(tenant, name, "1"));
+    assert_eq!(HOST.call_tool(call(None)).await.unwrap_err(), v1_answer);
+    assert!(HOST.remove_version(tenant, name, "1"));
+    assert_eq!(
+        HOST.resolve(tenant, name).unwrap().version,
+        "2",
+        "the remaining version takes over"
+    );
+    assert!(!HOST.activate(tenant, name, "1"));
+}

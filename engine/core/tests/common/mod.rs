@@ -59,10 +59,10 @@ impl FakePlugins {
     }
 
     fn record(&self, kind: &str, call: &PluginCall<'_>) {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("{kind}:{}:{}", call.tenant_id, call.plugin));
+        self.calls.lock().unwrap().push(match call.version {
+            Some(version) => format!("{kind}:{}:{}@{version}", call.tenant_id, call.plugin),
+            None => format!("{kind}:{}:{}", call.tenant_id, call.plugin),
+        });
     }
 }
 
