@@ -33,6 +33,7 @@ pub mod model;
 pub mod ports;
 pub mod schema;
 pub mod slots;
+pub mod storage;
 pub mod template;
 
 mod clock;
@@ -47,4 +48,8 @@ pub use model::FlowDefinition;
 pub use ports::{
     ActionOutput, Clock, NoPlugins, PluginCall, PluginError, PluginRuntime, PluginWorld,
     StateOutput,
+};
+pub use storage::{
+    ContextError, ContextStore, ConversationKey, FlowStore, FlowStoreError, Lease, Snapshot,
+    StoredFlow,
 };

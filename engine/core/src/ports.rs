@@ -1,5 +1,5 @@
 //! The ports the outer crates implement: the plugin runtime (mcp-wasm) and a
-//! clock (the server's, or a test's).
+//! clock (the server's, or a test's). The storage ports are in [`crate::storage`].
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,6 +23,14 @@ pub enum PluginWorld {
 }
 
 impl PluginWorld {
+    pub const ALL: [PluginWorld; 5] = [
+        PluginWorld::Condition,
+        PluginWorld::Action,
+        PluginWorld::Tool,
+        PluginWorld::StateType,
+        PluginWorld::Intent,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PluginWorld::Condition => "condition",
@@ -31,6 +39,19 @@ impl PluginWorld {
             PluginWorld::StateType => "state-type",
             PluginWorld::Intent => "intent",
         }
+    }
+}
+
+impl std::str::FromStr for PluginWorld {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PluginWorld, String> {
+        PluginWorld::ALL
+            .into_iter()
+            .find(|world| world.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown plugin world \"{s}\"; worlds are condition, action, tool, state-type, intent")
+            })
     }
 }
 

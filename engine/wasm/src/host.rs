@@ -502,6 +502,23 @@ impl PluginHost {
             .cloned()
     }
 
+    /// Every installed version of every plugin of a tenant, with whether it
+    /// is the active one: what a store reconciles against.
+    pub fn installed(&self, tenant: &str) -> Vec<(Arc<Installed>, bool)> {
+        let registry = self.inner.registry.read().unwrap();
+        registry
+            .iter()
+            .filter(|((owner, _), _)| owner == tenant)
+            .flat_map(|(_, versions)| {
+                let active = versions.active.as_deref();
+                versions
+                    .installed
+                    .iter()
+                    .map(move |p| (p.clone(), active == Some(p.version.as_str())))
+            })
+            .collect()
+    }
+
     /// A tenant's installed tools, for discovery.
     pub fn tools(&self, tenant: &str) -> Vec<ToolManifest> {
         let registry = self.inner.registry.read().unwrap();

@@ -1,0 +1,171 @@
+//! Telling every engine process on the database that a tenant's flows,
+//! plugins or experiments changed, so none serves a stale cache.
+//!
+//! Every change is written to the `changes` table in the transaction that
+//! makes it. On PostgreSQL the same transaction also sends NOTIFY, which is
+//! delivered on commit; a process whose listening connection drops forgets
+//! everything it cached, since notifications sent meanwhile are lost. On
+//! SQLite (several processes may share one file) each process polls the
+//! table; SQLite's single writer commits rows in `seq` order, so a poller
+//! never skips one.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::{Any, Row, Transaction};
+
+use crate::db::{Backend, CHANGES_CHANNEL, Database, now_ms};
+use crate::error::StoreError;
+use crate::{Inner, Store};
+
+/// What changed for a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// Flow versions, their status, or the default flow.
+    Flows,
+    /// Plugin versions, their enabled flag, or the tenant's plugin policy.
+    Plugins,
+    Experiments,
+}
+
+impl ChangeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Flows => "flows",
+            ChangeKind::Plugins => "plugins",
+            ChangeKind::Experiments => "experiments",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ChangeKind> {
+        [
+            ChangeKind::Flows,
+            ChangeKind::Plugins,
+            ChangeKind::Experiments,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == s)
+    }
+}
+
+/// How long a change row is kept: far longer than any poll interval.
+const CHANGE_RETENTION_MS: i64 = 3_600_000;
+
+impl Store {
+    /// Records a change inside the transaction that makes it.
+    pub(crate) async fn record_change(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        tenant_id: &str,
+        kind: ChangeKind,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO changes (tenant_id, kind, changed_at) VALUES ($1, $2, $3)")
+            .bind(tenant_id)
+            .bind(kind.as_str())
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        if self.db().backend() == Backend::Postgres {
+            // pg_notify returns void, which the Any driver cannot decode.
+            sqlx::query("SELECT pg_notify($1, $2) IS NULL")
+                .bind(CHANGES_CHANNEL)
+                .bind(format!("{} {tenant_id}", kind.as_str()))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts the task that applies other processes' changes to this store's
+/// caches; it ends when the store is dropped.
+pub(crate) async fn watch(db: &Database, inner: Weak<Inner>) -> Result<(), StoreError> {
+    match db.backend() {
+        Backend::Postgres => {
+            let mut listener = PgListener::connect(db.url()).await?;
+            listener.listen(CHANGES_CHANNEL).await?;
+            tokio::spawn(listen(listener, inner));
+        }
+        Backend::Sqlite => {
+            let start: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes")
+                .fetch_one(&db.pool)
+                .await?;
+            sqlx::query("DELETE FROM changes WHERE changed_at < $1")
+                .bind(now_ms() - CHANGE_RETENTION_MS)
+                .execute(&db.pool)
+                .await?;
+            tokio::spawn(poll(db.clone(), start.unwrap_or(0), inner));
+        }
+    }
+    Ok(())
+}
+
+async fn listen(mut listener: PgListener, inner: Weak<Inner>) {
+    loop {
+        let received = listener.try_recv().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        match received {
+            Ok(Some(notification)) => {
+                let payload = notification.payload();
+                match payload.split_once(' ') {
+                    Some((kind, tenant)) if ChangeKind::parse(kind).is_some() => {
+                        inner.invalidate(tenant, ChangeKind::parse(kind).unwrap())
+                    }
+                    _ => tracing::warn!(payload, "unreadable change notification"),
+                }
+            }
+            Ok(None) => {
+                tracing::warn!("change listener reconnected; dropping every cache");
+                inner.invalidate_all();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "change listener failed; dropping every cache and retrying");
+                inner.invalidate_all();
+                drop(inner);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn poll(db: Database, mut seen: i64, inner: Weak<Inner>) {
+    let mut ticker = tokio::time::interval(db.change_poll_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let rows =
+            sqlx::query("SELECT seq, tenant_id, kind FROM changes WHERE seq > $1 ORDER BY seq")
+                .bind(seen)
+                .fetch_all(&db.pool)
+                .await;
+        match rows {
+            Ok(rows) => {
+                for row in rows {
+                    let (Ok(seq), Ok(tenant), Ok(kind)) = (
+                        row.try_get::<i64, _>("seq"),
+                        row.try_get::<String, _>("tenant_id"),
+                        row.try_get::<String, _>("kind"),
+                    ) else {
+                        inner.invalidate_all();
+                        continue;
+                    };
+                    seen = seen.max(seq);
+                    match ChangeKind::parse(&kind) {
+                        Some(kind) => inner.invalidate(&tenant, kind),
+                        None => inner.invalidate_all(),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "polling for changes failed; dropping every cache");
+                inner.invalidate_all();
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The database: one connection pool over PostgreSQL or SQLite, migrated at
+//! connect time.
+//!
+//! Queries go through sqlx's `Any` driver so each is written once: `$n`
+//! placeholders (SQLite reads them too), integers for times and flags, text
+//! for JSON. Only the DDL differs per dialect (`migrations/postgres`,
+//! `migrations/sqlite`).
+
+use std::fmt;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+use crate::error::StoreError;
+use crate::settings::DatabaseSettings;
+
+/// The PostgreSQL channel on which changes are announced.
+pub(crate) const CHANGES_CHANNEL: &str = "mcp_changes";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        })
+    }
+}
+
+/// A migrated database. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) pool: AnyPool,
+    backend: Backend,
+    url: String,
+    pub(crate) change_poll_interval: Duration,
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Connects (creating the embedded SQLite file and its directory if
+    /// needed) and applies any migrations not yet applied.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Database, StoreError> {
+        install_default_drivers();
+        let url = settings.effective_url();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        if settings.url.is_none() {
+            std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+                StoreError::invalid(
+                    "MCP_DATA_DIR",
+                    format!("cannot create {}: {e}", settings.data_dir.display()),
+                )
+            })?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer; the busy
+                        // timeout makes writers queue instead of failing.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        match backend {
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+        }
+        tracing::info!(%backend, "database ready");
+        Ok(Database {
+            pool,
+            backend,
+            url,
+            change_poll_interval: settings.change_poll_interval,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,192 @@
+//! MCP Engine's storage.
+//!
+//! - [`Store`]: tenants, API keys, flows, plugins, experiments and transcripts
+//!   in PostgreSQL or SQLite (one schema, migrated at connect), with in-memory
+//!   caches that every process sharing the database keeps current.
+//! - [`context`]: live conversation context behind core's `ContextStore`
+//!   port, in Redis or in this process, one writer per conversation.
+//!
+//! Every repository call names its tenant; none takes an id without one.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use mcp_store::{Database, Store, StoreSettings};
+//! use mcp_wasm::{HostConfig, PluginHost};
+//!
+//! let settings = StoreSettings::from_env()?;
+//! let db = Database::connect(&settings.database).await?;
+//! let host = PluginHost::new(HostConfig { artifacts: Some(db.artifact_store()), ..HostConfig::default() })?;
+//! let store = Store::open(db, host).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod artifacts;
+pub mod changes;
+pub mod context;
+pub mod db;
+pub mod error;
+pub mod experiments;
+pub mod flows;
+pub mod plugins;
+pub mod settings;
+pub mod tenants;
+pub mod transcripts;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mcp_flow::{ExperimentConfig, Flow, StoredFlow};
+use mcp_wasm::PluginHost;
+
+pub use changes::ChangeKind;
+pub use context::{InProcessContextStore, RedisContextStore, open_context_store};
+pub use db::{Backend, Database};
+pub use error::StoreError;
+pub use experiments::{Experiment, ExperimentStatus};
+pub use flows::{FlowStatus, FlowVersion, PublishOptions};
+pub use plugins::{PluginVersion, UploadPlugin};
+pub use settings::{ContextSettings, DatabaseSettings, SettingError, StoreSettings};
+pub use tenants::{ApiKey, IssuedKey, PolicySettings, Scope, Tenant};
+pub use transcripts::TurnRecord;
+
+/// The repositories and their caches. Cheap to clone; clones share both.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    db: Database,
+    host: PluginHost,
+    caches: Mutex<Caches>,
+    /// One plugin load per tenant at a time.
+    plugin_loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// What is cached, and when it was last invalidated.
+///
+/// A value read from the database is cached only if nothing it depends on
+/// was invalidated since the read began: readers note `generation` first,
+/// and every invalidation bumps it. So a change that lands while a reader is
+/// mid-query is never hidden by that reader's stale result.
+#[derive(Default)]
+struct Caches {
+    generation: u64,
+    /// When everything was last dropped (a lost change listener).
+    all_invalidated: u64,
+    tenants: HashMap<String, TenantCache>,
+    /// Published flow versions never change, so parsed ones stay valid.
+    parsed: HashMap<(String, String, String), Arc<Flow>>,
+}
+
+#[derive(Default)]
+struct TenantCache {
+    invalidated: HashMap<ChangeKind, u64>,
+    default_flow: Option<StoredFlow>,
+    latest: HashMap<String, StoredFlow>,
+    experiments: Option<Arc<Vec<ExperimentConfig>>>,
+    plugins_loaded: bool,
+}
+
+impl Caches {
+    fn fresh(&self, tenant: &str, kind: ChangeKind, read_at: u64) -> bool {
+        let tenant_mark = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.invalidated.get(&kind))
+            .copied()
+            .unwrap_or(0);
+        self.all_invalidated.max(tenant_mark) <= read_at
+    }
+}
+
+impl Inner {
+    fn invalidate(&self, tenant: &str, kind: ChangeKind) {
+        let mut caches = self.caches.lock().unwrap();
+        caches.generation += 1;
+        let generation = caches.generation;
+        let cache = caches.tenants.entry(tenant.to_owned()).or_default();
+        cache.invalidated.insert(kind, generation);
+        match kind {
+            ChangeKind::Flows => {
+                cache.default_flow = None;
+                cache.latest.clear();
+            }
+            ChangeKind::Plugins => cache.plugins_loaded = false,
+            ChangeKind::Experiments => cache.experiments = None,
+        }
+        tracing::debug!(tenant, ?kind, "cache invalidated");
+    }
+
+    fn invalidate_all(&self) {
+        let mut caches = self.caches.lock().unwrap();
+        caches.generation += 1;
+        caches.all_invalidated = caches.generation;
+        for cache in caches.tenants.values_mut() {
+            cache.default_flow = None;
+            cache.latest.clear();
+            cache.experiments = None;
+            cache.plugins_loaded = false;
+        }
+    }
+}
+
+impl Store {
+    /// The store over a migrated database, serving plugins through `host`.
+    /// Starts following other processes' changes at once.
+    pub async fn open(db: Database, host: PluginHost) -> Result<Store, StoreError> {
+        let inner = Arc::new(Inner {
+            db,
+            host,
+            caches: Mutex::new(Caches::default()),
+            plugin_loads: Mutex::new(HashMap::new()),
+        });
+        changes::watch(&inner.db, Arc::downgrade(&inner)).await?;
+        Ok(Store { inner })
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// The plugin host this store loads tenants' plugins into.
+    pub fn host(&self) -> &PluginHost {
+        &self.inner.host
+    }
+
+    /// Drops what this process cached about a tenant (a change it made).
+    pub(crate) fn invalidate(&self, tenant: &str, kind: ChangeKind) {
+        self.inner.invalidate(tenant, kind);
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.caches.lock().unwrap().generation
+    }
+
+    /// Runs `update` on the tenant's cache if nothing of `kind` was
+    /// invalidated since `read_at`.
+    fn cache_if_fresh(
+        &self,
+        tenant: &str,
+        kind: ChangeKind,
+        read_at: u64,
+        update: impl FnOnce(&mut TenantCache),
+    ) {
+        let mut caches = self.inner.caches.lock().unwrap();
+        if caches.fresh(tenant, kind, read_at) {
+            update(caches.tenants.entry(tenant.to_owned()).or_default());
+        }
+    }
+
+    fn cached<T>(&self, tenant: &str, read: impl FnOnce(&TenantCache) -> Option<T>) -> Option<T> {
+        let caches = self.inner.caches.lock().unwrap();
+        caches.tenants.get(tenant).and_then(read)
+    }
+}
+
+/// `bytes` random bytes as hex, from the operating system's generator.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the operating system has a random source");
+    hex::encode(buf)
+}

@@ -1,0 +1,423 @@
+//! Tenants, their policy (limits and outbound allow-list) and their API keys.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::str::FromStr;
+
+use mcp_flow::PluginWorld;
+use mcp_wasm::limits::MAX_MEMORY_BYTES;
+use mcp_wasm::{AllowList, LimitOverrides, TenantPolicy};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+
+use crate::changes::ChangeKind;
+use crate::db::now_ms;
+use crate::error::StoreError;
+use crate::{Store, random_hex};
+
+/// A tenant and what its plugins may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub policy: PolicySettings,
+    pub created_at_ms: i64,
+}
+
+/// A tenant's plugin policy as stored: limit overrides per world and the
+/// hosts its tools may call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicySettings {
+    #[serde(default)]
+    pub limits: HashMap<PluginWorld, LimitOverrides>,
+    #[serde(default)]
+    pub allow_list: Vec<String>,
+}
+
+impl PolicySettings {
+    /// Checks every entry; the error names the first bad one.
+    pub fn validate(&self) -> Result<TenantPolicy, StoreError> {
+        let allow_list = AllowList::parse(&self.allow_list)
+            .map_err(|message| StoreError::invalid("allow_list", message))?;
+        for (world, limits) in &self.limits {
+            if let Some(memory) = limits.memory_bytes
+                && memory > MAX_MEMORY_BYTES
+            {
+                return Err(StoreError::invalid(
+                    format!("limits.{world}.memory_bytes"),
+                    format!("{memory} is above the engine's maximum of {MAX_MEMORY_BYTES}"),
+                ));
+            }
+            if limits.fuel == Some(0) || limits.deadline_ms == Some(0) {
+                return Err(StoreError::invalid(
+                    format!("limits.{world}"),
+                    "fuel and deadline_ms must be above 0",
+                ));
+            }
+        }
+        Ok(TenantPolicy {
+            allow_list,
+            limits: self.limits.clone(),
+        })
+    }
+}
+
+/// What an API key lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Scope {
+    /// Send messages and read conversations (the MCPEngine service).
+    #[serde(rename = "messages")]
+    Messages,
+    /// Publish flows and run experiments.
+    #[serde(rename = "flows:write")]
+    FlowsWrite,
+    /// Upload, enable, disable and delete plugins.
+    #[serde(rename = "plugins:write")]
+    PluginsWrite,
+    /// Everything the tenant can do, keys included.
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [
+        Scope::Messages,
+        Scope::FlowsWrite,
+        Scope::PluginsWrite,
+        Scope::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Messages => "messages",
+            Scope::FlowsWrite => "flows:write",
+            Scope::PluginsWrite => "plugins:write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scope {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Scope, StoreError> {
+        Scope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == s)
+            .ok_or_else(|| {
+                StoreError::invalid(
+                    "scopes",
+                    format!("unknown scope \"{s}\"; scopes are messages, flows:write, plugins:write, admin"),
+                )
+            })
+    }
+}
+
+/// An API key as stored (without its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub scopes: BTreeSet<Scope>,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl ApiKey {
+    /// `admin` allows everything.
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
+    }
+}
+
+/// A key just created: the only time its secret is known.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub key: ApiKey,
+    /// What the client sends as `authorization: Bearer <token>`.
+    pub token: String,
+}
+
+const KEY_PREFIX: &str = "mcpk";
+
+/// Tenant ids appear in Redis keys and URLs: letters, digits, `-` and `_`.
+pub fn check_tenant_id(id: &str) -> Result<(), StoreError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "tenant_id",
+            format!(
+                "\"{id}\" must be 1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn parse_scopes(text: &str) -> Result<BTreeSet<Scope>, StoreError> {
+    text.split_whitespace().map(Scope::from_str).collect()
+}
+
+fn scopes_text(scopes: &BTreeSet<Scope>) -> String {
+    scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Store {
+    /// Creates a tenant. Without an id one is generated (`t-` and 12 hex digits).
+    pub async fn create_tenant(
+        &self,
+        id: Option<&str>,
+        name: &str,
+        policy: PolicySettings,
+    ) -> Result<Tenant, StoreError> {
+        let id = match id {
+            Some(id) => id.to_owned(),
+            None => format!("t-{}", random_hex(6)),
+        };
+        check_tenant_id(&id)?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(StoreError::invalid("name", "must be 1 to 200 characters"));
+        }
+        policy.validate()?;
+        let tenant = Tenant {
+            id,
+            name: name.to_owned(),
+            policy,
+            created_at_ms: now_ms(),
+        };
+        let mut tx = self.db().pool.begin().await?;
+        let taken = sqlx::query("SELECT id FROM tenants WHERE id = $1 OR name = $2")
+            .bind(&tenant.id)
+            .bind(&tenant.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = taken {
+            let existing: String = row.try_get("id")?;
+            return Err(if existing == tenant.id {
+                StoreError::AlreadyExists {
+                    what: "tenant",
+                    id: tenant.id,
+                }
+            } else {
+                StoreError::AlreadyExists {
+                    what: "tenant named",
+                    id: tenant.name,
+                }
+            });
+        }
+        sqlx::query(
+            "INSERT INTO tenants (id, name, limits, allow_list, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .bind(json(&tenant.policy.limits))
+        .bind(json(&tenant.policy.allow_list))
+        .bind(tenant.created_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(tenant = %tenant.id, name = %tenant.name, "tenant created");
+        Ok(tenant)
+    }
+
+    pub async fn tenant(&self, tenant_id: &str) -> Result<Tenant, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, limits, allow_list, created_at FROM tenants WHERE id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.db().pool)
+        .await?
+        .ok_or_else(|| StoreError::not_found("tenant", tenant_id))?;
+        Ok(Tenant {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            policy: PolicySettings {
+                limits: parse_json(&row.try_get::<String, _>("limits")?)?,
+                allow_list: parse_json(&row.try_get::<String, _>("allow_list")?)?,
+            },
+            created_at_ms: row.try_get("created_at")?,
+        })
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM tenants ORDER BY created_at, id")
+            .fetch_all(&self.db().pool)
+            .await?;
+        let mut tenants = Vec::with_capacity(ids.len());
+        for id in ids {
+            tenants.push(self.tenant(&id).await?);
+        }
+        Ok(tenants)
+    }
+
+    /// Replaces a tenant's limits and allow-list; every engine process applies
+    /// them to the tenant's next plugin call.
+    pub async fn set_tenant_policy(
+        &self,
+        tenant_id: &str,
+        policy: PolicySettings,
+    ) -> Result<(), StoreError> {
+        policy.validate()?;
+        let mut tx = self.db().pool.begin().await?;
+        let updated = sqlx::query("UPDATE tenants SET limits = $1, allow_list = $2 WHERE id = $3")
+            .bind(json(&policy.limits))
+            .bind(json(&policy.allow_list))
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::not_found("tenant", tenant_id));
+        }
+        self.record_change(&mut tx, tenant_id, ChangeKind::Plugins)
+            .await?;
+        tx.commit().await?;
+        self.invalidate(tenant_id, ChangeKind::Plugins);
+        Ok(())
+    }
+
+    /// Creates an API key for a tenant. The token is returned once; only a
+    /// hash of its secret is stored.
+    pub async fn create_api_key(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        scopes: &[Scope],
+    ) -> Result<IssuedKey, StoreError> {
+        if scopes.is_empty() {
+            return Err(StoreError::invalid(
+                "scopes",
+                "a key needs at least one scope",
+            ));
+        }
+        self.tenant(tenant_id).await?;
+        let id = random_hex(8);
+        let secret = random_hex(32);
+        let key = ApiKey {
+            id,
+            tenant_id: tenant_id.to_owned(),
+            name: name.trim().to_owned(),
+            scopes: scopes.iter().copied().collect(),
+            created_at_ms: now_ms(),
+            revoked_at_ms: None,
+        };
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, secret_hash, scopes, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&key.id)
+        .bind(&key.tenant_id)
+        .bind(&key.name)
+        .bind(secret_hash(&secret))
+        .bind(scopes_text(&key.scopes))
+        .bind(key.created_at_ms)
+        .execute(&self.db().pool)
+        .await?;
+        let token = format!("{KEY_PREFIX}_{}_{secret}", key.id);
+        Ok(IssuedKey { key, token })
+    }
+
+    /// The key a presented token belongs to, if it is valid and not revoked.
+    /// The secret is compared in constant time.
+    pub async fn verify_api_key(&self, token: &str) -> Result<Option<ApiKey>, StoreError> {
+        let mut parts = token.trim().splitn(3, '_');
+        let (Some(KEY_PREFIX), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, secret_hash, scopes, created_at FROM api_keys \
+             WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.db().pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let stored: String = row.try_get("secret_hash")?;
+        let presented = secret_hash(secret);
+        if !bool::from(presented.as_bytes().ct_eq(stored.as_bytes())) {
+            return Ok(None);
+        }
+        Ok(Some(ApiKey {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+            scopes: parse_scopes(&row.try_get::<String, _>("scopes")?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            created_at_ms: row.try_get("created_at")?,
+            revoked_at_ms: None,
+        }))
+    }
+
+    pub async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, name, scopes, created_at, revoked_at FROM api_keys \
+             WHERE tenant_id = $1 ORDER BY created_at, id",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.db().pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ApiKey {
+                    id: row.try_get("id")?,
+                    tenant_id: row.try_get("tenant_id")?,
+                    name: row.try_get("name")?,
+                    scopes: parse_scopes(&row.try_get::<String, _>("scopes")?)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    created_at_ms: row.try_get("created_at")?,
+                    revoked_at_ms: row.try_get("revoked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes one of the tenant's keys; it is refused from the next call on.
+    pub async fn revoke_api_key(&self, tenant_id: &str, key_id: &str) -> Result<(), StoreError> {
+        let revoked = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(tenant_id)
+        .bind(key_id)
+        .execute(&self.db().pool)
+        .await?;
+        if revoked.rows_affected() == 0 {
+            return Err(StoreError::not_found("api key", key_id));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("store values serialize")
+}
+
+pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
