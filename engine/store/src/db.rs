@@ -7,10 +7,11 @@
 //! `migrations/sqlite`).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
+use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::error::StoreError;
 use crate::settings::DatabaseSettings;
@@ -90,7 +91,15 @@ impl Database {
             .await?;
         match backend {
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Sqlite => {
+                // sqlx takes an advisory lock for PostgreSQL migrations but
+                // none for SQLite; processes sharing the file take this one.
+                let _guard = match sqlite_path(&url) {
+                    Some(path) => Some(lock_file(path.with_extension("migrate-lock")).await?),
+                    None => None,
+                };
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await?
+            }
         }
         tracing::info!(%backend, "database ready");
         Ok(Database {
@@ -99,6 +108,17 @@ impl Database {
             url,
             change_poll_interval: settings.change_poll_interval,
         })
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`): a deferred transaction that reads and then
+    /// writes fails with "database is locked" if another writer got in
+    /// between, where an immediate one just waits its turn.
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -112,6 +132,37 @@ impl Database {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+/// The file of an SQLite URL (`sqlite://path?opts`, `sqlite:path`); `None`
+/// for in-memory databases.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// An exclusive advisory lock on `path`, held until the file is dropped.
+async fn lock_file(path: PathBuf) -> Result<std::fs::File, StoreError> {
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .expect("the lock task does not panic");
+    locked.map_err(|e| {
+        StoreError::invalid(
+            "DATABASE_URL",
+            format!("cannot lock the database for migration: {e}"),
+        )
+    })
 }
 
 /// Milliseconds since the Unix epoch.

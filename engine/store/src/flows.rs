@@ -92,7 +92,7 @@ impl Store {
         let now = now_ms();
         let published = options.status == FlowStatus::Published;
 
-        let mut tx = self.db().pool.begin().await?;
+        let mut tx = self.db().begin().await?;
         self.tenant_exists(&mut tx, tenant_id).await?;
         sqlx::query(
             "INSERT INTO flows (tenant_id, flow_id, is_default, created_at) VALUES ($1, $2, 0, $3) \
@@ -166,7 +166,7 @@ impl Store {
         }
         let flow = Flow::from_json(&draft.definition).map_err(StoreError::InvalidFlow)?;
         self.check_flow_plugins(tenant_id, &flow).await?;
-        let mut tx = self.db().pool.begin().await?;
+        let mut tx = self.db().begin().await?;
         sqlx::query(
             "UPDATE flow_versions SET status = 'published', published_at = $1 \
              WHERE tenant_id = $2 AND flow_id = $3 AND version = $4",
@@ -195,7 +195,7 @@ impl Store {
 
     /// Makes a flow with at least one published version the tenant's default.
     pub async fn set_default_flow(&self, tenant_id: &str, flow_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.db().pool.begin().await?;
+        let mut tx = self.db().begin().await?;
         let published = sqlx::query(
             "SELECT 1 FROM flow_versions WHERE tenant_id = $1 AND flow_id = $2 AND status = 'published'",
         )

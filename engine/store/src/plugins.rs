@@ -109,7 +109,7 @@ impl Store {
             .await?;
 
         let stored = async {
-            let mut tx = self.db().pool.begin().await?;
+            let mut tx = self.db().begin().await?;
             sqlx::query(
                 "INSERT INTO plugins \
                  (tenant_id, name, version, seq, world, bytes, sha256, size, manifest, config, enabled, uploaded_at) \
@@ -196,7 +196,7 @@ impl Store {
         version: &str,
         enabled: bool,
     ) -> Result<PluginVersion, StoreError> {
-        let mut tx = self.db().pool.begin().await?;
+        let mut tx = self.db().begin().await?;
         let updated = sqlx::query(
             "UPDATE plugins SET enabled = $1 WHERE tenant_id = $2 AND name = $3 AND version = $4",
         )
@@ -226,7 +226,7 @@ impl Store {
         name: &str,
         version: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.db().pool.begin().await?;
+        let mut tx = self.db().begin().await?;
         let deleted =
             sqlx::query("DELETE FROM plugins WHERE tenant_id = $1 AND name = $2 AND version = $3")
                 .bind(tenant_id)

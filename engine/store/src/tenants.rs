@@ -209,7 +209,7 @@ impl Store {
             policy,
             created_at_ms: now_ms(),
         };
-        let mut tx = self.db().pool.begin().await?;
+        let mut tx = self.db().begin().await?;
         let taken = sqlx::query("SELECT id FROM tenants WHERE id = $1 OR name = $2")
             .bind(&tenant.id)
             .bind(&tenant.name)
@@ -282,7 +282,7 @@ impl Store {
         policy: PolicySettings,
     ) -> Result<(), StoreError> {
         policy.validate()?;
-        let mut tx = self.db().pool.begin().await?;
+        let mut tx = self.db().begin().await?;
         let updated = sqlx::query("UPDATE tenants SET limits = $1, allow_list = $2 WHERE id = $3")
             .bind(json(&policy.limits))
             .bind(json(&policy.allow_list))

@@ -57,7 +57,11 @@ impl InProcessContextStore {
     fn with_slot<T>(&self, key: &ConversationKey, f: impl FnOnce(&mut Slot, Instant) -> T) -> T {
         let now = Instant::now();
         let mut slots = self.slots.lock().unwrap();
-        if self.operations.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+        if self
+            .operations
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
+        {
             slots.retain(|_, slot| !slot.expired(now) || slot.lock.is_some());
         }
         let slot = slots.entry(key.clone()).or_default();

@@ -1,0 +1,160 @@
+//! Backends for the storage tests: SQLite and the in-process context store
+//! always; PostgreSQL and Redis whenever DATABASE_URL / REDIS_URL are set
+//! (CI sets both, so nothing is skipped there).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mcp_store::{ContextSettings, Database, DatabaseSettings, Store, StoreSettings};
+use mcp_wasm::{HostConfig, PluginHost};
+
+/// A database every test in this binary shares; tests keep apart by using
+/// tenants of their own.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub name: &'static str,
+    pub settings: DatabaseSettings,
+}
+
+pub fn databases() -> Vec<Backend> {
+    let defaults = StoreSettings::default().database;
+    let mut backends = vec![Backend {
+        name: "sqlite",
+        settings: DatabaseSettings {
+            url: Some(format!("sqlite://{}?mode=rwc", sqlite_file().display())),
+            change_poll_interval: Duration::from_millis(100),
+            ..defaults.clone()
+        },
+    }];
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        backends.push(Backend {
+            name: "postgres",
+            settings: DatabaseSettings {
+                url: Some(postgres_schema(&url)),
+                ..defaults
+            },
+        });
+    }
+    backends
+}
+
+/// A fresh SQLite file per test binary run.
+fn sqlite_file() -> PathBuf {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!(
+            "{}-{}.db",
+            env!("CARGO_CRATE_NAME"),
+            std::process::id()
+        ));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+        file
+    })
+    .clone()
+}
+
+/// A schema of its own for this test binary, emptied once per run, so
+/// migrations always start clean and runs never see each other's rows.
+fn postgres_schema(url: &str) -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let schema = format!("mcp_test_{}", env!("CARGO_CRATE_NAME"));
+        let url = url.to_owned();
+        let admin_url = url.clone();
+        let statement = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}");
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    use sqlx::Connection;
+                    let mut conn = sqlx::PgConnection::connect(&admin_url)
+                        .await
+                        .expect("DATABASE_URL is set but PostgreSQL cannot be reached");
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                })
+        })
+        .join()
+        .unwrap();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}options=-c%20search_path%3D{schema}")
+    })
+    .clone()
+}
+
+/// A plugin host of its own (small pool), persisting compiled code in `db`.
+pub fn host(db: &Database) -> PluginHost {
+    PluginHost::new(HostConfig {
+        max_instances: 16,
+        artifacts: Some(db.artifact_store()),
+        ..HostConfig::default()
+    })
+    .unwrap()
+}
+
+pub async fn store(backend: &Backend) -> Store {
+    let db = Database::connect(&backend.settings)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", backend.name));
+    let host = host(&db);
+    Store::open(db, host).await.unwrap()
+}
+
+/// A tenant id no other test uses.
+pub fn tenant_id(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+pub fn context_settings(redis: bool) -> ContextSettings {
+    ContextSettings {
+        redis_url: if redis {
+            std::env::var("REDIS_URL").ok()
+        } else {
+            None
+        },
+        lock_timeout: Duration::from_secs(30),
+        lock_ttl: Duration::from_secs(30),
+        idle_ttl: Some(Duration::from_secs(600)),
+        ..StoreSettings::default().context
+    }
+}
+
+/// Context stores to test: in-process always, Redis when REDIS_URL is set.
+pub fn context_backends() -> Vec<(&'static str, ContextSettings)> {
+    let mut backends = vec![("in-process", context_settings(false))];
+    if std::env::var("REDIS_URL").is_ok() {
+        backends.push(("redis", context_settings(true)));
+    }
+    backends
+}
+
+/// Polls `check` until it holds or `limit` passes; returns whether it held.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
