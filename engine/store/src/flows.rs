@@ -325,10 +325,24 @@ impl Store {
         flow_id: &str,
         version: Option<&str>,
     ) -> Result<StoredFlow, StoreError> {
-        if version.is_none()
-            && let Some(latest) = self.cached(tenant_id, |c| c.latest.get(flow_id).cloned())
-        {
-            return Ok(latest);
+        match version {
+            None => {
+                if let Some(latest) = self.cached(tenant_id, |c| c.latest.get(flow_id).cloned()) {
+                    return Ok(latest);
+                }
+            }
+            // Only published versions are parsed into the cache, and a
+            // published version never changes: a hit is always current.
+            Some(version) => {
+                let key = (tenant_id.to_owned(), flow_id.to_owned(), version.to_owned());
+                if let Some(flow) = self.inner.caches.lock().unwrap().parsed.get(&key).cloned() {
+                    return Ok(StoredFlow {
+                        flow_id: flow_id.to_owned(),
+                        version: version.to_owned(),
+                        flow,
+                    });
+                }
+            }
         }
         let read_at = self.generation();
         let row = sqlx::query(
