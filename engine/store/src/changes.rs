@@ -81,19 +81,18 @@ impl Store {
 /// Starts the task that applies other processes' changes to this store's
 /// caches; it ends when the store is dropped.
 pub(crate) async fn watch(db: &Database, inner: Weak<Inner>) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM changes WHERE changed_at < $1")
+        .bind(now_ms() - CHANGE_RETENTION_MS)
+        .execute(&db.pool)
+        .await?;
     match db.backend() {
         Backend::Postgres => {
-            let mut listener = PgListener::connect(db.url()).await?;
-            listener.listen(CHANGES_CHANNEL).await?;
-            tokio::spawn(listen(listener, inner));
+            let listener = subscribe(db.url()).await?;
+            tokio::spawn(listen(db.url().to_owned(), listener, inner));
         }
         Backend::Sqlite => {
             let start: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes")
                 .fetch_one(&db.pool)
-                .await?;
-            sqlx::query("DELETE FROM changes WHERE changed_at < $1")
-                .bind(now_ms() - CHANGE_RETENTION_MS)
-                .execute(&db.pool)
                 .await?;
             tokio::spawn(poll(db.clone(), start.unwrap_or(0), inner));
         }
@@ -101,10 +100,16 @@ pub(crate) async fn watch(db: &Database, inner: Weak<Inner>) -> Result<(), Store
     Ok(())
 }
 
-async fn listen(mut listener: PgListener, inner: Weak<Inner>) {
+async fn subscribe(url: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen(CHANGES_CHANNEL).await?;
+    Ok(listener)
+}
+
+async fn listen(url: String, mut listener: PgListener, weak: Weak<Inner>) {
     loop {
         let received = listener.try_recv().await;
-        let Some(inner) = inner.upgrade() else {
+        let Some(inner) = weak.upgrade() else {
             return;
         };
         match received {
@@ -122,10 +127,26 @@ async fn listen(mut listener: PgListener, inner: Weak<Inner>) {
                 inner.invalidate_all();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "change listener failed; dropping every cache and retrying");
-                inner.invalidate_all();
+                // Until a new subscription stands, changes may go unheard:
+                // serve nothing from cache meanwhile.
+                tracing::warn!(error = %e, "change listener failed; caching is off until it is back");
+                inner.set_listening(false);
                 drop(inner);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match subscribe(&url).await {
+                        Ok(fresh) => {
+                            listener = fresh;
+                            break;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "change listener still down"),
+                    }
+                }
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                inner.set_listening(true);
+                tracing::info!("change listener back; caching is on");
             }
         }
     }

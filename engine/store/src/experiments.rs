@@ -73,8 +73,7 @@ impl Store {
             created_at_ms: now_ms(),
             stopped_at_ms: None,
         };
-        let mut tx = self.db().begin().await?;
-        self.tenant_exists(&mut tx, tenant_id).await?;
+        let mut tx = self.begin_for_tenant(tenant_id).await?;
         let inserted = sqlx::query(
             "INSERT INTO experiments (tenant_id, experiment_id, config, status, created_at) \
              VALUES ($1, $2, $3, 'running', $4) ON CONFLICT (tenant_id, experiment_id) DO NOTHING",
@@ -116,7 +115,7 @@ impl Store {
         tenant_id: &str,
         experiment_id: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.begin_for_tenant(tenant_id).await?;
         let stopped = sqlx::query(
             "UPDATE experiments SET status = 'stopped', stopped_at = $1 \
              WHERE tenant_id = $2 AND experiment_id = $3 AND status = 'running'",

@@ -13,7 +13,7 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::Store;
 use crate::changes::ChangeKind;
-use crate::db::now_ms;
+use crate::db::{Backend, now_ms};
 use crate::error::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,14 +86,13 @@ impl Store {
         options: PublishOptions,
     ) -> Result<FlowVersion, StoreError> {
         let flow = Flow::from_json(document).map_err(StoreError::InvalidFlow)?;
-        self.check_flow_plugins(tenant_id, &flow).await?;
         let definition = flow.definition();
         let canonical = serde_json::to_string(definition).expect("a definition serializes");
         let now = now_ms();
         let published = options.status == FlowStatus::Published;
 
-        let mut tx = self.db().begin().await?;
-        self.tenant_exists(&mut tx, tenant_id).await?;
+        let mut tx = self.begin_for_tenant(tenant_id).await?;
+        check_flow_plugins(&mut tx, tenant_id, &flow).await?;
         sqlx::query(
             "INSERT INTO flows (tenant_id, flow_id, is_default, created_at) VALUES ($1, $2, 0, $3) \
              ON CONFLICT (tenant_id, flow_id) DO NOTHING",
@@ -165,8 +164,8 @@ impl Store {
             return Ok(draft);
         }
         let flow = Flow::from_json(&draft.definition).map_err(StoreError::InvalidFlow)?;
-        self.check_flow_plugins(tenant_id, &flow).await?;
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.begin_for_tenant(tenant_id).await?;
+        check_flow_plugins(&mut tx, tenant_id, &flow).await?;
         sqlx::query(
             "UPDATE flow_versions SET status = 'published', published_at = $1 \
              WHERE tenant_id = $2 AND flow_id = $3 AND version = $4",
@@ -195,7 +194,7 @@ impl Store {
 
     /// Makes a flow with at least one published version the tenant's default.
     pub async fn set_default_flow(&self, tenant_id: &str, flow_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.begin_for_tenant(tenant_id).await?;
         let published = sqlx::query(
             "SELECT 1 FROM flow_versions WHERE tenant_id = $1 AND flow_id = $2 AND status = 'published'",
         )
@@ -259,65 +258,80 @@ impl Store {
         flow_version(&row)
     }
 
-    /// Every plugin the flow uses must be installed, enabled, and of the
-    /// world the flow uses it as; problems are reported with their paths.
-    async fn check_flow_plugins(&self, tenant_id: &str, flow: &Flow) -> Result<(), StoreError> {
-        if flow.plugins().is_empty() {
-            return Ok(());
-        }
-        let rows = sqlx::query(
-            "SELECT DISTINCT name, world FROM plugins WHERE tenant_id = $1 AND enabled = 1",
-        )
-        .bind(tenant_id)
-        .fetch_all(&self.db().pool)
-        .await?;
-        let mut worlds: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for row in rows {
-            worlds
-                .entry(row.try_get("name")?)
-                .or_default()
-                .insert(row.try_get("world")?);
-        }
-        let mut report = Report::default();
-        for used in flow.plugins() {
-            let message = match worlds.get(&used.name) {
-                None => format!(
-                    "plugin `{}` is not installed (or not enabled) for this tenant",
-                    used.name
-                ),
-                Some(installed) if !installed.contains(used.world.as_str()) => format!(
-                    "plugin `{}` is used as a {} plugin but is a {} plugin",
-                    used.name,
-                    used.world,
-                    installed.iter().cloned().collect::<Vec<_>>().join("/")
-                ),
-                Some(_) => continue,
-            };
-            report.issues.push(Issue {
-                severity: Severity::Error,
-                path: used.path.clone(),
-                message,
-            });
-        }
-        if report.has_errors() {
-            return Err(StoreError::InvalidFlow(report));
-        }
-        Ok(())
-    }
-
-    pub(crate) async fn tenant_exists(
+    /// Begins a write transaction holding the tenant's row lock, so a
+    /// tenant's writes (version numbers, the default flag, the plugins a
+    /// publish checks) never interleave. SQLite's `BEGIN IMMEDIATE` already
+    /// serializes every writer.
+    pub(crate) async fn begin_for_tenant(
         &self,
-        tx: &mut Transaction<'static, Any>,
         tenant_id: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
+    ) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self.db().begin().await?;
+        let lock = match self.db().backend() {
+            Backend::Postgres => "SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE",
+            Backend::Sqlite => "SELECT 1 FROM tenants WHERE id = $1",
+        };
+        sqlx::query(lock)
             .bind(tenant_id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?
-            .map(|_| ())
-            .ok_or_else(|| StoreError::not_found("tenant", tenant_id))
+            .ok_or_else(|| StoreError::not_found("tenant", tenant_id))?;
+        Ok(tx)
     }
+}
 
+/// Every plugin the flow uses must be installed, enabled, and of the world
+/// the flow uses it as; problems are reported with their paths. Runs under
+/// the tenant's lock, so a plugin cannot be disabled halfway through.
+async fn check_flow_plugins(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    flow: &Flow,
+) -> Result<(), StoreError> {
+    if flow.plugins().is_empty() {
+        return Ok(());
+    }
+    let rows = sqlx::query(
+        "SELECT DISTINCT name, world FROM plugins WHERE tenant_id = $1 AND enabled = 1",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut worlds: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for row in rows {
+        worlds
+            .entry(row.try_get("name")?)
+            .or_default()
+            .insert(row.try_get("world")?);
+    }
+    let mut report = Report::default();
+    for used in flow.plugins() {
+        let message = match worlds.get(&used.name) {
+            None => format!(
+                "plugin `{}` is not installed (or not enabled) for this tenant",
+                used.name
+            ),
+            Some(installed) if !installed.contains(used.world.as_str()) => format!(
+                "plugin `{}` is used as a {} plugin but is a {} plugin",
+                used.name,
+                used.world,
+                installed.iter().cloned().collect::<Vec<_>>().join("/")
+            ),
+            Some(_) => continue,
+        };
+        report.issues.push(Issue {
+            severity: Severity::Error,
+            path: used.path.clone(),
+            message,
+        });
+    }
+    if report.has_errors() {
+        return Err(StoreError::InvalidFlow(report));
+    }
+    Ok(())
+}
+
+impl Store {
     /// A published version, parsed; `None` is the latest published.
     pub async fn published_flow(
         &self,

@@ -74,6 +74,9 @@ struct Caches {
     generation: u64,
     /// When everything was last dropped (a lost change listener).
     all_invalidated: u64,
+    /// False while changes may go unheard (the listener is reconnecting):
+    /// nothing is served from or stored in the tenant caches then.
+    deaf: bool,
     tenants: HashMap<String, TenantCache>,
     /// Published flow versions never change, so parsed ones stay valid.
     parsed: HashMap<(String, String, String), Arc<Flow>>,
@@ -90,6 +93,9 @@ struct TenantCache {
 
 impl Caches {
     fn fresh(&self, tenant: &str, kind: ChangeKind, read_at: u64) -> bool {
+        if self.deaf {
+            return false;
+        }
         let tenant_mark = self
             .tenants
             .get(tenant)
@@ -116,6 +122,13 @@ impl Inner {
             ChangeKind::Experiments => cache.experiments = None,
         }
         tracing::debug!(tenant, ?kind, "cache invalidated");
+    }
+
+    /// While not listening nothing is cached; on listening again everything
+    /// cached before is dropped.
+    fn set_listening(&self, listening: bool) {
+        self.invalidate_all();
+        self.caches.lock().unwrap().deaf = !listening;
     }
 
     fn invalidate_all(&self) {
@@ -180,6 +193,9 @@ impl Store {
 
     fn cached<T>(&self, tenant: &str, read: impl FnOnce(&TenantCache) -> Option<T>) -> Option<T> {
         let caches = self.inner.caches.lock().unwrap();
+        if caches.deaf {
+            return None;
+        }
         caches.tenants.get(tenant).and_then(read)
     }
 }

@@ -13,11 +13,11 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::Store;
 use crate::changes::ChangeKind;
 use crate::db::now_ms;
 use crate::error::StoreError;
 use crate::tenants::{json, parse_json};
+use crate::{Store, random_hex};
 
 /// An upload, as a tenant sends it.
 #[derive(Debug, Clone)]
@@ -93,23 +93,26 @@ impl Store {
                 id: format!("{}@{}", upload.name, upload.version),
             });
         }
-        // Bring this process's registry in line with the database first, so
-        // the host judges the upload against what is really installed.
-        self.load_plugins(tenant_id).await?;
+        // Validate and compile under a scratch tenant (real ids cannot hold
+        // ':'), so no turn can call the version before it is stored; the
+        // compiled code stays cached for the real install below.
+        let scratch = format!("upload:{}", random_hex(8));
         let installed = self
             .host()
             .install(
-                tenant_id,
+                &scratch,
                 &upload.name,
                 &upload.version,
                 &upload.bytes,
                 upload.world,
                 upload.config.clone(),
             )
-            .await?;
+            .await;
+        self.host().uninstall(&scratch, &upload.name);
+        let installed = installed?;
 
         let stored = async {
-            let mut tx = self.db().begin().await?;
+            let mut tx = self.begin_for_tenant(tenant_id).await?;
             sqlx::query(
                 "INSERT INTO plugins \
                  (tenant_id, name, version, seq, world, bytes, sha256, size, manifest, config, enabled, uploaded_at) \
@@ -133,12 +136,7 @@ impl Store {
             Ok::<_, StoreError>(())
         }
         .await;
-        // Either way the registry is reloaded from the database on next use:
-        // after a failure that takes the half-installed version out again.
-        self.invalidate(tenant_id, ChangeKind::Plugins);
         if let Err(e) = stored {
-            self.host()
-                .remove_version(tenant_id, &upload.name, &upload.version);
             let duplicate = self
                 .plugin_row(tenant_id, &upload.name, &upload.version)
                 .await
@@ -155,6 +153,8 @@ impl Store {
             });
         }
         tracing::info!(tenant = tenant_id, plugin = %upload.name, version = %upload.version, world = %installed.world, "plugin stored");
+        self.invalidate(tenant_id, ChangeKind::Plugins);
+        self.load_plugins(tenant_id).await?;
         self.plugin_version(tenant_id, &upload.name, &upload.version)
             .await
     }
@@ -196,7 +196,7 @@ impl Store {
         version: &str,
         enabled: bool,
     ) -> Result<PluginVersion, StoreError> {
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.begin_for_tenant(tenant_id).await?;
         let updated = sqlx::query(
             "UPDATE plugins SET enabled = $1 WHERE tenant_id = $2 AND name = $3 AND version = $4",
         )
@@ -226,7 +226,7 @@ impl Store {
         name: &str,
         version: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.begin_for_tenant(tenant_id).await?;
         let deleted =
             sqlx::query("DELETE FROM plugins WHERE tenant_id = $1 AND name = $2 AND version = $3")
                 .bind(tenant_id)
@@ -275,7 +275,12 @@ impl Store {
         }
         let read_at = self.generation();
         let tenant = self.tenant(tenant_id).await?;
-        let policy = tenant.policy.validate()?;
+        // Stored policies passed validation once; one that no longer does
+        // (an engine upgrade lowered a maximum) is not the caller's fault.
+        let policy = tenant
+            .policy
+            .validate()
+            .map_err(|e| StoreError::Corrupt(format!("tenant {tenant_id}'s policy: {e}")))?;
         let rows = sqlx::query(
             "SELECT name, version, seq, world, sha256, config FROM plugins \
              WHERE tenant_id = $1 AND enabled = 1 ORDER BY name, seq",
@@ -294,8 +299,12 @@ impl Store {
             let sha256: String = row.try_get("sha256")?;
             let world = PluginWorld::from_str(&row.try_get::<String, _>("world")?)
                 .map_err(StoreError::Corrupt)?;
+            let config: BTreeMap<String, String> =
+                parse_json(&row.try_get::<String, _>("config")?)?;
+            // A version deleted and uploaded again may keep its bytes but
+            // change its config: either difference means reinstalling.
             let current = host.resolve_version(tenant_id, &name, &version);
-            if current.is_none_or(|p| p.sha256 != sha256) {
+            if current.is_none_or(|p| p.sha256 != sha256 || *p.config() != config) {
                 let bytes: Vec<u8> = sqlx::query_scalar(
                     "SELECT bytes FROM plugins WHERE tenant_id = $1 AND name = $2 AND version = $3",
                 )
@@ -305,7 +314,6 @@ impl Store {
                 .fetch_one(&self.db().pool)
                 .await?;
                 host.remove_version(tenant_id, &name, &version);
-                let config = parse_json(&row.try_get::<String, _>("config")?)?;
                 if let Err(e) = host
                     .install(tenant_id, &name, &version, &bytes, Some(world), config)
                     .await

@@ -115,6 +115,17 @@ impl StoreSettings {
             var("CONVERSATION_IDLE_TTL_SECONDS"),
             7 * 24 * 3600,
         )?;
+        let positive = |name: &'static str, default: u64| -> Result<Duration, SettingError> {
+            let value = millis(name, default)?;
+            if value.is_zero() {
+                return Err(SettingError {
+                    name,
+                    value: "0".into(),
+                    reason: "must be above 0".into(),
+                });
+            }
+            Ok(value)
+        };
         Ok(StoreSettings {
             database: DatabaseSettings {
                 url,
@@ -123,12 +134,12 @@ impl StoreSettings {
                     .unwrap_or_else(|| PathBuf::from("mcp-data")),
                 max_connections: max_connections as u32,
                 acquire_timeout: millis("DATABASE_ACQUIRE_TIMEOUT_MS", 5_000)?,
-                change_poll_interval: millis("CHANGE_POLL_INTERVAL_MS", 250)?,
+                change_poll_interval: positive("CHANGE_POLL_INTERVAL_MS", 250)?,
             },
             context: ContextSettings {
                 redis_url,
                 lock_timeout: millis("CONTEXT_LOCK_TIMEOUT_MS", 5_000)?,
-                lock_ttl: millis("CONTEXT_LOCK_TTL_MS", 30_000)?,
+                lock_ttl: positive("CONTEXT_LOCK_TTL_MS", 30_000)?,
                 idle_ttl: (idle_seconds > 0).then(|| Duration::from_secs(idle_seconds)),
                 connect_timeout: millis("REDIS_CONNECT_TIMEOUT_MS", 2_000)?,
                 response_timeout: millis("REDIS_RESPONSE_TIMEOUT_MS", 2_000)?,
@@ -218,7 +229,13 @@ mod tests {
         let err = settings(&[("REDIS_URL", "127.0.0.1:6379")]).unwrap_err();
         assert_eq!(err.name, "REDIS_URL");
 
-        let err = settings(&[("DATABASE_MAX_CONNECTIONS", "0")]).unwrap_err();
-        assert_eq!(err.name, "DATABASE_MAX_CONNECTIONS");
+        for zero in [
+            "DATABASE_MAX_CONNECTIONS",
+            "CONTEXT_LOCK_TTL_MS",
+            "CHANGE_POLL_INTERVAL_MS",
+        ] {
+            let err = settings(&[(zero, "0")]).unwrap_err();
+            assert_eq!(err.name, zero);
+        }
     }
 }

@@ -238,7 +238,15 @@ impl Store {
         .bind(json(&tenant.policy.allow_list))
         .bind(tenant.created_at_ms)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| match e.as_database_error() {
+            // Another process created the same tenant since the check.
+            Some(db) if db.is_unique_violation() => StoreError::AlreadyExists {
+                what: "tenant",
+                id: tenant.id.clone(),
+            },
+            _ => e.into(),
+        })?;
         tx.commit().await?;
         tracing::info!(tenant = %tenant.id, name = %tenant.name, "tenant created");
         Ok(tenant)
@@ -282,7 +290,7 @@ impl Store {
         policy: PolicySettings,
     ) -> Result<(), StoreError> {
         policy.validate()?;
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.begin_for_tenant(tenant_id).await?;
         let updated = sqlx::query("UPDATE tenants SET limits = $1, allow_list = $2 WHERE id = $3")
             .bind(json(&policy.limits))
             .bind(json(&policy.allow_list))

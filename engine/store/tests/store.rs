@@ -336,6 +336,13 @@ async fn plugins_are_validated_stored_and_loaded() {
             store.upload_plugin(&tenant, text).await,
             Err(StoreError::Plugin(UploadError::NotWasm))
         ));
+        let mut module = plugin("module", "1", built::VIP_CHECK);
+        module.bytes = b"\0asm\x01\0\0\0".to_vec();
+        let refused = store.upload_plugin(&tenant, module).await;
+        assert!(
+            matches!(refused, Err(StoreError::Plugin(UploadError::NotAComponent))),
+            "{refused:?}"
+        );
         let mut huge = plugin("huge", "1", built::VIP_CHECK);
         huge.bytes = vec![0; 33 << 20];
         let refused = store.upload_plugin(&tenant, huge).await;
@@ -675,6 +682,43 @@ async fn transcripts_keep_every_turn_in_order() {
         assert_eq!(turns[0], turn("c-1", 1));
         let last_two = store.transcript(&tenant, "c-1", 2).await.unwrap();
         assert_eq!(last_two.iter().map(|t| t.turn).collect::<Vec<_>>(), [2, 3]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_writes_for_one_tenant_all_land() {
+    for_each_database(|backend| async move {
+        let store = common::store(&backend).await;
+        let tenant = new_tenant(&store, "race").await;
+        let publishes = (1..=8).map(|v| {
+            let (store, tenant) = (store.clone(), tenant.clone());
+            async move {
+                store
+                    .publish_flow(
+                        &tenant,
+                        &plain_flow(&format!("flow-{}", v % 2), &v.to_string()),
+                        PublishOptions::default(),
+                    )
+                    .await
+            }
+        });
+        for published in futures::future::join_all(publishes).await {
+            published.unwrap();
+        }
+        let versions = store.list_flow_versions(&tenant, None).await.unwrap();
+        assert_eq!(versions.len(), 8, "{}", backend.name);
+        let defaults: std::collections::BTreeSet<_> = versions
+            .iter()
+            .filter(|v| v.is_default)
+            .map(|v| v.flow_id.clone())
+            .collect();
+        assert_eq!(
+            defaults.len(),
+            1,
+            "{}: exactly one default flow",
+            backend.name
+        );
     })
     .await;
 }

@@ -182,6 +182,13 @@ impl Versions {
     }
 }
 
+impl Installed {
+    /// The values the plugin reads through the host `config` interface.
+    pub fn config(&self) -> &BTreeMap<String, String> {
+        &self.config
+    }
+}
+
 /// A tenant's policy as calls use it.
 struct Policy {
     allow_list: Arc<AllowList>,

@@ -62,7 +62,11 @@ impl InProcessContextStore {
             .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(SWEEP_EVERY)
         {
-            slots.retain(|_, slot| !slot.expired(now) || slot.lock.is_some());
+            // Keep what is live: a held lock, or context not yet idled out.
+            slots.retain(|_, slot| {
+                let locked = matches!(&slot.lock, Some((_, until)) if *until > now);
+                locked || (slot.version > 0 && !slot.expired(now))
+            });
         }
         let slot = slots.entry(key.clone()).or_default();
         if slot.expired(now) {
