@@ -1,4 +1,11 @@
 //! MCP Engine's server: the seed's gRPC contract and the admin API over the
 //! flow core, the plugin host and the store.
 
+pub mod admin;
+pub mod auth;
+pub mod clock;
+pub mod engine;
+pub mod grpc;
 pub mod proto;
+pub mod serve;
+pub mod status;

@@ -1,0 +1,422 @@
+//! The admin API (proto/admin.proto): what tenants and operators do.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use mcp_flow::{ExperimentConfig, PluginWorld};
+use mcp_store::{
+    ApiKey as StoredKey, Experiment as StoredExperiment, FlowStatus, FlowVersion as StoredFlow,
+    PluginVersion as StoredPlugin, PolicySettings, PublishOptions, Scope, Store, UploadPlugin,
+};
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{authenticate, authorize, is_operator};
+use crate::grpc::to_struct;
+use crate::proto::admin::admin_server::Admin;
+use crate::proto::admin::*;
+use crate::status::from_store;
+
+pub struct AdminService {
+    pub store: Store,
+    /// MCP_ADMIN_KEY: the operator's key, for creating tenants.
+    pub operator_key: Option<String>,
+}
+
+impl AdminService {
+    /// The caller's key, checked for the request's tenant and `scope`.
+    async fn authorize<T>(&self, request: &Request<T>, tenant_id: &str, scope: Scope) -> Result<(), Status> {
+        let key = authenticate(&self.store, request).await?;
+        authorize(&key, tenant_id, scope)
+    }
+}
+
+fn api_key(key: StoredKey, token: String) -> ApiKey {
+    ApiKey {
+        key_id: key.id,
+        tenant_id: key.tenant_id,
+        name: key.name,
+        scopes: key.scopes.iter().map(|s| s.to_string()).collect(),
+        created_at_ms: key.created_at_ms,
+        revoked_at_ms: key.revoked_at_ms.unwrap_or_default(),
+        token,
+    }
+}
+
+fn plugin_version(p: StoredPlugin) -> PluginVersion {
+    PluginVersion {
+        name: p.name,
+        version: p.version,
+        world: p.world.to_string(),
+        sha256: p.sha256,
+        size: p.size,
+        enabled: p.enabled,
+        active: p.active,
+        uploaded_at_ms: p.uploaded_at_ms,
+        manifest: p.manifest.and_then(|m| match serde_json::to_value(m) {
+            Ok(Value::Object(object)) => Some(to_struct(&object)),
+            _ => None,
+        }),
+    }
+}
+
+fn flow_version(v: StoredFlow) -> FlowVersion {
+    FlowVersion {
+        flow_id: v.flow_id,
+        version: v.version,
+        status: match v.status {
+            FlowStatus::Draft => "draft".into(),
+            FlowStatus::Published => "published".into(),
+        },
+        is_default: v.is_default,
+        created_at_ms: v.created_at_ms,
+        published_at_ms: v.published_at_ms.unwrap_or_default(),
+        definition: v.definition,
+        warnings: v
+            .warnings
+            .into_iter()
+            .map(|i| FlowIssue {
+                severity: "warning".into(),
+                path: i.path,
+                message: i.message,
+            })
+            .collect(),
+    }
+}
+
+fn experiment(e: StoredExperiment) -> Experiment {
+    Experiment {
+        experiment_id: e.config.experiment_id.clone(),
+        status: format!("{:?}", e.status).to_lowercase(),
+        config: serde_json::to_string(&e.config).unwrap_or_default(),
+        created_at_ms: e.created_at_ms,
+        stopped_at_ms: e.stopped_at_ms.unwrap_or_default(),
+    }
+}
+
+fn struct_to_json(s: &prost_types::Struct) -> Value {
+    Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+}
+
+fn value_to_json(v: &prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9e15 => Value::from(*n as i64),
+        Some(Kind::NumberValue(n)) => Value::from(*n),
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value_to_json).collect()),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_tenant(
+        &self,
+        request: Request<CreateTenantRequest>,
+    ) -> Result<Response<CreateTenantResponse>, Status> {
+        is_operator(&request, self.operator_key.as_deref())?;
+        let request = request.into_inner();
+        let limits = match &request.limits {
+            None => Default::default(),
+            Some(limits) => serde_json::from_value(struct_to_json(limits))
+                .map_err(|e| Status::invalid_argument(format!("limits: {e}")))?,
+        };
+        let policy = PolicySettings {
+            limits,
+            allow_list: request.allow_list,
+        };
+        let id = Some(request.tenant_id.as_str()).filter(|id| !id.is_empty());
+        let tenant = self
+            .store
+            .create_tenant(id, &request.name, policy)
+            .await
+            .map_err(from_store)?;
+        let issued = self
+            .store
+            .create_api_key(&tenant.id, "first key", &[Scope::Admin])
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(CreateTenantResponse {
+            tenant_id: tenant.id,
+            name: tenant.name,
+            api_key: Some(api_key(issued.key, issued.token)),
+        }))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<CreateApiKeyRequest>,
+    ) -> Result<Response<CreateApiKeyResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::Admin).await?;
+        let request = request.into_inner();
+        let scopes = request
+            .scopes
+            .iter()
+            .map(|s| Scope::from_str(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(from_store)?;
+        let issued = self
+            .store
+            .create_api_key(&request.tenant_id, &request.name, &scopes)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(CreateApiKeyResponse {
+            api_key: Some(api_key(issued.key, issued.token)),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<RevokeApiKeyRequest>,
+    ) -> Result<Response<RevokeApiKeyResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::Admin).await?;
+        let request = request.into_inner();
+        self.store
+            .revoke_api_key(&request.tenant_id, &request.key_id)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(RevokeApiKeyResponse {}))
+    }
+
+    async fn upload_plugin(
+        &self,
+        request: Request<UploadPluginRequest>,
+    ) -> Result<Response<PluginVersion>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite).await?;
+        let request = request.into_inner();
+        let world = match request.world.as_str() {
+            "" => None,
+            world => Some(PluginWorld::from_str(world).map_err(|e| Status::invalid_argument(format!("world: {e}")))?),
+        };
+        let stored = self
+            .store
+            .upload_plugin(
+                &request.tenant_id,
+                UploadPlugin {
+                    name: request.name,
+                    version: request.version,
+                    bytes: request.component,
+                    world,
+                    config: request.config.into_iter().collect::<BTreeMap<_, _>>(),
+                },
+            )
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(plugin_version(stored)))
+    }
+
+    async fn list_plugins(
+        &self,
+        request: Request<ListPluginsRequest>,
+    ) -> Result<Response<ListPluginsResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite).await?;
+        let plugins = self
+            .store
+            .list_plugins(&request.get_ref().tenant_id)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(ListPluginsResponse {
+            plugins: plugins.into_iter().map(plugin_version).collect(),
+        }))
+    }
+
+    async fn set_plugin_enabled(
+        &self,
+        request: Request<SetPluginEnabledRequest>,
+    ) -> Result<Response<PluginVersion>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite).await?;
+        let r = request.into_inner();
+        let stored = self
+            .store
+            .set_plugin_enabled(&r.tenant_id, &r.name, &r.version, r.enabled)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(plugin_version(stored)))
+    }
+
+    async fn delete_plugin(
+        &self,
+        request: Request<DeletePluginRequest>,
+    ) -> Result<Response<DeletePluginResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite).await?;
+        let r = request.into_inner();
+        self.store
+            .delete_plugin_version(&r.tenant_id, &r.name, &r.version)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(DeletePluginResponse {}))
+    }
+
+    async fn list_tools(&self, request: Request<ListToolsRequest>) -> Result<Response<ListToolsResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite).await?;
+        let tenant = &request.get_ref().tenant_id;
+        self.store.load_plugins(tenant).await.map_err(from_store)?;
+        let object = |v: &Value| match v {
+            Value::Object(o) => Some(to_struct(o)),
+            _ => None,
+        };
+        let tools = self
+            .store
+            .host()
+            .tools(tenant)
+            .into_iter()
+            .map(|t| Tool {
+                input_schema: object(&t.input_schema),
+                output_schema: object(&t.output_schema),
+                name: t.name,
+                description: t.description,
+                permissions: t.permissions,
+            })
+            .collect();
+        Ok(Response::new(ListToolsResponse { tools }))
+    }
+
+    async fn publish_flow(&self, request: Request<PublishFlowRequest>) -> Result<Response<FlowVersion>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        let r = request.into_inner();
+        let options = PublishOptions {
+            status: if r.draft { FlowStatus::Draft } else { FlowStatus::Published },
+            make_default: r.make_default,
+        };
+        let stored = self
+            .store
+            .publish_flow(&r.tenant_id, &r.definition, options)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(flow_version(stored)))
+    }
+
+    async fn list_flow_versions(
+        &self,
+        request: Request<ListFlowVersionsRequest>,
+    ) -> Result<Response<ListFlowVersionsResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        let r = request.into_inner();
+        let flow_id = Some(r.flow_id.as_str()).filter(|f| !f.is_empty());
+        let versions = self
+            .store
+            .list_flow_versions(&r.tenant_id, flow_id)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(ListFlowVersionsResponse {
+            versions: versions.into_iter().map(flow_version).collect(),
+        }))
+    }
+
+    async fn get_flow_version(
+        &self,
+        request: Request<GetFlowVersionRequest>,
+    ) -> Result<Response<FlowVersion>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        let r = request.into_inner();
+        let stored = self
+            .store
+            .flow_version(&r.tenant_id, &r.flow_id, &r.version)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(flow_version(stored)))
+    }
+
+    async fn set_default_flow(
+        &self,
+        request: Request<SetDefaultFlowRequest>,
+    ) -> Result<Response<SetDefaultFlowResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        let r = request.into_inner();
+        self.store
+            .set_default_flow(&r.tenant_id, &r.flow_id)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(SetDefaultFlowResponse {}))
+    }
+
+    async fn create_experiment(
+        &self,
+        request: Request<CreateExperimentRequest>,
+    ) -> Result<Response<Experiment>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        let r = request.into_inner();
+        let config: ExperimentConfig =
+            serde_json::from_str(&r.config).map_err(|e| Status::invalid_argument(format!("config: {e}")))?;
+        let stored = self
+            .store
+            .create_experiment(&r.tenant_id, config)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(experiment(stored)))
+    }
+
+    async fn list_experiments(
+        &self,
+        request: Request<ListExperimentsRequest>,
+    ) -> Result<Response<ListExperimentsResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        let experiments = self
+            .store
+            .list_experiments(&request.get_ref().tenant_id)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(ListExperimentsResponse {
+            experiments: experiments.into_iter().map(experiment).collect(),
+        }))
+    }
+
+    async fn stop_experiment(
+        &self,
+        request: Request<StopExperimentRequest>,
+    ) -> Result<Response<Experiment>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        let r = request.into_inner();
+        self.store
+            .stop_experiment(&r.tenant_id, &r.experiment_id)
+            .await
+            .map_err(from_store)?;
+        let stopped = self
+            .store
+            .list_experiments(&r.tenant_id)
+            .await
+            .map_err(from_store)?
+            .into_iter()
+            .find(|e| e.config.experiment_id == r.experiment_id)
+            .ok_or_else(|| Status::not_found("experiment"))?;
+        Ok(Response::new(experiment(stopped)))
+    }
+
+    async fn get_transcript(
+        &self,
+        request: Request<GetTranscriptRequest>,
+    ) -> Result<Response<GetTranscriptResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::Messages).await?;
+        let r = request.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit.min(10_000) };
+        let turns = self
+            .store
+            .transcript(&r.tenant_id, &r.conversation_id, limit)
+            .await
+            .map_err(from_store)?;
+        let object = |v: &Value| match v {
+            Value::Object(o) => Some(to_struct(o)),
+            _ => None,
+        };
+        Ok(Response::new(GetTranscriptResponse {
+            turns: turns
+                .into_iter()
+                .map(|t| Turn {
+                    started_at_ms: t.started_at_ms,
+                    turn: t.turn,
+                    input: object(&t.input),
+                    output: object(&t.output),
+                    flow_id: t.flow_id,
+                    flow_version: t.flow_version,
+                    state_before: t.state_before,
+                    state_after: t.state_after,
+                    received_at_ms: t.received_at_ms,
+                    duration_us: t.duration_us,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,236 @@
+//! One message, end to end (DESIGN.md): lock the conversation, load or
+//! create its context, choose the flow, step the machine with the tenant's
+//! plugins, save under the lock, unlock, record the turn.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcp_flow::{
+    ContextError, ContextStore, Conversation, ConversationKey, Event, Lease, Machine, Snapshot,
+    StepResult, StoredFlow,
+};
+use mcp_store::{Store, StoreError, TurnRecord};
+use mcp_wasm::PluginHost;
+use serde_json::{Value, json};
+
+use crate::clock::TokioClock;
+
+/// Why a turn or a query failed; the gRPC layer maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the turn did not finish within {0:?}")]
+    Timeout(Duration),
+}
+
+/// What the engine needs to know beyond the message.
+#[derive(Debug, Clone, Default)]
+pub struct TurnRequest {
+    pub tenant_id: String,
+    pub conversation_id: String,
+    pub user_id: String,
+    pub text: String,
+    pub data: serde_json::Map<String, Value>,
+    /// `processing_hints.force_flow`: `flow_id` or `flow_id@version`.
+    pub force_flow: Option<String>,
+}
+
+/// A finished turn.
+#[derive(Debug)]
+pub struct TurnOutcome {
+    pub step: StepResult,
+    pub conversation: Conversation,
+    pub duration: Duration,
+    pub lock_wait: Duration,
+}
+
+pub struct Engine {
+    store: Store,
+    contexts: Arc<dyn ContextStore>,
+    machine: Machine<PluginHost, TokioClock>,
+    turn_timeout: Duration,
+}
+
+impl Engine {
+    pub fn new(store: Store, contexts: Arc<dyn ContextStore>, turn_timeout: Duration) -> Engine {
+        let machine = Machine::new(store.host().clone(), TokioClock);
+        Engine {
+            store,
+            contexts,
+            machine,
+            turn_timeout,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs one message through the conversation's flow.
+    pub async fn process(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
+        if request.conversation_id.trim().is_empty() {
+            return Err(EngineError::Invalid {
+                field: "conversation_id",
+                message: "must not be empty".into(),
+            });
+        }
+        let started = Instant::now();
+        let key = ConversationKey::new(&request.tenant_id, &request.conversation_id);
+        let lease = self.contexts.lock(&key).await?;
+        let result = self.locked_turn(&lease, &request, started).await;
+        // A lease that expired releases nothing; any failure to unlock is
+        // healed by the lock's time to live.
+        if let Err(e) = self.contexts.unlock(lease.clone()).await {
+            tracing::warn!(conversation = %key, error = %e, "unlock failed");
+        }
+        let mut outcome = result?;
+        outcome.lock_wait = lease.waited;
+        Ok(outcome)
+    }
+
+    async fn locked_turn(
+        &self,
+        lease: &Lease,
+        request: &TurnRequest,
+        started: Instant,
+    ) -> Result<TurnOutcome, EngineError> {
+        let tenant = request.tenant_id.as_str();
+        let Snapshot {
+            conversation,
+            version,
+        } = self.contexts.load(lease).await?;
+        self.store.load_plugins(tenant).await?;
+        let (flow, mut conversation) = match conversation {
+            Some(conversation) => {
+                let flow = self
+                    .store
+                    .published_flow(tenant, &conversation.flow_id, Some(&conversation.flow_version))
+                    .await?;
+                (flow, conversation)
+            }
+            None => {
+                let flow = self.choose_flow(request).await?;
+                let now = chrono_now_ms();
+                let mut conversation = Conversation::new(
+                    tenant,
+                    &request.conversation_id,
+                    &request.user_id,
+                    &flow.flow,
+                    now,
+                );
+                conversation.flow_version = flow.version.clone();
+                // Pin the plugins too: publishing new versions never breaks
+                // a conversation in flight.
+                for (installed, active) in self.store.host().installed(tenant) {
+                    if active {
+                        conversation
+                            .plugin_versions
+                            .insert(installed.name.clone(), installed.version.clone());
+                    }
+                }
+                (flow, conversation)
+            }
+        };
+        let state_before = conversation.current_state.clone();
+        let mut event = Event::message(&request.text);
+        for (name, value) in &request.data {
+            event = event.with_data(name, value.clone());
+        }
+        let received_at_ms = chrono_now_ms();
+        let step = tokio::time::timeout(
+            self.turn_timeout,
+            self.machine.step(&flow.flow, &mut conversation, &event),
+        )
+        .await
+        .map_err(|_| EngineError::Timeout(self.turn_timeout))?;
+        self.contexts.save(lease, &conversation, version).await?;
+
+        let duration = started.elapsed();
+        let record = TurnRecord {
+            conversation_id: conversation.conversation_id.clone(),
+            started_at_ms: conversation.created_at_ms,
+            turn: conversation.turn,
+            flow_id: flow.flow_id.clone(),
+            flow_version: flow.version.clone(),
+            state_before,
+            state_after: step.state.clone(),
+            input: json!({ "text": request.text, "data": request.data }),
+            output: serde_json::to_value(&step).unwrap_or(Value::Null),
+            received_at_ms,
+            duration_us: duration.as_micros() as u64,
+        };
+        // The turn happened; a transcript that cannot be written is logged,
+        // not turned into a failed reply.
+        if let Err(e) = self.store.record_turn(tenant, &record).await {
+            tracing::warn!(tenant, conversation = %record.conversation_id, error = %e, "transcript not recorded");
+        }
+        Ok(TurnOutcome {
+            step,
+            conversation,
+            duration,
+            lock_wait: Duration::ZERO,
+        })
+    }
+
+    /// A new conversation's flow: forced by the request, else the tenant's
+    /// default. (Experiments and the `ENABLE_AB_TESTING` switch come next.)
+    async fn choose_flow(&self, request: &TurnRequest) -> Result<StoredFlow, EngineError> {
+        let tenant = request.tenant_id.as_str();
+        match request.force_flow.as_deref().filter(|f| !f.is_empty()) {
+            Some(forced) => {
+                let (flow_id, version) = match forced.split_once('@') {
+                    Some((id, version)) => (id, Some(version)),
+                    None => (forced, None),
+                };
+                Ok(self.store.published_flow(tenant, flow_id, version).await?)
+            }
+            None => Ok(self.store.default_flow(tenant).await?),
+        }
+    }
+
+    /// The conversation as stored, without locking it.
+    pub async fn conversation(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> Result<Conversation, EngineError> {
+        let key = ConversationKey::new(tenant_id, conversation_id);
+        self.contexts
+            .peek(&key)
+            .await?
+            .conversation
+            .ok_or_else(|| EngineError::NotFound(format!("conversation {conversation_id} not found")))
+    }
+
+    /// Forgets a conversation; returns the state it was in.
+    pub async fn reset(&self, tenant_id: &str, conversation_id: &str) -> Result<String, EngineError> {
+        let key = ConversationKey::new(tenant_id, conversation_id);
+        let lease = self.contexts.lock(&key).await?;
+        let result = async {
+            let snapshot = self.contexts.load(&lease).await?;
+            let previous = snapshot
+                .conversation
+                .map(|c| c.current_state)
+                .ok_or_else(|| EngineError::NotFound(format!("conversation {conversation_id} not found")))?;
+            self.contexts.delete(&lease, snapshot.version).await?;
+            Ok(previous)
+        }
+        .await;
+        let _ = self.contexts.unlock(lease).await;
+        result
+    }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

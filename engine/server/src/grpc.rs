@@ -1,0 +1,319 @@
+//! The seed's MCPEngine service over the engine.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use mcp_flow::Conversation;
+use mcp_store::Scope;
+use prost_types::{Struct, Timestamp, value::Kind};
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{authenticate, authorize};
+use crate::engine::{Engine, TurnOutcome, TurnRequest};
+use crate::proto::common::{self, HealthStatus, MessageType, PerformanceMetrics};
+use crate::proto::engine::mcp_engine_server::McpEngine;
+use crate::proto::engine::*;
+use crate::status::from_engine;
+
+/// Longest message text accepted, in bytes.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Most messages in one batch.
+pub const MAX_BATCH: usize = 100;
+
+pub struct EngineService {
+    pub engine: Arc<Engine>,
+}
+
+fn tenant_of(context: &Option<common::TenantContext>) -> &str {
+    context.as_ref().map_or("", |c| c.tenant_id.as_str())
+}
+
+impl EngineService {
+    async fn turn(&self, request: ProcessMessageRequest) -> Result<ProcessMessageResponse, Status> {
+        let text = request.content.as_ref().map(|c| c.text.clone()).unwrap_or_default();
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "content.text: {} bytes is over the limit of {MAX_TEXT_BYTES}",
+                text.len()
+            )));
+        }
+        if common::Channel::try_from(request.channel).is_err() {
+            return Err(Status::invalid_argument(format!("channel: unknown value {}", request.channel)));
+        }
+        let mut data = serde_json::Map::new();
+        let channel = common::Channel::try_from(request.channel).unwrap_or_default();
+        data.insert("channel".into(), Value::from(channel.as_str_name().trim_start_matches("CHANNEL_").to_lowercase()));
+        let tenant_id = tenant_of(&request.tenant_context).to_owned();
+        let outcome = self
+            .engine
+            .process(TurnRequest {
+                tenant_id,
+                conversation_id: request.conversation_id.clone(),
+                user_id: request.user_id.clone(),
+                text,
+                data,
+                force_flow: request.processing_hints.as_ref().map(|h| h.force_flow.clone()),
+            })
+            .await
+            .map_err(from_engine)?;
+        Ok(response(&request.conversation_id, outcome))
+    }
+}
+
+fn response(conversation_id: &str, outcome: TurnOutcome) -> ProcessMessageResponse {
+    let TurnOutcome {
+        step,
+        conversation,
+        duration,
+        lock_wait,
+    } = outcome;
+    let text = step
+        .messages
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    ProcessMessageResponse {
+        status: Some(common::Status {
+            success: step.errors.is_empty(),
+            message: step.errors.first().map(|e| e.message.clone()).unwrap_or_default(),
+            error_code: step.errors.first().map(|e| format!("{:?}", e.kind)).unwrap_or_default(),
+            details: None,
+        }),
+        conversation_id: conversation_id.to_owned(),
+        current_state: step.state.clone(),
+        response: Some(MessageContent {
+            r#type: MessageType::Text as i32,
+            text,
+            ..Default::default()
+        }),
+        context_updates: Some(to_struct(&step.updates)),
+        actions_performed: step.actions.iter().map(|a| a.label()).collect(),
+        conversation_state: Some(state_of(&conversation)),
+        performance_metrics: Some(PerformanceMetrics {
+            execution_time_ms: duration.as_millis() as i32,
+            queue_time_ms: lock_wait.as_millis() as i32,
+            ..Default::default()
+        }),
+        ab_variant: conversation.ab_variant.clone().unwrap_or_default(),
+        metadata: None,
+    }
+}
+
+pub fn state_of(c: &Conversation) -> ConversationState {
+    ConversationState {
+        current_state: c.current_state.clone(),
+        flow_id: c.flow_id.clone(),
+        flow_version: c.flow_version.clone(),
+        previous_states: c.previous_states.clone(),
+        slots: Some(to_struct(&c.slots)),
+        variables: Some(to_struct(&c.variables)),
+        user_profile: Some(to_struct(&c.user_profile)),
+        intent_history: c.intent_history.clone(),
+        current_intent: c
+            .intent
+            .as_ref()
+            .and_then(|i| i.name.clone())
+            .unwrap_or_default(),
+        intent_confidence: c.intent.as_ref().map_or(0.0, |i| i.confidence),
+        created_at: Some(timestamp(c.created_at_ms)),
+        last_activity: Some(timestamp(c.updated_at_ms)),
+        message_count: c.turn as i32,
+        error_count: c.error_count as i32,
+    }
+}
+
+fn timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// A JSON object as a protobuf Struct.
+pub fn to_struct(object: &serde_json::Map<String, Value>) -> Struct {
+    Struct {
+        fields: object.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+    }
+}
+
+fn to_value(value: &Value) -> prost_types::Value {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(to_value).collect(),
+        }),
+        Value::Object(object) => Kind::StructValue(to_struct(object)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<ConversationStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl McpEngine for EngineService {
+    async fn process_message(
+        &self,
+        request: Request<ProcessMessageRequest>,
+    ) -> Result<Response<ProcessMessageResponse>, Status> {
+        let key = authenticate(self.engine.store(), &request).await?;
+        let request = request.into_inner();
+        authorize(&key, tenant_of(&request.tenant_context), Scope::Messages)?;
+        if request.conversation_id.trim().is_empty() {
+            return Err(Status::invalid_argument("conversation_id: must not be empty"));
+        }
+        Ok(Response::new(self.turn(request).await?))
+    }
+
+    async fn get_conversation_state(
+        &self,
+        request: Request<GetConversationStateRequest>,
+    ) -> Result<Response<GetConversationStateResponse>, Status> {
+        let key = authenticate(self.engine.store(), &request).await?;
+        let request = request.into_inner();
+        let tenant = tenant_of(&request.tenant_context);
+        authorize(&key, tenant, Scope::Messages)?;
+        if request.conversation_id.trim().is_empty() {
+            return Err(Status::invalid_argument("conversation_id: must not be empty"));
+        }
+        let conversation = self
+            .engine
+            .conversation(tenant, &request.conversation_id)
+            .await
+            .map_err(from_engine)?;
+        Ok(Response::new(GetConversationStateResponse {
+            status: Some(common::Status {
+                success: true,
+                ..Default::default()
+            }),
+            conversation_state: Some(state_of(&conversation)),
+            performance_metrics: None,
+            metadata: None,
+        }))
+    }
+
+    async fn reset_conversation(
+        &self,
+        request: Request<ResetConversationRequest>,
+    ) -> Result<Response<ResetConversationResponse>, Status> {
+        let key = authenticate(self.engine.store(), &request).await?;
+        let request = request.into_inner();
+        let tenant = tenant_of(&request.tenant_context);
+        authorize(&key, tenant, Scope::Messages)?;
+        if request.conversation_id.trim().is_empty() {
+            return Err(Status::invalid_argument("conversation_id: must not be empty"));
+        }
+        let previous = self
+            .engine
+            .reset(tenant, &request.conversation_id)
+            .await
+            .map_err(from_engine)?;
+        Ok(Response::new(ResetConversationResponse {
+            status: Some(common::Status {
+                success: true,
+                ..Default::default()
+            }),
+            conversation_id: request.conversation_id,
+            previous_state: previous,
+            performance_metrics: None,
+            metadata: None,
+        }))
+    }
+
+    type StreamConversationStream = ResponseStream;
+
+    async fn stream_conversation(
+        &self,
+        _request: Request<tonic::Streaming<ConversationStreamRequest>>,
+    ) -> Result<Response<Self::StreamConversationStream>, Status> {
+        Err(Status::unimplemented("StreamConversation is not served yet"))
+    }
+
+    async fn batch_process_messages(
+        &self,
+        request: Request<BatchProcessMessagesRequest>,
+    ) -> Result<Response<BatchProcessMessagesResponse>, Status> {
+        let key = authenticate(self.engine.store(), &request).await?;
+        let batch = request.into_inner();
+        let tenant = tenant_of(&batch.tenant_context).to_owned();
+        authorize(&key, &tenant, Scope::Messages)?;
+        if batch.messages.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "messages: {} is over the batch limit of {MAX_BATCH}",
+                batch.messages.len()
+            )));
+        }
+        for (i, message) in batch.messages.iter().enumerate() {
+            let own = tenant_of(&message.tenant_context);
+            if !own.is_empty() && own != tenant {
+                return Err(Status::permission_denied(format!("messages[{i}].tenant_context: another tenant")));
+            }
+            if message.conversation_id.trim().is_empty() {
+                return Err(Status::invalid_argument(format!("messages[{i}].conversation_id: must not be empty")));
+            }
+        }
+        let concurrency = if batch.parallel_processing {
+            batch.max_concurrency.clamp(1, 32) as usize
+        } else {
+            1
+        };
+        // `buffered` keeps the responses in request order.
+        let results: Vec<Result<ProcessMessageResponse, Status>> = futures::stream::iter(batch.messages)
+            .map(|mut message| {
+                message.tenant_context.get_or_insert_with(Default::default).tenant_id = tenant.clone();
+                self.turn(message)
+            })
+            .buffered(concurrency)
+            .collect()
+            .await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        let responses = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|status| ProcessMessageResponse {
+                    status: Some(common::Status {
+                        success: false,
+                        message: status.message().to_owned(),
+                        error_code: format!("{:?}", status.code()),
+                        details: None,
+                    }),
+                    ..Default::default()
+                })
+            })
+            .collect::<Vec<_>>();
+        Ok(Response::new(BatchProcessMessagesResponse {
+            status: Some(common::Status {
+                success: failed == 0,
+                ..Default::default()
+            }),
+            successful_count: (responses.len() - failed) as i32,
+            failed_count: failed as i32,
+            responses,
+            performance_metrics: None,
+            metadata: None,
+        }))
+    }
+
+    async fn health_check(&self, _request: Request<()>) -> Result<Response<HealthCheckResponse>, Status> {
+        let now = mcp_flow::Clock::now_ms(&crate::clock::TokioClock);
+        Ok(Response::new(HealthCheckResponse {
+            status: HealthStatus::HealthServing as i32,
+            service_name: "mcp-engine".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            timestamp: Some(timestamp(now)),
+            details: None,
+        }))
+    }
+
+    async fn get_metrics(
+        &self,
+        _request: Request<GetMetricsRequest>,
+    ) -> Result<Response<GetMetricsResponse>, Status> {
+        Err(Status::unimplemented("GetMetrics is not served yet"))
+    }
+}

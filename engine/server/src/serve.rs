@@ -1,0 +1,121 @@
+//! `mcp-engine serve`: the store, the context store, the plugin host and the
+//! gRPC services, until SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_store::{Database, Store, StoreSettings, open_context_store};
+use mcp_wasm::{HostConfig, PluginHost};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::admin::AdminService;
+use crate::engine::Engine;
+use crate::grpc::EngineService;
+use crate::proto::admin::admin_server::AdminServer;
+use crate::proto::engine::mcp_engine_server::McpEngineServer;
+
+/// Largest gRPC message either way: plugin uploads are the big ones.
+pub const MAX_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
+
+/// The server's settings (environment, seed 000 names).
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub grpc_addr: SocketAddr,
+    pub admin_key: Option<String>,
+    pub turn_timeout: Duration,
+    pub store: StoreSettings,
+}
+
+impl ServerSettings {
+    /// `GRPC_HOST` (0.0.0.0), `GRPC_PORT` (50051; 0 picks a free port),
+    /// `MCP_ADMIN_KEY`, `STATE_EXECUTION_TIMEOUT_MS` (10000), and the store's.
+    pub fn from_env() -> Result<ServerSettings, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let host = var("GRPC_HOST").unwrap_or_else(|| "0.0.0.0".into());
+        let port: u16 = var("GRPC_PORT")
+            .map(|p| p.parse().map_err(|_| format!("GRPC_PORT={p:?}: must be a port number")))
+            .transpose()?
+            .unwrap_or(50051);
+        let grpc_addr = format!("{host}:{port}")
+            .parse()
+            .map_err(|_| format!("GRPC_HOST={host:?}: must be an IP address"))?;
+        let turn_ms: u64 = var("STATE_EXECUTION_TIMEOUT_MS")
+            .map(|v| v.parse().map_err(|_| format!("STATE_EXECUTION_TIMEOUT_MS={v:?}: must be a whole number")))
+            .transpose()?
+            .unwrap_or(10_000);
+        Ok(ServerSettings {
+            grpc_addr,
+            admin_key: var("MCP_ADMIN_KEY"),
+            turn_timeout: Duration::from_millis(turn_ms),
+            store: StoreSettings::from_env().map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::Error>> {
+    let db = Database::connect(&settings.store.database).await?;
+    let host = PluginHost::new(HostConfig {
+        artifacts: Some(db.artifact_store()),
+        ..HostConfig::default()
+    })?;
+    let store = Store::open(db, host).await?;
+    let contexts = open_context_store(&settings.store.context).await?;
+    let engine = Arc::new(Engine::new(store.clone(), contexts, settings.turn_timeout));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<McpEngineServer<EngineService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::DESCRIPTORS)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::DESCRIPTORS)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let listener = tokio::net::TcpListener::bind(settings.grpc_addr).await?;
+    let bound = listener.local_addr()?;
+    // Tests and scripts read this line to find the port.
+    println!("mcp-engine listening on {bound} (gRPC)");
+    tracing::info!(%bound, backend = %store.db().backend(), "serving");
+
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(
+            McpEngineServer::new(EngineService { engine })
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            AdminServer::new(AdminService {
+                store,
+                operator_key: settings.admin_key,
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM; in-flight calls then finish.
+async fn shutdown() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
