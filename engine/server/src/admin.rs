@@ -25,7 +25,12 @@ pub struct AdminService {
 
 impl AdminService {
     /// The caller's key, checked for the request's tenant and `scope`.
-    async fn authorize<T>(&self, request: &Request<T>, tenant_id: &str, scope: Scope) -> Result<(), Status> {
+    async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        tenant_id: &str,
+        scope: Scope,
+    ) -> Result<(), Status> {
         let key = authenticate(&self.store, request).await?;
         authorize(&key, tenant_id, scope)
     }
@@ -95,7 +100,12 @@ fn experiment(e: StoredExperiment) -> Experiment {
 }
 
 fn struct_to_json(s: &prost_types::Struct) -> Value {
-    Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
 }
 
 fn value_to_json(v: &prost_types::Value) -> Value {
@@ -150,7 +160,8 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateApiKeyRequest>,
     ) -> Result<Response<CreateApiKeyResponse>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::Admin).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::Admin)
+            .await?;
         let request = request.into_inner();
         let scopes = request
             .scopes
@@ -172,7 +183,8 @@ impl Admin for AdminService {
         &self,
         request: Request<RevokeApiKeyRequest>,
     ) -> Result<Response<RevokeApiKeyResponse>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::Admin).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::Admin)
+            .await?;
         let request = request.into_inner();
         self.store
             .revoke_api_key(&request.tenant_id, &request.key_id)
@@ -185,11 +197,15 @@ impl Admin for AdminService {
         &self,
         request: Request<UploadPluginRequest>,
     ) -> Result<Response<PluginVersion>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite)
+            .await?;
         let request = request.into_inner();
         let world = match request.world.as_str() {
             "" => None,
-            world => Some(PluginWorld::from_str(world).map_err(|e| Status::invalid_argument(format!("world: {e}")))?),
+            world => Some(
+                PluginWorld::from_str(world)
+                    .map_err(|e| Status::invalid_argument(format!("world: {e}")))?,
+            ),
         };
         let stored = self
             .store
@@ -212,7 +228,8 @@ impl Admin for AdminService {
         &self,
         request: Request<ListPluginsRequest>,
     ) -> Result<Response<ListPluginsResponse>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite)
+            .await?;
         let plugins = self
             .store
             .list_plugins(&request.get_ref().tenant_id)
@@ -227,7 +244,8 @@ impl Admin for AdminService {
         &self,
         request: Request<SetPluginEnabledRequest>,
     ) -> Result<Response<PluginVersion>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite)
+            .await?;
         let r = request.into_inner();
         let stored = self
             .store
@@ -241,7 +259,8 @@ impl Admin for AdminService {
         &self,
         request: Request<DeletePluginRequest>,
     ) -> Result<Response<DeletePluginResponse>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite)
+            .await?;
         let r = request.into_inner();
         self.store
             .delete_plugin_version(&r.tenant_id, &r.name, &r.version)
@@ -250,8 +269,12 @@ impl Admin for AdminService {
         Ok(Response::new(DeletePluginResponse {}))
     }
 
-    async fn list_tools(&self, request: Request<ListToolsRequest>) -> Result<Response<ListToolsResponse>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite).await?;
+    async fn list_tools(
+        &self,
+        request: Request<ListToolsRequest>,
+    ) -> Result<Response<ListToolsResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite)
+            .await?;
         let tenant = &request.get_ref().tenant_id;
         self.store.load_plugins(tenant).await.map_err(from_store)?;
         let object = |v: &Value| match v {
@@ -274,11 +297,19 @@ impl Admin for AdminService {
         Ok(Response::new(ListToolsResponse { tools }))
     }
 
-    async fn publish_flow(&self, request: Request<PublishFlowRequest>) -> Result<Response<FlowVersion>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+    async fn publish_flow(
+        &self,
+        request: Request<PublishFlowRequest>,
+    ) -> Result<Response<FlowVersion>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite)
+            .await?;
         let r = request.into_inner();
         let options = PublishOptions {
-            status: if r.draft { FlowStatus::Draft } else { FlowStatus::Published },
+            status: if r.draft {
+                FlowStatus::Draft
+            } else {
+                FlowStatus::Published
+            },
             make_default: r.make_default,
         };
         let stored = self
@@ -293,7 +324,8 @@ impl Admin for AdminService {
         &self,
         request: Request<ListFlowVersionsRequest>,
     ) -> Result<Response<ListFlowVersionsResponse>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite)
+            .await?;
         let r = request.into_inner();
         let flow_id = Some(r.flow_id.as_str()).filter(|f| !f.is_empty());
         let versions = self
@@ -310,7 +342,8 @@ impl Admin for AdminService {
         &self,
         request: Request<GetFlowVersionRequest>,
     ) -> Result<Response<FlowVersion>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite)
+            .await?;
         let r = request.into_inner();
         let stored = self
             .store
@@ -324,7 +357,8 @@ impl Admin for AdminService {
         &self,
         request: Request<SetDefaultFlowRequest>,
     ) -> Result<Response<SetDefaultFlowResponse>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite)
+            .await?;
         let r = request.into_inner();
         self.store
             .set_default_flow(&r.tenant_id, &r.flow_id)
@@ -337,10 +371,11 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateExperimentRequest>,
     ) -> Result<Response<Experiment>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite)
+            .await?;
         let r = request.into_inner();
-        let config: ExperimentConfig =
-            serde_json::from_str(&r.config).map_err(|e| Status::invalid_argument(format!("config: {e}")))?;
+        let config: ExperimentConfig = serde_json::from_str(&r.config)
+            .map_err(|e| Status::invalid_argument(format!("config: {e}")))?;
         let stored = self
             .store
             .create_experiment(&r.tenant_id, config)
@@ -353,7 +388,8 @@ impl Admin for AdminService {
         &self,
         request: Request<ListExperimentsRequest>,
     ) -> Result<Response<ListExperimentsResponse>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite)
+            .await?;
         let experiments = self
             .store
             .list_experiments(&request.get_ref().tenant_id)
@@ -368,7 +404,8 @@ impl Admin for AdminService {
         &self,
         request: Request<StopExperimentRequest>,
     ) -> Result<Response<Experiment>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite)
+            .await?;
         let r = request.into_inner();
         self.store
             .stop_experiment(&r.tenant_id, &r.experiment_id)
@@ -389,9 +426,14 @@ impl Admin for AdminService {
         &self,
         request: Request<GetTranscriptRequest>,
     ) -> Result<Response<GetTranscriptResponse>, Status> {
-        self.authorize(&request, &request.get_ref().tenant_id, Scope::Messages).await?;
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::Messages)
+            .await?;
         let r = request.into_inner();
-        let limit = if r.limit == 0 { 100 } else { r.limit.min(10_000) };
+        let limit = if r.limit == 0 {
+            100
+        } else {
+            r.limit.min(10_000)
+        };
         let turns = self
             .store
             .transcript(&r.tenant_id, &r.conversation_id, limit)

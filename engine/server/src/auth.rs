@@ -21,13 +21,19 @@ pub async fn authenticate<T>(store: &Store, request: &Request<T>) -> Result<ApiK
 /// The key must belong to `tenant_id` and carry `scope`.
 pub fn authorize(key: &ApiKey, tenant_id: &str, scope: Scope) -> Result<(), Status> {
     if tenant_id.is_empty() {
-        return Err(Status::invalid_argument("tenant_context.tenant_id: must not be empty"));
+        return Err(Status::invalid_argument(
+            "tenant_context.tenant_id: must not be empty",
+        ));
     }
     if key.tenant_id != tenant_id {
-        return Err(Status::permission_denied("the API key belongs to another tenant"));
+        return Err(Status::permission_denied(
+            "the API key belongs to another tenant",
+        ));
     }
     if !key.allows(scope) {
-        return Err(Status::permission_denied(format!("the API key lacks the {scope} scope")));
+        return Err(Status::permission_denied(format!(
+            "the API key lacks the {scope} scope"
+        )));
     }
     Ok(())
 }
@@ -37,8 +43,12 @@ pub fn is_operator<T>(request: &Request<T>, operator_key: Option<&str>) -> Resul
     let token = bearer(request)?;
     match operator_key {
         Some(expected) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
-        Some(_) => Err(Status::unauthenticated("this call needs the operator key (MCP_ADMIN_KEY)")),
-        None => Err(Status::permission_denied("no operator key is configured (MCP_ADMIN_KEY)")),
+        Some(_) => Err(Status::unauthenticated(
+            "this call needs the operator key (MCP_ADMIN_KEY)",
+        )),
+        None => Err(Status::permission_denied(
+            "no operator key is configured (MCP_ADMIN_KEY)",
+        )),
     }
 }
 

@@ -19,7 +19,10 @@ use crate::clock::TokioClock;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error(transparent)]
@@ -111,7 +114,11 @@ impl Engine {
             Some(conversation) => {
                 let flow = self
                     .store
-                    .published_flow(tenant, &conversation.flow_id, Some(&conversation.flow_version))
+                    .published_flow(
+                        tenant,
+                        &conversation.flow_id,
+                        Some(&conversation.flow_version),
+                    )
                     .await?;
                 (flow, conversation)
             }
@@ -202,15 +209,17 @@ impl Engine {
         conversation_id: &str,
     ) -> Result<Conversation, EngineError> {
         let key = ConversationKey::new(tenant_id, conversation_id);
-        self.contexts
-            .peek(&key)
-            .await?
-            .conversation
-            .ok_or_else(|| EngineError::NotFound(format!("conversation {conversation_id} not found")))
+        self.contexts.peek(&key).await?.conversation.ok_or_else(|| {
+            EngineError::NotFound(format!("conversation {conversation_id} not found"))
+        })
     }
 
     /// Forgets a conversation; returns the state it was in.
-    pub async fn reset(&self, tenant_id: &str, conversation_id: &str) -> Result<String, EngineError> {
+    pub async fn reset(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> Result<String, EngineError> {
         let key = ConversationKey::new(tenant_id, conversation_id);
         let lease = self.contexts.lock(&key).await?;
         let result = async {
@@ -218,7 +227,9 @@ impl Engine {
             let previous = snapshot
                 .conversation
                 .map(|c| c.current_state)
-                .ok_or_else(|| EngineError::NotFound(format!("conversation {conversation_id} not found")))?;
+                .ok_or_else(|| {
+                    EngineError::NotFound(format!("conversation {conversation_id} not found"))
+                })?;
             self.contexts.delete(&lease, snapshot.version).await?;
             Ok(previous)
         }

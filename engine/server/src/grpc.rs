@@ -32,7 +32,11 @@ fn tenant_of(context: &Option<common::TenantContext>) -> &str {
 
 impl EngineService {
     async fn turn(&self, request: ProcessMessageRequest) -> Result<ProcessMessageResponse, Status> {
-        let text = request.content.as_ref().map(|c| c.text.clone()).unwrap_or_default();
+        let text = request
+            .content
+            .as_ref()
+            .map(|c| c.text.clone())
+            .unwrap_or_default();
         if text.len() > MAX_TEXT_BYTES {
             return Err(Status::invalid_argument(format!(
                 "content.text: {} bytes is over the limit of {MAX_TEXT_BYTES}",
@@ -40,11 +44,22 @@ impl EngineService {
             )));
         }
         if common::Channel::try_from(request.channel).is_err() {
-            return Err(Status::invalid_argument(format!("channel: unknown value {}", request.channel)));
+            return Err(Status::invalid_argument(format!(
+                "channel: unknown value {}",
+                request.channel
+            )));
         }
         let mut data = serde_json::Map::new();
         let channel = common::Channel::try_from(request.channel).unwrap_or_default();
-        data.insert("channel".into(), Value::from(channel.as_str_name().trim_start_matches("CHANNEL_").to_lowercase()));
+        data.insert(
+            "channel".into(),
+            Value::from(
+                channel
+                    .as_str_name()
+                    .trim_start_matches("CHANNEL_")
+                    .to_lowercase(),
+            ),
+        );
         let tenant_id = tenant_of(&request.tenant_context).to_owned();
         let outcome = self
             .engine
@@ -54,7 +69,10 @@ impl EngineService {
                 user_id: request.user_id.clone(),
                 text,
                 data,
-                force_flow: request.processing_hints.as_ref().map(|h| h.force_flow.clone()),
+                force_flow: request
+                    .processing_hints
+                    .as_ref()
+                    .map(|h| h.force_flow.clone()),
             })
             .await
             .map_err(from_engine)?;
@@ -78,8 +96,16 @@ fn response(conversation_id: &str, outcome: TurnOutcome) -> ProcessMessageRespon
     ProcessMessageResponse {
         status: Some(common::Status {
             success: step.errors.is_empty(),
-            message: step.errors.first().map(|e| e.message.clone()).unwrap_or_default(),
-            error_code: step.errors.first().map(|e| format!("{:?}", e.kind)).unwrap_or_default(),
+            message: step
+                .errors
+                .first()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
+            error_code: step
+                .errors
+                .first()
+                .map(|e| format!("{:?}", e.kind))
+                .unwrap_or_default(),
             details: None,
         }),
         conversation_id: conversation_id.to_owned(),
@@ -135,7 +161,10 @@ fn timestamp(ms: i64) -> Timestamp {
 /// A JSON object as a protobuf Struct.
 pub fn to_struct(object: &serde_json::Map<String, Value>) -> Struct {
     Struct {
-        fields: object.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+        fields: object
+            .iter()
+            .map(|(k, v)| (k.clone(), to_value(v)))
+            .collect(),
     }
 }
 
@@ -153,7 +182,8 @@ fn to_value(value: &Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<ConversationStreamResponse, Status>> + Send>>;
+type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<ConversationStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl McpEngine for EngineService {
@@ -165,7 +195,9 @@ impl McpEngine for EngineService {
         let request = request.into_inner();
         authorize(&key, tenant_of(&request.tenant_context), Scope::Messages)?;
         if request.conversation_id.trim().is_empty() {
-            return Err(Status::invalid_argument("conversation_id: must not be empty"));
+            return Err(Status::invalid_argument(
+                "conversation_id: must not be empty",
+            ));
         }
         Ok(Response::new(self.turn(request).await?))
     }
@@ -179,7 +211,9 @@ impl McpEngine for EngineService {
         let tenant = tenant_of(&request.tenant_context);
         authorize(&key, tenant, Scope::Messages)?;
         if request.conversation_id.trim().is_empty() {
-            return Err(Status::invalid_argument("conversation_id: must not be empty"));
+            return Err(Status::invalid_argument(
+                "conversation_id: must not be empty",
+            ));
         }
         let conversation = self
             .engine
@@ -206,7 +240,9 @@ impl McpEngine for EngineService {
         let tenant = tenant_of(&request.tenant_context);
         authorize(&key, tenant, Scope::Messages)?;
         if request.conversation_id.trim().is_empty() {
-            return Err(Status::invalid_argument("conversation_id: must not be empty"));
+            return Err(Status::invalid_argument(
+                "conversation_id: must not be empty",
+            ));
         }
         let previous = self
             .engine
@@ -231,7 +267,9 @@ impl McpEngine for EngineService {
         &self,
         _request: Request<tonic::Streaming<ConversationStreamRequest>>,
     ) -> Result<Response<Self::StreamConversationStream>, Status> {
-        Err(Status::unimplemented("StreamConversation is not served yet"))
+        Err(Status::unimplemented(
+            "StreamConversation is not served yet",
+        ))
     }
 
     async fn batch_process_messages(
@@ -251,10 +289,14 @@ impl McpEngine for EngineService {
         for (i, message) in batch.messages.iter().enumerate() {
             let own = tenant_of(&message.tenant_context);
             if !own.is_empty() && own != tenant {
-                return Err(Status::permission_denied(format!("messages[{i}].tenant_context: another tenant")));
+                return Err(Status::permission_denied(format!(
+                    "messages[{i}].tenant_context: another tenant"
+                )));
             }
             if message.conversation_id.trim().is_empty() {
-                return Err(Status::invalid_argument(format!("messages[{i}].conversation_id: must not be empty")));
+                return Err(Status::invalid_argument(format!(
+                    "messages[{i}].conversation_id: must not be empty"
+                )));
             }
         }
         let concurrency = if batch.parallel_processing {
@@ -263,14 +305,18 @@ impl McpEngine for EngineService {
             1
         };
         // `buffered` keeps the responses in request order.
-        let results: Vec<Result<ProcessMessageResponse, Status>> = futures::stream::iter(batch.messages)
-            .map(|mut message| {
-                message.tenant_context.get_or_insert_with(Default::default).tenant_id = tenant.clone();
-                self.turn(message)
-            })
-            .buffered(concurrency)
-            .collect()
-            .await;
+        let results: Vec<Result<ProcessMessageResponse, Status>> =
+            futures::stream::iter(batch.messages)
+                .map(|mut message| {
+                    message
+                        .tenant_context
+                        .get_or_insert_with(Default::default)
+                        .tenant_id = tenant.clone();
+                    self.turn(message)
+                })
+                .buffered(concurrency)
+                .collect()
+                .await;
         let failed = results.iter().filter(|r| r.is_err()).count();
         let responses = results
             .into_iter()
@@ -299,7 +345,10 @@ impl McpEngine for EngineService {
         }))
     }
 
-    async fn health_check(&self, _request: Request<()>) -> Result<Response<HealthCheckResponse>, Status> {
+    async fn health_check(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
         let now = mcp_flow::Clock::now_ms(&crate::clock::TokioClock);
         Ok(Response::new(HealthCheckResponse {
             status: HealthStatus::HealthServing as i32,

@@ -6,7 +6,11 @@ use tracing_subscriber::EnvFilter;
 use mcp_engine::serve::{ServerSettings, serve};
 
 #[derive(Parser)]
-#[command(name = "mcp-engine", version, about = "A multi-tenant conversation-flow engine with WebAssembly plugins")]
+#[command(
+    name = "mcp-engine",
+    version,
+    about = "A multi-tenant conversation-flow engine with WebAssembly plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +26,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("MCP_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("MCP_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

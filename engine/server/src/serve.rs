@@ -35,14 +35,21 @@ impl ServerSettings {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let host = var("GRPC_HOST").unwrap_or_else(|| "0.0.0.0".into());
         let port: u16 = var("GRPC_PORT")
-            .map(|p| p.parse().map_err(|_| format!("GRPC_PORT={p:?}: must be a port number")))
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| format!("GRPC_PORT={p:?}: must be a port number"))
+            })
             .transpose()?
             .unwrap_or(50051);
         let grpc_addr = format!("{host}:{port}")
             .parse()
             .map_err(|_| format!("GRPC_HOST={host:?}: must be an IP address"))?;
         let turn_ms: u64 = var("STATE_EXECUTION_TIMEOUT_MS")
-            .map(|v| v.parse().map_err(|_| format!("STATE_EXECUTION_TIMEOUT_MS={v:?}: must be a whole number")))
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    format!("STATE_EXECUTION_TIMEOUT_MS={v:?}: must be a whole number")
+                })
+            })
             .transpose()?
             .unwrap_or(10_000);
         Ok(ServerSettings {
@@ -110,7 +117,8 @@ async fn shutdown() {
     #[cfg(unix)]
     {
         let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

@@ -9,8 +9,12 @@ use crate::engine::EngineError;
 
 pub fn from_store(e: StoreError) -> Status {
     match e {
-        StoreError::Invalid { field, message } => Status::invalid_argument(format!("{field}: {message}")),
-        StoreError::InvalidFlow(report) => Status::invalid_argument(format!("definition: {report}")),
+        StoreError::Invalid { field, message } => {
+            Status::invalid_argument(format!("{field}: {message}"))
+        }
+        StoreError::InvalidFlow(report) => {
+            Status::invalid_argument(format!("definition: {report}"))
+        }
         StoreError::Plugin(e) => Status::invalid_argument(format!("component: {e}")),
         StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
         StoreError::NotFound { .. } => Status::not_found(e.to_string()),
@@ -25,7 +29,9 @@ pub fn from_store(e: StoreError) -> Status {
 pub fn from_context(e: ContextError) -> Status {
     match e {
         ContextError::LockTimeout { .. } => Status::resource_exhausted(e.to_string()),
-        ContextError::LockLost { .. } | ContextError::Conflict { .. } => Status::aborted(e.to_string()),
+        ContextError::LockLost { .. } | ContextError::Conflict { .. } => {
+            Status::aborted(e.to_string())
+        }
         ContextError::BadKey { .. } => Status::invalid_argument(e.to_string()),
         ContextError::Unavailable(_) => {
             tracing::error!(error = %e, "context store failure");
@@ -37,7 +43,9 @@ pub fn from_context(e: ContextError) -> Status {
 
 pub fn from_engine(e: EngineError) -> Status {
     match e {
-        EngineError::Invalid { field, message } => Status::invalid_argument(format!("{field}: {message}")),
+        EngineError::Invalid { field, message } => {
+            Status::invalid_argument(format!("{field}: {message}"))
+        }
         EngineError::NotFound(message) => Status::not_found(message),
         EngineError::Context(e) => from_context(e),
         EngineError::Store(e) => from_store(e),

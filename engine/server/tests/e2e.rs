@@ -1,0 +1,482 @@
+//! The real `mcp-engine` binary, over gRPC only: a tenant, its plugins and
+//! flow, whole conversations, and the error codes of bad calls. Runs on the
+//! embedded defaults, and on PostgreSQL + Redis when DATABASE_URL and
+//! REDIS_URL are set.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use mcp_engine::proto::admin::admin_client::AdminClient;
+use mcp_engine::proto::admin::*;
+use mcp_engine::proto::common::TenantContext;
+use mcp_engine::proto::engine::mcp_engine_client::McpEngineClient;
+use mcp_engine::proto::engine::*;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+const OPERATOR_KEY: &str = "operator-secret-for-tests";
+
+struct Engine {
+    child: Child,
+    address: String,
+    _data: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A PostgreSQL schema of this binary's own, emptied at start.
+async fn postgres_url(url: &str) -> String {
+    use sqlx::Connection;
+    let schema = "mcp_test_e2e";
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
+
+async fn start(env: HashMap<&str, String>) -> Engine {
+    let data = std::env::temp_dir().join(format!("mcp-e2e-{}-{}", std::process::id(), env.len()));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-engine"));
+    command
+        .arg("serve")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env("GRPC_HOST", "127.0.0.1")
+        .env("GRPC_PORT", "0")
+        .env("MCP_DATA_DIR", &data)
+        .env("MCP_ADMIN_KEY", OPERATOR_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("the binary starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the engine prints where it listens");
+    let address = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    Engine {
+        child,
+        address: format!("http://{address}"),
+        _data: TempDir(data),
+    }
+}
+
+fn authed<T>(message: T, key: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+fn tenant(id: &str) -> Option<TenantContext> {
+    Some(TenantContext {
+        tenant_id: id.into(),
+        ..Default::default()
+    })
+}
+
+fn message(tenant_id: &str, conversation: &str, text: &str) -> ProcessMessageRequest {
+    ProcessMessageRequest {
+        tenant_context: tenant(tenant_id),
+        conversation_id: conversation.into(),
+        user_id: "user-1".into(),
+        content: Some(MessageContent {
+            text: text.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn flow() -> String {
+    json!({
+        "flow_id": "refunds", "name": "Refunds", "version": "1", "initial_state": "ask",
+        "states": {
+            "ask": {
+                "type": "response",
+                "config": { "response_templates": { "default": "What did you spend?" } },
+                "transitions": [ { "condition": "any_input", "target_state": "check" } ]
+            },
+            "check": {
+                "type": "condition",
+                "transitions": [
+                    { "condition": "plugin", "plugin": "vip-check", "args": { "min_spent": 500 }, "target_state": "vip", "priority": 1 },
+                    { "condition": "default", "target_state": "done" }
+                ]
+            },
+            "vip": {
+                "type": "end",
+                "entry_actions": [ { "type": "plugin", "plugin": "price", "args": { "discount": 0.5 } } ],
+                "config": { "message": "VIP." }
+            },
+            "done": { "type": "end", "config": { "message": "Done." } }
+        }
+    })
+    .to_string()
+}
+
+async fn whole_story(engine: &Engine) {
+    // Ids of this run only: Redis outlives test runs.
+    let acme = format!("acme-{}", std::process::id());
+    let globex = format!("globex-{}", std::process::id());
+    let channel = Channel::from_shared(engine.address.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = AdminClient::new(channel.clone()).max_encoding_message_size(64 << 20);
+    let mut client = McpEngineClient::new(channel);
+
+    // Only the operator creates tenants.
+    let refused = admin
+        .create_tenant(authed(
+            CreateTenantRequest {
+                name: "Acme".into(),
+                ..Default::default()
+            },
+            "wrong",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let created = admin
+        .create_tenant(authed(
+            CreateTenantRequest {
+                tenant_id: acme.clone(),
+                name: "Acme".into(),
+                ..Default::default()
+            },
+            OPERATOR_KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let key = created.api_key.unwrap().token;
+    let other = admin
+        .create_tenant(authed(
+            CreateTenantRequest {
+                tenant_id: globex.clone(),
+                name: "Globex".into(),
+                ..Default::default()
+            },
+            OPERATOR_KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let other_key = other.api_key.unwrap().token;
+
+    // Plugins, then a flow that uses them.
+    for (name, path) in [
+        ("vip-check", mcp_test_plugins::VIP_CHECK),
+        ("price", mcp_test_plugins::PRICE),
+    ] {
+        admin
+            .upload_plugin(authed(
+                UploadPluginRequest {
+                    tenant_id: acme.clone(),
+                    name: name.into(),
+                    version: "1.0.0".into(),
+                    component: std::fs::read(path).unwrap(),
+                    ..Default::default()
+                },
+                &key,
+            ))
+            .await
+            .unwrap();
+    }
+    let junk = admin
+        .upload_plugin(authed(
+            UploadPluginRequest {
+                tenant_id: acme.clone(),
+                name: "junk".into(),
+                version: "1".into(),
+                component: b"nope".to_vec(),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(junk.code(), Code::InvalidArgument, "{junk:?}");
+    let bad_flow = admin
+        .publish_flow(authed(
+            PublishFlowRequest {
+                tenant_id: acme.clone(),
+                definition: "{}".into(),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_flow.code(), Code::InvalidArgument);
+    let published = admin
+        .publish_flow(authed(
+            PublishFlowRequest {
+                tenant_id: acme.clone(),
+                definition: flow(),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(published.is_default);
+
+    // A conversation: the first message is the first waiting state's
+    // (`ask`), which hands over to the plugin condition and an end state.
+    let first = client
+        .process_message(authed(message(&acme, "c-1", "I spent 600"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.status.as_ref().unwrap().success, "{:?}", first.status);
+    assert!(
+        ["vip", "done"].contains(&first.current_state.as_str()),
+        "{first:?}"
+    );
+    let reply = first.response.as_ref().unwrap().text.clone();
+    assert!(
+        reply.ends_with("VIP.") || reply.ends_with("Done."),
+        "{reply}"
+    );
+    // An ended conversation starts over with the next message.
+    let second = client
+        .process_message(authed(message(&acme, "c-1", "again"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        second.status.as_ref().unwrap().success,
+        "{:?}",
+        second.status
+    );
+    let state = client
+        .get_conversation_state(authed(
+            GetConversationStateRequest {
+                tenant_context: tenant(&acme),
+                conversation_id: "c-1".into(),
+                metadata: None,
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation_state
+        .unwrap();
+    assert_eq!(
+        (
+            state.flow_id.as_str(),
+            state.flow_version.as_str(),
+            state.message_count
+        ),
+        ("refunds", "1", 2)
+    );
+
+    // The transcript has both turns.
+    let transcript = admin
+        .get_transcript(authed(
+            GetTranscriptRequest {
+                tenant_id: acme.clone(),
+                conversation_id: "c-1".into(),
+                limit: 0,
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(transcript.turns.len(), 2);
+
+    // Batch, in order, in parallel.
+    let batch = client
+        .batch_process_messages(authed(
+            BatchProcessMessagesRequest {
+                tenant_context: tenant(&acme),
+                messages: (0..4)
+                    .map(|i| message(&acme, &format!("b-{i}"), "hi"))
+                    .collect(),
+                parallel_processing: true,
+                max_concurrency: 4,
+                metadata: None,
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.successful_count, 4);
+    assert_eq!(
+        batch
+            .responses
+            .iter()
+            .map(|r| r.conversation_id.clone())
+            .collect::<Vec<_>>(),
+        ["b-0", "b-1", "b-2", "b-3"]
+    );
+
+    // Errors: no key, unknown key, another tenant's key, bad input, unknown conversation.
+    let code =
+        |r: Result<tonic::Response<ProcessMessageResponse>, tonic::Status>| r.unwrap_err().code();
+    assert_eq!(
+        code(
+            client
+                .process_message(Request::new(message(&acme, "c-1", "x")))
+                .await
+        ),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(
+            client
+                .process_message(authed(message(&acme, "c-1", "x"), "mcpk_00_11"))
+                .await
+        ),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(
+            client
+                .process_message(authed(message(&acme, "c-1", "x"), &other_key))
+                .await
+        ),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(
+            client
+                .process_message(authed(message(&acme, "", "x"), &key))
+                .await
+        ),
+        Code::InvalidArgument
+    );
+    let mut bad_channel = message(&acme, "c-9", "x");
+    bad_channel.channel = 99;
+    assert_eq!(
+        code(client.process_message(authed(bad_channel, &key)).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            client
+                .process_message(authed(message(&globex, "c-1", "x"), &other_key))
+                .await
+        ),
+        Code::NotFound,
+        "globex has no flow"
+    );
+    let missing = client
+        .get_conversation_state(authed(
+            GetConversationStateRequest {
+                tenant_context: tenant(&acme),
+                conversation_id: "nope".into(),
+                metadata: None,
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    // Reset: the conversation is gone and starts over.
+    let reset = client
+        .reset_conversation(authed(
+            ResetConversationRequest {
+                tenant_context: tenant(&acme),
+                conversation_id: "c-1".into(),
+                reason: "test".into(),
+                metadata: None,
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reset.previous_state, second.current_state);
+    let again = client
+        .process_message(authed(message(&acme, "c-1", "hello"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let after = client
+        .get_conversation_state(authed(
+            GetConversationStateRequest {
+                tenant_context: tenant(&acme),
+                conversation_id: "c-1".into(),
+                metadata: None,
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation_state
+        .unwrap();
+    assert!(again.status.unwrap().success);
+    assert_eq!(
+        after.message_count, 1,
+        "a reset conversation starts from scratch"
+    );
+
+    let health = client
+        .health_check(Request::new(()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.service_name, "mcp-engine");
+}
+
+#[tokio::test]
+async fn a_tenant_runs_conversations_on_the_embedded_defaults() {
+    let engine = start(HashMap::new()).await;
+    whole_story(&engine).await;
+}
+
+#[tokio::test]
+async fn a_tenant_runs_conversations_on_postgres_and_redis() {
+    let (Ok(database), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL"))
+    else {
+        return;
+    };
+    let env = HashMap::from([
+        ("DATABASE_URL", postgres_url(&database).await),
+        ("REDIS_URL", redis),
+    ]);
+    let engine = start(env).await;
+    whole_story(&engine).await;
+}
