@@ -31,6 +31,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("the turn did not finish within {0:?}")]
     Timeout(Duration),
+    #[error("the engine is at MAX_PARALLEL_EXECUTIONS and no turn finished within {0:?}")]
+    Busy(Duration),
 }
 
 /// What the engine needs to know beyond the message.
@@ -54,21 +56,44 @@ pub struct TurnOutcome {
     pub lock_wait: Duration,
 }
 
+/// How the engine runs turns.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// STATE_EXECUTION_TIMEOUT_MS: the longest a turn may run.
+    pub turn_timeout: Duration,
+    /// MAX_PARALLEL_EXECUTIONS: turns running at once; more wait their turn.
+    pub max_parallel: usize,
+    /// ENABLE_AB_TESTING: new conversations are allocated to experiments.
+    pub ab_testing: bool,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            turn_timeout: Duration::from_secs(10),
+            max_parallel: 100,
+            ab_testing: true,
+        }
+    }
+}
+
 pub struct Engine {
     store: Store,
     contexts: Arc<dyn ContextStore>,
     machine: Machine<PluginHost, TokioClock>,
-    turn_timeout: Duration,
+    settings: EngineSettings,
+    permits: tokio::sync::Semaphore,
 }
 
 impl Engine {
-    pub fn new(store: Store, contexts: Arc<dyn ContextStore>, turn_timeout: Duration) -> Engine {
+    pub fn new(store: Store, contexts: Arc<dyn ContextStore>, settings: EngineSettings) -> Engine {
         let machine = Machine::new(store.host().clone(), TokioClock);
         Engine {
             store,
             contexts,
             machine,
-            turn_timeout,
+            permits: tokio::sync::Semaphore::new(settings.max_parallel.max(1)),
+            settings,
         }
     }
 
@@ -85,6 +110,11 @@ impl Engine {
             });
         }
         let started = Instant::now();
+        let wait = self.settings.turn_timeout;
+        let _permit = tokio::time::timeout(wait, self.permits.acquire())
+            .await
+            .map_err(|_| EngineError::Busy(wait))?
+            .expect("the semaphore is never closed");
         let key = ConversationKey::new(&request.tenant_id, &request.conversation_id);
         let lease = self.contexts.lock(&key).await?;
         let result = self.locked_turn(&lease, &request, started).await;
@@ -123,7 +153,7 @@ impl Engine {
                 (flow, conversation)
             }
             None => {
-                let flow = self.choose_flow(request).await?;
+                let (flow, variant) = self.choose_flow(request).await?;
                 let now = chrono_now_ms();
                 let mut conversation = Conversation::new(
                     tenant,
@@ -133,6 +163,7 @@ impl Engine {
                     now,
                 );
                 conversation.flow_version = flow.version.clone();
+                conversation.ab_variant = variant;
                 // Pin the plugins too: publishing new versions never breaks
                 // a conversation in flight.
                 for (installed, active) in self.store.host().installed(tenant) {
@@ -151,12 +182,13 @@ impl Engine {
             event = event.with_data(name, value.clone());
         }
         let received_at_ms = chrono_now_ms();
+        let timeout = self.settings.turn_timeout;
         let step = tokio::time::timeout(
-            self.turn_timeout,
+            timeout,
             self.machine.step(&flow.flow, &mut conversation, &event),
         )
         .await
-        .map_err(|_| EngineError::Timeout(self.turn_timeout))?;
+        .map_err(|_| EngineError::Timeout(timeout))?;
         self.contexts.save(lease, &conversation, version).await?;
 
         let duration = started.elapsed();
@@ -186,20 +218,40 @@ impl Engine {
         })
     }
 
-    /// A new conversation's flow: forced by the request, else the tenant's
-    /// default. (Experiments and the `ENABLE_AB_TESTING` switch come next.)
-    async fn choose_flow(&self, request: &TurnRequest) -> Result<StoredFlow, EngineError> {
+    /// A new conversation's flow: forced by the request, else the variant
+    /// of a running experiment it is allocated to, else the tenant's
+    /// default. Returns the variant's name with the flow.
+    async fn choose_flow(
+        &self,
+        request: &TurnRequest,
+    ) -> Result<(StoredFlow, Option<String>), EngineError> {
         let tenant = request.tenant_id.as_str();
-        match request.force_flow.as_deref().filter(|f| !f.is_empty()) {
-            Some(forced) => {
-                let (flow_id, version) = match forced.split_once('@') {
-                    Some((id, version)) => (id, Some(version)),
-                    None => (forced, None),
-                };
-                Ok(self.store.published_flow(tenant, flow_id, version).await?)
-            }
-            None => Ok(self.store.default_flow(tenant).await?),
+        if let Some(forced) = request.force_flow.as_deref().filter(|f| !f.is_empty()) {
+            let (flow_id, version) = match forced.split_once('@') {
+                Some((id, version)) => (id, Some(version)),
+                None => (forced, None),
+            };
+            return Ok((
+                self.store.published_flow(tenant, flow_id, version).await?,
+                None,
+            ));
         }
+        if self.settings.ab_testing {
+            let now = chrono::Utc::now();
+            for experiment in self.store.running_experiments(tenant).await?.iter() {
+                let Some(variant) = experiment.allocate(&request.conversation_id, now) else {
+                    continue;
+                };
+                let modifications = &variant.modifications;
+                let Some(flow_id) = modifications.get("flow_id").and_then(Value::as_str) else {
+                    continue;
+                };
+                let version = modifications.get("flow_version").and_then(Value::as_str);
+                let flow = self.store.published_flow(tenant, flow_id, version).await?;
+                return Ok((flow, Some(variant.name.clone())));
+            }
+        }
+        Ok((self.store.default_flow(tenant).await?, None))
     }
 
     /// The conversation as stored, without locking it.

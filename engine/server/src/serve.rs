@@ -11,7 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::admin::AdminService;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineSettings};
 use crate::grpc::EngineService;
 use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::engine::mcp_engine_server::McpEngineServer;
@@ -24,13 +24,14 @@ pub const MAX_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
 pub struct ServerSettings {
     pub grpc_addr: SocketAddr,
     pub admin_key: Option<String>,
-    pub turn_timeout: Duration,
+    pub engine: EngineSettings,
     pub store: StoreSettings,
 }
 
 impl ServerSettings {
     /// `GRPC_HOST` (0.0.0.0), `GRPC_PORT` (50051; 0 picks a free port),
-    /// `MCP_ADMIN_KEY`, `STATE_EXECUTION_TIMEOUT_MS` (10000), and the store's.
+    /// `MCP_ADMIN_KEY`, `STATE_EXECUTION_TIMEOUT_MS` (10000),
+    /// `MAX_PARALLEL_EXECUTIONS` (100), `ENABLE_AB_TESTING` (true), and the store's.
     pub fn from_env() -> Result<ServerSettings, String> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let host = var("GRPC_HOST").unwrap_or_else(|| "0.0.0.0".into());
@@ -44,18 +45,32 @@ impl ServerSettings {
         let grpc_addr = format!("{host}:{port}")
             .parse()
             .map_err(|_| format!("GRPC_HOST={host:?}: must be an IP address"))?;
-        let turn_ms: u64 = var("STATE_EXECUTION_TIMEOUT_MS")
-            .map(|v| {
-                v.parse().map_err(|_| {
-                    format!("STATE_EXECUTION_TIMEOUT_MS={v:?}: must be a whole number")
+        let number = |name: &str, default: u64| -> Result<u64, String> {
+            var(name)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| format!("{name}={v:?}: must be a whole number"))
                 })
-            })
-            .transpose()?
-            .unwrap_or(10_000);
+                .transpose()
+                .map(|v| v.unwrap_or(default))
+        };
+        let ab_testing = match var("ENABLE_AB_TESTING").as_deref() {
+            None | Some("true" | "1" | "yes") => true,
+            Some("false" | "0" | "no") => false,
+            Some(other) => {
+                return Err(format!(
+                    "ENABLE_AB_TESTING={other:?}: must be true or false"
+                ));
+            }
+        };
         Ok(ServerSettings {
             grpc_addr,
             admin_key: var("MCP_ADMIN_KEY"),
-            turn_timeout: Duration::from_millis(turn_ms),
+            engine: EngineSettings {
+                turn_timeout: Duration::from_millis(number("STATE_EXECUTION_TIMEOUT_MS", 10_000)?),
+                max_parallel: number("MAX_PARALLEL_EXECUTIONS", 100)? as usize,
+                ab_testing,
+            },
             store: StoreSettings::from_env().map_err(|e| e.to_string())?,
         })
     }
@@ -69,7 +84,11 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
     })?;
     let store = Store::open(db, host).await?;
     let contexts = open_context_store(&settings.store.context).await?;
-    let engine = Arc::new(Engine::new(store.clone(), contexts, settings.turn_timeout));
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        contexts,
+        settings.engine.clone(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<McpEngineServer<EngineService>>().await;

@@ -50,6 +50,7 @@ pub fn from_engine(e: EngineError) -> Status {
         EngineError::Context(e) => from_context(e),
         EngineError::Store(e) => from_store(e),
         EngineError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
+        EngineError::Busy(_) => Status::resource_exhausted(e.to_string()),
     }
 }
 

@@ -41,8 +41,11 @@ impl Drop for Engine {
 
 /// A PostgreSQL schema of this binary's own, emptied at start.
 async fn postgres_url(url: &str) -> String {
+    postgres_schema_url(url, "mcp_test_e2e").await
+}
+
+async fn postgres_schema_url(url: &str, schema: &str) -> String {
     use sqlx::Connection;
-    let schema = "mcp_test_e2e";
     let mut conn = sqlx::PgConnection::connect(url)
         .await
         .expect("PostgreSQL reachable");
@@ -57,7 +60,9 @@ async fn postgres_url(url: &str) -> String {
 }
 
 async fn start(env: HashMap<&str, String>) -> Engine {
-    let data = std::env::temp_dir().join(format!("mcp-e2e-{}-{}", std::process::id(), env.len()));
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data = std::env::temp_dir().join(format!("mcp-e2e-{}-{n}", std::process::id()));
     let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-engine"));
     command
         .arg("serve")
@@ -453,6 +458,33 @@ async fn whole_story(engine: &Engine) {
         "a reset conversation starts from scratch"
     );
 
+    // An experiment takes every new conversation into its one variant.
+    let config = json!({
+        "experiment_id": "exp-1", "name": "all in", "start_date": "2026-01-01T00:00:00Z",
+        "variants": [ { "name": "treatment", "percentage": 100.0,
+                        "modifications": { "flow_id": "refunds", "flow_version": "1" } } ]
+    });
+    admin
+        .create_experiment(authed(
+            CreateExperimentRequest {
+                tenant_id: acme.clone(),
+                config: config.to_string(),
+            },
+            &key,
+        ))
+        .await
+        .unwrap();
+    let in_experiment = client
+        .process_message(authed(message(&acme, "exp-conv", "hi"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(in_experiment.ab_variant, "treatment");
+    assert_eq!(
+        again.ab_variant, "",
+        "conversations started before the experiment are not in it"
+    );
+
     let health = client
         .health_check(Request::new(()))
         .await
@@ -479,4 +511,95 @@ async fn a_tenant_runs_conversations_on_postgres_and_redis() {
     ]);
     let engine = start(env).await;
     whole_story(&engine).await;
+}
+
+/// Two engine processes on one PostgreSQL and Redis serve one conversation
+/// alternately: every turn sees the one before, whichever process ran it.
+#[tokio::test]
+async fn two_processes_share_conversations() {
+    let (Ok(database), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL"))
+    else {
+        return;
+    };
+    let database = postgres_schema_url(&database, "mcp_test_e2e_pair").await;
+    let env = || {
+        HashMap::from([
+            ("DATABASE_URL", database.clone()),
+            ("REDIS_URL", redis.clone()),
+        ])
+    };
+    let one = start(env()).await;
+    let two = start(env()).await;
+
+    let connect = |address: String| async move {
+        Channel::from_shared(address)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let mut admin = AdminClient::new(connect(one.address.clone()).await);
+    let tenant_id = format!("pair-{}", std::process::id());
+    let key = admin
+        .create_tenant(authed(
+            CreateTenantRequest {
+                tenant_id: tenant_id.clone(),
+                name: tenant_id.clone(),
+                ..Default::default()
+            },
+            OPERATOR_KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key
+        .unwrap()
+        .token;
+    let counter = json!({
+        "flow_id": "counter", "name": "Counter", "version": "1", "initial_state": "count",
+        "variables": { "count": 0 },
+        "states": { "count": {
+            "type": "response",
+            "config": { "response_templates": { "default": "{{ variables.count }}" } },
+            "transitions": [ { "condition": "any_input", "target_state": "count",
+                "actions": [ { "type": "set_variable", "name": "count", "expression": "variables.count + 1" } ] } ]
+        } }
+    });
+    admin
+        .publish_flow(authed(
+            PublishFlowRequest {
+                tenant_id: tenant_id.clone(),
+                definition: counter.to_string(),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap();
+    let mut clients = [
+        McpEngineClient::new(connect(one.address.clone()).await),
+        McpEngineClient::new(connect(two.address.clone()).await),
+    ];
+    for turn in 1..=10 {
+        let client = &mut clients[turn % 2];
+        let reply = client
+            .process_message(authed(
+                message(&tenant_id, "shared", &format!("turn {turn}")),
+                &key,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let state = reply.conversation_state.unwrap();
+        assert_eq!(
+            state.message_count, turn as i32,
+            "turn {turn} saw every turn before it"
+        );
+        let count = state.variables.unwrap().fields["count"].kind.clone();
+        assert_eq!(
+            count,
+            Some(prost_types::value::Kind::NumberValue(turn as f64)),
+            "turn {turn}"
+        );
+    }
 }
