@@ -30,54 +30,55 @@ fn tenant_of(context: &Option<common::TenantContext>) -> &str {
     context.as_ref().map_or("", |c| c.tenant_id.as_str())
 }
 
-impl EngineService {
-    async fn turn(&self, request: ProcessMessageRequest) -> Result<ProcessMessageResponse, Status> {
-        let text = request
-            .content
-            .as_ref()
-            .map(|c| c.text.clone())
-            .unwrap_or_default();
-        if text.len() > MAX_TEXT_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "content.text: {} bytes is over the limit of {MAX_TEXT_BYTES}",
-                text.len()
-            )));
-        }
-        if common::Channel::try_from(request.channel).is_err() {
-            return Err(Status::invalid_argument(format!(
-                "channel: unknown value {}",
-                request.channel
-            )));
-        }
-        let mut data = serde_json::Map::new();
-        let channel = common::Channel::try_from(request.channel).unwrap_or_default();
-        data.insert(
-            "channel".into(),
-            Value::from(
-                channel
-                    .as_str_name()
-                    .trim_start_matches("CHANNEL_")
-                    .to_lowercase(),
-            ),
-        );
-        let tenant_id = tenant_of(&request.tenant_context).to_owned();
-        let outcome = self
-            .engine
-            .process(TurnRequest {
-                tenant_id,
-                conversation_id: request.conversation_id.clone(),
-                user_id: request.user_id.clone(),
-                text,
-                data,
-                force_flow: request
-                    .processing_hints
-                    .as_ref()
-                    .map(|h| h.force_flow.clone()),
-            })
-            .await
-            .map_err(from_engine)?;
-        Ok(response(&request.conversation_id, outcome))
+/// One message through the engine, validated, as the seed's response.
+async fn turn(
+    engine: &Engine,
+    request: ProcessMessageRequest,
+) -> Result<ProcessMessageResponse, Status> {
+    let text = request
+        .content
+        .as_ref()
+        .map(|c| c.text.clone())
+        .unwrap_or_default();
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "content.text: {} bytes is over the limit of {MAX_TEXT_BYTES}",
+            text.len()
+        )));
     }
+    if common::Channel::try_from(request.channel).is_err() {
+        return Err(Status::invalid_argument(format!(
+            "channel: unknown value {}",
+            request.channel
+        )));
+    }
+    let mut data = serde_json::Map::new();
+    let channel = common::Channel::try_from(request.channel).unwrap_or_default();
+    data.insert(
+        "channel".into(),
+        Value::from(
+            channel
+                .as_str_name()
+                .trim_start_matches("CHANNEL_")
+                .to_lowercase(),
+        ),
+    );
+    let tenant_id = tenant_of(&request.tenant_context).to_owned();
+    let outcome = engine
+        .process(TurnRequest {
+            tenant_id,
+            conversation_id: request.conversation_id.clone(),
+            user_id: request.user_id.clone(),
+            text,
+            data,
+            force_flow: request
+                .processing_hints
+                .as_ref()
+                .map(|h| h.force_flow.clone()),
+        })
+        .await
+        .map_err(from_engine)?;
+    Ok(response(&request.conversation_id, outcome))
 }
 
 fn response(conversation_id: &str, outcome: TurnOutcome) -> ProcessMessageResponse {
@@ -199,7 +200,7 @@ impl McpEngine for EngineService {
                 "conversation_id: must not be empty",
             ));
         }
-        Ok(Response::new(self.turn(request).await?))
+        Ok(Response::new(turn(&self.engine, request).await?))
     }
 
     async fn get_conversation_state(
@@ -265,11 +266,21 @@ impl McpEngine for EngineService {
 
     async fn stream_conversation(
         &self,
-        _request: Request<tonic::Streaming<ConversationStreamRequest>>,
+        request: Request<tonic::Streaming<ConversationStreamRequest>>,
     ) -> Result<Response<Self::StreamConversationStream>, Status> {
-        Err(Status::unimplemented(
-            "StreamConversation is not served yet",
-        ))
+        let key = authenticate(self.engine.store(), &request).await?;
+        let mut incoming = request.into_inner();
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            if let Err(status) = stream_session(&engine, &key, &mut incoming, &sender).await {
+                let _ = sender.send(Err(status)).await;
+            }
+        });
+        let outgoing = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        });
+        Ok(Response::new(Box::pin(outgoing)))
     }
 
     async fn batch_process_messages(
@@ -312,7 +323,7 @@ impl McpEngine for EngineService {
                         .tenant_context
                         .get_or_insert_with(Default::default)
                         .tenant_id = tenant.clone();
-                    self.turn(message)
+                    turn(&self.engine, message)
                 })
                 .buffered(concurrency)
                 .collect()
@@ -365,4 +376,149 @@ impl McpEngine for EngineService {
     ) -> Result<Response<GetMetricsResponse>, Status> {
         Err(Status::unimplemented("GetMetrics is not served yet"))
     }
+}
+
+type Outgoing = tokio::sync::mpsc::Sender<Result<ConversationStreamResponse, Status>>;
+
+fn reply(
+    response: conversation_stream_response::ResponseType,
+) -> Result<ConversationStreamResponse, Status> {
+    Ok(ConversationStreamResponse {
+        response_type: Some(response),
+    })
+}
+
+fn ack(stream_id: &str, message: &str) -> Result<ConversationStreamResponse, Status> {
+    reply(conversation_stream_response::ResponseType::Ack(StreamAck {
+        stream_id: stream_id.to_owned(),
+        status: Some(common::Status {
+            success: true,
+            message: message.to_owned(),
+            ..Default::default()
+        }),
+        metadata: None,
+    }))
+}
+
+fn stream_error(code: &str, message: &str) -> Result<ConversationStreamResponse, Status> {
+    reply(conversation_stream_response::ResponseType::Error(
+        StreamError {
+            error_code: code.to_owned(),
+            message: message.to_owned(),
+            recoverable: true,
+            metadata: None,
+        },
+    ))
+}
+
+fn now_ms() -> i64 {
+    mcp_flow::Clock::now_ms(&crate::clock::TokioClock)
+}
+
+/// One streaming conversation: an init (tenant, conversation, the events
+/// wanted), then messages answered in order, each followed by the events it
+/// caused (`state_changed`), heartbeats acknowledged, until a close or the
+/// client goes away. A message that fails gets a recoverable stream error
+/// and the stream goes on.
+async fn stream_session(
+    engine: &Engine,
+    key: &mcp_store::ApiKey,
+    incoming: &mut tonic::Streaming<ConversationStreamRequest>,
+    outgoing: &Outgoing,
+) -> Result<(), Status> {
+    use conversation_stream_request::RequestType;
+    use conversation_stream_response::ResponseType;
+
+    let init = match incoming.message().await? {
+        Some(ConversationStreamRequest {
+            request_type: Some(RequestType::Init(init)),
+        }) => init,
+        _ => {
+            return Err(Status::invalid_argument(
+                "the first stream message must be init",
+            ));
+        }
+    };
+    let tenant = tenant_of(&init.tenant_context).to_owned();
+    authorize(key, &tenant, Scope::Messages)?;
+    if init.conversation_id.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "init.conversation_id: must not be empty",
+        ));
+    }
+    let stream_id = format!("{}-{}", init.conversation_id, now_ms());
+    let wanted =
+        |event: &str| init.event_types.is_empty() || init.event_types.iter().any(|e| e == event);
+    if outgoing.send(ack(&stream_id, "ready")).await.is_err() {
+        return Ok(());
+    }
+    while let Some(request) = incoming.message().await? {
+        let sent = match request.request_type {
+            Some(RequestType::Message(mut message)) => {
+                message.tenant_context = Some(common::TenantContext {
+                    tenant_id: tenant.clone(),
+                    ..message.tenant_context.unwrap_or_default()
+                });
+                if message.conversation_id.is_empty() {
+                    message.conversation_id = init.conversation_id.clone();
+                }
+                let before = engine
+                    .conversation(&tenant, &message.conversation_id)
+                    .await
+                    .ok()
+                    .map(|c| c.current_state);
+                match turn(engine, message).await {
+                    Ok(response) => {
+                        let changed = before.as_deref() != Some(response.current_state.as_str());
+                        let event = (changed && wanted("state_changed")).then(|| StreamEvent {
+                            event_type: "state_changed".into(),
+                            conversation_id: response.conversation_id.clone(),
+                            event_data: Some(to_struct(
+                                serde_json::json!({ "from": before, "to": response.current_state })
+                                    .as_object()
+                                    .expect("an object"),
+                            )),
+                            timestamp: Some(timestamp(now_ms())),
+                        });
+                        let mut ok = outgoing
+                            .send(reply(ResponseType::MessageResponse(response)))
+                            .await
+                            .is_ok();
+                        if let Some(event) = event {
+                            ok &= outgoing
+                                .send(reply(ResponseType::Event(event)))
+                                .await
+                                .is_ok();
+                        }
+                        ok
+                    }
+                    Err(status) => outgoing
+                        .send(stream_error(
+                            &format!("{:?}", status.code()),
+                            status.message(),
+                        ))
+                        .await
+                        .is_ok(),
+                }
+            }
+            Some(RequestType::Heartbeat(_)) => {
+                outgoing.send(ack(&stream_id, "heartbeat")).await.is_ok()
+            }
+            Some(RequestType::Close(_)) => {
+                let _ = outgoing.send(ack(&stream_id, "closed")).await;
+                return Ok(());
+            }
+            Some(RequestType::Init(_)) | None => outgoing
+                .send(stream_error(
+                    "InvalidArgument",
+                    "the stream is already initialised",
+                ))
+                .await
+                .is_ok(),
+        };
+        if !sent {
+            return Ok(());
+        }
+    }
+    Ok(())
 }

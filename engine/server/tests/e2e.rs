@@ -485,6 +485,50 @@ async fn whole_story(engine: &Engine) {
         "conversations started before the experiment are not in it"
     );
 
+    // Streaming: init, a message (its response, then its state change), a
+    // heartbeat, a close; a failing message is a recoverable stream error.
+    use conversation_stream_request::RequestType;
+    use conversation_stream_response::ResponseType;
+    let requests = vec![
+        RequestType::Init(StreamInit {
+            tenant_context: tenant(&acme),
+            conversation_id: "streamed".into(),
+            event_types: vec![],
+            metadata: None,
+        }),
+        RequestType::Message(message(&acme, "streamed", "hello")),
+        RequestType::Message(message(&acme, "streamed", &"x".repeat(70_000))),
+        RequestType::Heartbeat(StreamHeartbeat { timestamp: None }),
+        RequestType::Close(StreamClose {
+            reason: "done".into(),
+            metadata: None,
+        }),
+    ]
+    .into_iter()
+    .map(|r| ConversationStreamRequest {
+        request_type: Some(r),
+    });
+    let mut replies = client
+        .stream_conversation(authed(futures::stream::iter(requests), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut kinds = Vec::new();
+    while let Some(reply) = replies.message().await.unwrap() {
+        kinds.push(match reply.response_type.unwrap() {
+            ResponseType::Ack(ack) => format!("ack:{}", ack.status.unwrap().message),
+            ResponseType::MessageResponse(r) => format!("message:{}", r.current_state),
+            ResponseType::Event(e) => format!("event:{}", e.event_type),
+            ResponseType::Error(e) => format!("error:{}", e.error_code),
+        });
+    }
+    assert_eq!(kinds.len(), 6, "{kinds:?}");
+    assert_eq!(kinds[0], "ack:ready");
+    assert!(kinds[1].starts_with("message:"), "{kinds:?}");
+    assert_eq!(kinds[2], "event:state_changed");
+    assert_eq!(kinds[3], "error:InvalidArgument");
+    assert_eq!(kinds[4..], ["ack:heartbeat", "ack:closed"]);
+
     let health = client
         .health_check(Request::new(()))
         .await
