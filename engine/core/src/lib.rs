@@ -27,6 +27,7 @@ pub mod context;
 pub mod experiment;
 pub mod expr;
 pub mod flow;
+pub mod graph;
 pub mod intent;
 pub mod machine;
 pub mod model;

@@ -1,0 +1,269 @@
+//! The client subcommands of `mcp-engine`: offline flow checks, and calls
+//! to a running server.
+
+use std::error::Error;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use mcp_flow::flow::Severity;
+use tonic::Request;
+use tonic::transport::Channel;
+
+use crate::proto::admin::admin_client::AdminClient;
+use crate::proto::admin::*;
+use crate::proto::common::TenantContext;
+use crate::proto::engine::mcp_engine_client::McpEngineClient;
+use crate::proto::engine::{MessageContent, ProcessMessageRequest};
+use crate::serve::MAX_MESSAGE_BYTES;
+
+type Outcome = Result<ExitCode, Box<dyn Error>>;
+
+fn read(file: &Path) -> Result<String, Box<dyn Error>> {
+    std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()).into())
+}
+
+/// Every problem with its path; exit code 1 if any is an error.
+pub fn validate_flow(file: &Path) -> Outcome {
+    let text = read(file)?;
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(value) => value,
+        Err(e) => {
+            println!("error: {}: not JSON: {e}", file.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let report = mcp_flow::validate(value);
+    for issue in &report.issues {
+        println!("{issue}");
+    }
+    let errors = report
+        .issues
+        .iter()
+        .filter(|i| i.severity == Severity::Error)
+        .count();
+    if errors > 0 {
+        println!("{}: {errors} error(s)", file.display());
+        Ok(ExitCode::from(1))
+    } else {
+        println!("{}: valid", file.display());
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The flow as a Mermaid state diagram, on stdout.
+pub fn graph_flow(file: &Path) -> Outcome {
+    let flow = mcp_flow::Flow::from_json(&read(file)?)
+        .map_err(|report| format!("the flow is invalid:\n{report}"))?;
+    print!("{}", mcp_flow::graph::mermaid(flow.definition()));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn channel(server: &str) -> Result<Channel, Box<dyn Error>> {
+    Ok(Channel::from_shared(server.to_owned())?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {server}: {e}"))?)
+}
+
+fn authed<T>(message: T, key: &str) -> Result<Request<T>, Box<dyn Error>> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse()?);
+    Ok(request)
+}
+
+fn key(key: Option<String>) -> Result<String, Box<dyn Error>> {
+    key.ok_or_else(|| "an API key is needed: --key or MCP_API_KEY".into())
+}
+
+fn status(e: tonic::Status) -> Box<dyn Error> {
+    format!("{:?}: {}", e.code(), e.message()).into()
+}
+
+async fn admin(server: &str) -> Result<AdminClient<Channel>, Box<dyn Error>> {
+    Ok(AdminClient::new(channel(server).await?).max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+pub async fn create_tenant(
+    server: &str,
+    operator_key: &str,
+    name: &str,
+    id: Option<String>,
+    allow_list: Vec<String>,
+) -> Outcome {
+    let created = admin(server)
+        .await?
+        .create_tenant(authed(
+            CreateTenantRequest {
+                tenant_id: id.unwrap_or_default(),
+                name: name.to_owned(),
+                allow_list,
+                limits: None,
+            },
+            operator_key,
+        )?)
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!("tenant_id: {}", created.tenant_id);
+    println!(
+        "api_key: {}",
+        created.api_key.map(|k| k.token).unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn publish_flow(
+    server: &str,
+    api_key: Option<String>,
+    tenant: &str,
+    file: &Path,
+    default: bool,
+    draft: bool,
+) -> Outcome {
+    let published = admin(server)
+        .await?
+        .publish_flow(authed(
+            PublishFlowRequest {
+                tenant_id: tenant.to_owned(),
+                definition: read(file)?,
+                draft,
+                make_default: default,
+            },
+            &key(api_key)?,
+        )?)
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!(
+        "{}@{} {}{}",
+        published.flow_id,
+        published.version,
+        published.status,
+        if published.is_default {
+            " (default)"
+        } else {
+            ""
+        }
+    );
+    for warning in published.warnings {
+        println!("warning: {}: {}", warning.path, warning.message);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn push_plugin(
+    server: &str,
+    api_key: Option<String>,
+    tenant: &str,
+    name: &str,
+    version: &str,
+    world: Option<String>,
+    file: &Path,
+) -> Outcome {
+    let component = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let stored = admin(server)
+        .await?
+        .upload_plugin(authed(
+            UploadPluginRequest {
+                tenant_id: tenant.to_owned(),
+                name: name.to_owned(),
+                version: version.to_owned(),
+                world: world.unwrap_or_default(),
+                component,
+                config: Default::default(),
+            },
+            &key(api_key)?,
+        )?)
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!(
+        "{}@{} ({}) sha256 {}",
+        stored.name, stored.version, stored.world, stored.sha256
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list_plugins(server: &str, api_key: Option<String>, tenant: &str) -> Outcome {
+    let listed = admin(server)
+        .await?
+        .list_plugins(authed(
+            ListPluginsRequest {
+                tenant_id: tenant.to_owned(),
+            },
+            &key(api_key)?,
+        )?)
+        .await
+        .map_err(status)?
+        .into_inner();
+    for p in listed.plugins {
+        let state = match (p.enabled, p.active) {
+            (true, true) => "active",
+            (true, false) => "enabled",
+            _ => "disabled",
+        };
+        println!(
+            "{}@{}\t{}\t{}\t{} bytes",
+            p.name, p.version, p.world, state, p.size
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lines from stdin as messages; replies on stdout. Ends at end of input.
+pub async fn chat(
+    server: &str,
+    api_key: Option<String>,
+    tenant: &str,
+    conversation: Option<String>,
+) -> Outcome {
+    let api_key = key(api_key)?;
+    let mut client = McpEngineClient::new(channel(server).await?);
+    let conversation = conversation.unwrap_or_else(|| {
+        format!(
+            "chat-{}-{}",
+            std::process::id(),
+            mcp_flow::Clock::now_ms(&crate::clock::TokioClock)
+        )
+    });
+    eprintln!("conversation {conversation}; type a message, end with Ctrl-D");
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!("> ");
+        std::io::stderr().flush()?;
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let reply = client
+            .process_message(authed(
+                ProcessMessageRequest {
+                    tenant_context: Some(TenantContext {
+                        tenant_id: tenant.to_owned(),
+                        ..Default::default()
+                    }),
+                    conversation_id: conversation.clone(),
+                    user_id: "terminal".into(),
+                    content: Some(MessageContent {
+                        text: line,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                &api_key,
+            )?)
+            .await;
+        match reply {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                let text = reply.response.map(|r| r.text).unwrap_or_default();
+                println!("{text}");
+                eprintln!("  [state {}]", reply.current_state);
+            }
+            Err(e) => eprintln!("  [{:?}: {}]", e.code(), e.message()),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

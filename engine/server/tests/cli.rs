@@ -1,0 +1,192 @@
+//! The `mcp-engine` subcommands as a user runs them.
+
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-engine");
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/flows");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("MCP_API_KEY")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["tenant", "create", "--help"],
+        &["flow", "validate", "--help"],
+        &["flow", "graph", "--help"],
+        &["flow", "publish", "--help"],
+        &["plugin", "push", "--help"],
+        &["plugin", "list", "--help"],
+        &["chat", "--help"],
+    ] {
+        let output = run(args);
+        assert!(output.status.success(), "{args:?}");
+        assert!(stdout(&output).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn flow_validate_reports_every_problem_with_its_path() {
+    let good = run(&["flow", "validate", &format!("{EXAMPLES}/pizza_order.json")]);
+    assert!(good.status.success(), "{}", stdout(&good));
+    assert!(stdout(&good).contains("valid"));
+
+    let dir = std::env::temp_dir().join(format!("mcp-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{ "flow_id": "x", "name": "x", "version": "1", "initial_state": "nowhere",
+             "states": { "a": { "type": "response", "config": { "response_templates": { "default": "hi" } }, "transitions": [ { "condition": "any_input", "target_state": "b" } ] } } }"#,
+    )
+    .unwrap();
+    let output = run(&["flow", "validate", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(text.contains("initial_state"), "{text}");
+    assert!(
+        text.contains("states.a.transitions[0].target_state"),
+        "{text}"
+    );
+
+    std::fs::write(&bad, "not json").unwrap();
+    assert_eq!(
+        run(&["flow", "validate", bad.to_str().unwrap()])
+            .status
+            .code(),
+        Some(1)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn flow_graph_prints_a_mermaid_state_diagram() {
+    let output = run(&["flow", "graph", &format!("{EXAMPLES}/greeting.json")]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    assert!(text.starts_with("stateDiagram-v2\n"), "{text}");
+    assert!(text.contains("[*] --> s0"), "{text}");
+}
+
+#[test]
+fn a_tenant_is_created_and_given_a_flow_and_plugin_from_the_command_line() {
+    let data = std::env::temp_dir().join(format!("mcp-cli-serve-{}", std::process::id()));
+    let mut server = Command::new(BIN)
+        .arg("serve")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env("GRPC_HOST", "127.0.0.1")
+        .env("GRPC_PORT", "0")
+        .env("MCP_DATA_DIR", &data)
+        .env("MCP_ADMIN_KEY", "op-key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut first_line,
+    )
+    .unwrap();
+    let address = first_line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap();
+    let server_url = format!("http://{address}");
+
+    let created = run(&[
+        "tenant",
+        "create",
+        "Cli Co",
+        "--id",
+        "cli-co",
+        "--server",
+        &server_url,
+        "--key",
+        "op-key",
+    ]);
+    assert!(created.status.success(), "{:?}", created);
+    let text = stdout(&created);
+    assert!(text.contains("tenant_id: cli-co"), "{text}");
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("api_key: "))
+        .unwrap()
+        .to_owned();
+
+    let refused = run(&[
+        "tenant",
+        "create",
+        "Other",
+        "--server",
+        &server_url,
+        "--key",
+        "wrong",
+    ]);
+    assert!(!refused.status.success());
+
+    let pushed = run(&[
+        "plugin",
+        "push",
+        "--tenant",
+        "cli-co",
+        "--name",
+        "vip-check",
+        "--server",
+        &server_url,
+        "--key",
+        &key,
+        mcp_test_plugins::VIP_CHECK,
+    ]);
+    assert!(pushed.status.success(), "{:?}", pushed);
+    let listed = run(&[
+        "plugin",
+        "list",
+        "--tenant",
+        "cli-co",
+        "--server",
+        &server_url,
+        "--key",
+        &key,
+    ]);
+    assert!(
+        stdout(&listed).contains("vip-check@1.0.0\tcondition\tactive"),
+        "{}",
+        stdout(&listed)
+    );
+
+    let published = run(&[
+        "flow",
+        "publish",
+        "--tenant",
+        "cli-co",
+        "--default",
+        "--server",
+        &server_url,
+        "--key",
+        &key,
+        &format!("{EXAMPLES}/greeting.json"),
+    ]);
+    assert!(published.status.success(), "{:?}", published);
+    assert!(
+        stdout(&published).contains("greeting@1.0.0 published (default)"),
+        "{}",
+        stdout(&published)
+    );
+
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(data);
+}
