@@ -254,6 +254,31 @@ impl Engine {
         Ok((self.store.default_flow(tenant).await?, None))
     }
 
+    /// Each dependency's name, kind, round-trip time, and error if it failed.
+    pub async fn probe_dependencies(
+        &self,
+    ) -> Vec<(&'static str, &'static str, Duration, Option<String>)> {
+        let started = Instant::now();
+        let database = sqlx_probe(&self.store).await;
+        let database_time = started.elapsed();
+        let started = Instant::now();
+        let context = self
+            .contexts
+            .peek(&ConversationKey::new("health", "probe"))
+            .await
+            .err()
+            .map(|e| e.to_string());
+        vec![
+            (
+                "database",
+                self.store.db().backend().to_string().leak(),
+                database_time,
+                database,
+            ),
+            ("context_store", "context", started.elapsed(), context),
+        ]
+    }
+
     /// The conversation as stored, without locking it.
     pub async fn conversation(
         &self,
@@ -296,4 +321,8 @@ fn chrono_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+async fn sqlx_probe(store: &Store) -> Option<String> {
+    store.ping().await.err().map(|e| e.to_string())
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod engine;
 pub mod grpc;
+pub mod health;
 pub mod proto;
 pub mod serve;
 pub mod status;

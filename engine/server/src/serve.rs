@@ -13,8 +13,10 @@ use tonic::transport::server::TcpIncoming;
 use crate::admin::AdminService;
 use crate::engine::{Engine, EngineSettings};
 use crate::grpc::EngineService;
+use crate::health::HealthService;
 use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::engine::mcp_engine_server::McpEngineServer;
+use crate::proto::health::health_server::HealthServer;
 
 /// Largest gRPC message either way: plugin uploads are the big ones.
 pub const MAX_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
@@ -101,6 +103,10 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let health_v2 = HealthServer::new(HealthService {
+        engine: engine.clone(),
+        started_at_ms: mcp_flow::Clock::now_ms(&crate::clock::TokioClock),
+    });
     let listener = tokio::net::TcpListener::bind(settings.grpc_addr).await?;
     let bound = listener.local_addr()?;
     // Tests and scripts read this line to find the port.
@@ -109,6 +115,7 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
 
     Server::builder()
         .add_service(health_service)
+        .add_service(health_v2)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(

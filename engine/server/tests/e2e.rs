@@ -529,6 +529,67 @@ async fn whole_story(engine: &Engine) {
     assert_eq!(kinds[3], "error:InvalidArgument");
     assert_eq!(kinds[4..], ["ack:heartbeat", "ack:closed"]);
 
+    // Health: the seed's service, and the standard one generic tools use.
+    let channel = Channel::from_shared(engine.address.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health_v2 =
+        mcp_engine::proto::health::health_client::HealthClient::new(channel.clone());
+    let check = |service: &str| mcp_engine::proto::health::HealthCheckRequest {
+        service: service.into(),
+        metadata: None,
+    };
+    let serving = health_v2.check(check("")).await.unwrap().into_inner();
+    assert_eq!(
+        serving.status,
+        mcp_engine::proto::common::HealthStatus::HealthServing as i32
+    );
+    let unknown = health_v2
+        .check(check("no.such.Service"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        unknown.status,
+        mcp_engine::proto::common::HealthStatus::HealthServiceUnknown as i32
+    );
+    let detailed = health_v2
+        .get_detailed_health(mcp_engine::proto::health::DetailedHealthRequest {
+            include_dependencies: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let dependencies: Vec<_> = detailed
+        .dependencies
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
+    assert_eq!(dependencies, ["database", "context_store"]);
+    assert!(
+        detailed
+            .dependencies
+            .iter()
+            .all(|d| d.error_message.is_empty()),
+        "{detailed:?}"
+    );
+    let mut standard = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = standard
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "mcp.engine.v2.MCPEngine".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
     let health = client
         .health_check(Request::new(()))
         .await

@@ -158,6 +158,12 @@ impl Store {
         Ok(Store { inner })
     }
 
+    /// One round trip to the database, for health checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.inner.db.pool).await?;
+        Ok(())
+    }
+
     pub fn db(&self) -> &Database {
         &self.inner.db
     }
