@@ -16,7 +16,25 @@ const PROTOS: [&str; 4] = [
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     println!("cargo:rerun-if-changed={}", proto_dir.display());
-    let descriptors = protox::compile(PROTOS, [&proto_dir])?;
+    let mut descriptors = protox::compile(PROTOS, [&proto_dir])?;
+    // Name each file by its package (`mcp/health/v2/health.proto`): served
+    // by reflection beside grpc.health.v1's own `health.proto`, two files
+    // of one name would hide one of them.
+    let rename = |name: &str| -> String {
+        match name {
+            "common.proto" => "mcp/common/v2/common.proto".into(),
+            "mcp_engine.proto" => "mcp/engine/v2/mcp_engine.proto".into(),
+            "health.proto" => "mcp/health/v2/health.proto".into(),
+            "admin.proto" => "mcp/admin/v1/admin.proto".into(),
+            other => other.into(),
+        }
+    };
+    for file in &mut descriptors.file {
+        file.name = file.name.as_deref().map(rename);
+        for dependency in &mut file.dependency {
+            *dependency = rename(dependency);
+        }
+    }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("descriptors.bin"), descriptors.encode_to_vec())?;
     tonic_prost_build::configure()

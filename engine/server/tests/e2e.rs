@@ -708,3 +708,56 @@ async fn two_processes_share_conversations() {
         );
     }
 }
+
+/// Python's grpcio-reflection, from PyPI, finds the services and resolves
+/// ProcessMessage's types from the running server alone. CI installs it
+/// and sets MCP_REQUIRE_PYTHON_GRPC=1, so it is never skipped there.
+#[tokio::test]
+async fn a_foreign_reflection_client_resolves_the_api() {
+    let available = std::process::Command::new("python3")
+        .args(["-c", "import grpc_reflection"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        assert!(
+            std::env::var("MCP_REQUIRE_PYTHON_GRPC").is_err(),
+            "MCP_REQUIRE_PYTHON_GRPC is set but grpcio-reflection is not installed"
+        );
+        eprintln!("skipped: pip install grpcio grpcio-reflection to run this test");
+        return;
+    }
+    let engine = start(HashMap::new()).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reflection_client.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(engine.address.trim_start_matches("http://"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for service in [
+        "grpc.health.v1.Health",
+        "mcp.admin.v1.Admin",
+        "mcp.engine.v2.MCPEngine",
+        "mcp.health.v2.Health",
+    ] {
+        assert!(text.contains(service), "{service} not listed: {text}");
+    }
+    assert!(
+        text.contains("input: mcp.engine.v2.ProcessMessageRequest tenant_context,conversation_id,user_id,channel,content,session_id,processing_hints,metadata"),
+        "{text}"
+    );
+    assert!(
+        text.contains("output: mcp.engine.v2.ProcessMessageResponse"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tenant_context: mcp.common.v2.TenantContext tenant_id,"),
+        "{text}"
+    );
+}
