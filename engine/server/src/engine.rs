@@ -14,6 +14,7 @@ use mcp_wasm::PluginHost;
 use serde_json::{Value, json};
 
 use crate::clock::TokioClock;
+use crate::metrics::Metrics;
 
 /// Why a turn or a query failed; the gRPC layer maps each to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,7 @@ impl Default for EngineSettings {
 }
 
 pub struct Engine {
+    pub metrics: Arc<Metrics>,
     store: Store,
     contexts: Arc<dyn ContextStore>,
     machine: Machine<PluginHost, TokioClock>,
@@ -89,6 +91,7 @@ impl Engine {
     pub fn new(store: Store, contexts: Arc<dyn ContextStore>, settings: EngineSettings) -> Engine {
         let machine = Machine::new(store.host().clone(), TokioClock);
         Engine {
+            metrics: Arc::new(Metrics::default()),
             store,
             contexts,
             machine,
@@ -101,8 +104,70 @@ impl Engine {
         &self.store
     }
 
-    /// Runs one message through the conversation's flow.
+    /// Runs one message through the conversation's flow, and counts it.
     pub async fn process(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
+        let started = Instant::now();
+        let tenant = request.tenant_id.clone();
+        // Everything the turn logs (plugin calls included) is inside this span.
+        let span =
+            tracing::info_span!("turn", tenant = %tenant, conversation = %request.conversation_id);
+        let result =
+            tracing::Instrument::instrument(self.process_uncounted(request), span.clone()).await;
+        let metrics = &self.metrics;
+        let outcome = match &result {
+            Ok(outcome) if outcome.step.errors.is_empty() => "ok",
+            Ok(_) => "turn_errors",
+            Err(_) => "failed",
+        };
+        metrics.add(
+            "mcp_turns_total",
+            vec![("tenant", tenant.clone()), ("outcome", outcome.into())],
+            1.0,
+        );
+        metrics.observe(
+            "mcp_turn_duration_seconds",
+            vec![("tenant", tenant.clone())],
+            started.elapsed(),
+        );
+        if let Ok(outcome) = &result {
+            metrics.observe(
+                "mcp_lock_wait_seconds",
+                vec![("tenant", tenant.clone())],
+                outcome.lock_wait,
+            );
+            if outcome.step.plugin_calls > 0 {
+                metrics.add(
+                    "mcp_plugin_calls_total",
+                    vec![("tenant", tenant.clone())],
+                    f64::from(outcome.step.plugin_calls),
+                );
+            }
+            for error in &outcome.step.errors {
+                let kind = format!("{:?}", error.kind).to_lowercase();
+                metrics.add(
+                    "mcp_turn_errors_total",
+                    vec![("tenant", tenant.clone()), ("kind", kind)],
+                    1.0,
+                );
+            }
+        }
+        let _entered = span.enter();
+        if let Ok(o) = &result {
+            tracing::info!(
+                conversation = %o.conversation.conversation_id,
+                flow = %o.conversation.flow_id,
+                version = %o.conversation.flow_version,
+                states = ?o.step.visited,
+                plugin_calls = o.step.plugin_calls,
+                duration_ms = o.duration.as_millis() as u64,
+                outcome,
+                "turn"
+            );
+        }
+        result
+    }
+
+    async fn process_uncounted(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
         if request.conversation_id.trim().is_empty() {
             return Err(EngineError::Invalid {
                 field: "conversation_id",

@@ -370,11 +370,55 @@ impl McpEngine for EngineService {
         }))
     }
 
+    /// The tenant's own series (counters, histogram counts and sums); all
+    /// of them, or those named in `metric_names`.
     async fn get_metrics(
         &self,
-        _request: Request<GetMetricsRequest>,
+        request: Request<GetMetricsRequest>,
     ) -> Result<Response<GetMetricsResponse>, Status> {
-        Err(Status::unimplemented("GetMetrics is not served yet"))
+        let key = authenticate(self.engine.store(), &request).await?;
+        let request = request.into_inner();
+        let tenant = tenant_of(&request.tenant_context);
+        authorize(&key, tenant, Scope::Messages)?;
+        let now = timestamp(now_ms());
+        let metrics = self
+            .engine
+            .metrics
+            .samples()
+            .into_iter()
+            .filter(|s| s.labels.iter().any(|(k, v)| *k == "tenant" && v == tenant))
+            .filter(|s| {
+                request.metric_names.is_empty()
+                    || request
+                        .metric_names
+                        .iter()
+                        .any(|n| s.name.starts_with(n.as_str()))
+            })
+            .map(|s| MetricData {
+                name: s.name,
+                r#type: s.kind.into(),
+                points: vec![MetricPoint {
+                    timestamp: Some(now),
+                    value: s.value,
+                    attributes: None,
+                }],
+                labels: Some(to_struct(
+                    &s.labels
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), Value::String(v)))
+                        .collect(),
+                )),
+            })
+            .collect();
+        Ok(Response::new(GetMetricsResponse {
+            status: Some(common::Status {
+                success: true,
+                ..Default::default()
+            }),
+            metrics,
+            performance_metrics: None,
+            metadata: None,
+        }))
     }
 }
 

@@ -8,6 +8,8 @@ pub mod clock;
 pub mod engine;
 pub mod grpc;
 pub mod health;
+pub mod http;
+pub mod metrics;
 pub mod proto;
 pub mod serve;
 pub mod status;

@@ -25,6 +25,7 @@ pub const MAX_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub admin_key: Option<String>,
     pub engine: EngineSettings,
     pub store: StoreSettings,
@@ -65,8 +66,16 @@ impl ServerSettings {
                 ));
             }
         };
+        let http_port: u16 = var("HTTP_PORT")
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| format!("HTTP_PORT={p:?}: must be a port number"))
+            })
+            .transpose()?
+            .unwrap_or(8002);
         Ok(ServerSettings {
             grpc_addr,
+            http_addr: SocketAddr::new(grpc_addr.ip(), http_port),
             admin_key: var("MCP_ADMIN_KEY"),
             engine: EngineSettings {
                 turn_timeout: Duration::from_millis(number("STATE_EXECUTION_TIMEOUT_MS", 10_000)?),
@@ -109,8 +118,16 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
     });
     let listener = tokio::net::TcpListener::bind(settings.grpc_addr).await?;
     let bound = listener.local_addr()?;
-    // Tests and scripts read this line to find the port.
+    let http = tokio::net::TcpListener::bind(settings.http_addr).await?;
+    let http_bound = http.local_addr()?;
+    // Tests and scripts read these lines to find the ports.
     println!("mcp-engine listening on {bound} (gRPC)");
+    println!("mcp-engine listening on {http_bound} (HTTP: /metrics, /healthz)");
+    tokio::spawn(crate::http::serve_http(
+        http,
+        engine.clone(),
+        std::time::Instant::now(),
+    ));
     tracing::info!(%bound, backend = %store.db().backend(), "serving");
 
     Server::builder()

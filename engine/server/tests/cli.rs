@@ -88,6 +88,7 @@ fn a_tenant_is_created_and_given_a_flow_and_plugin_from_the_command_line() {
         .env_remove("REDIS_URL")
         .env("GRPC_HOST", "127.0.0.1")
         .env("GRPC_PORT", "0")
+        .env("HTTP_PORT", "0")
         .env("MCP_DATA_DIR", &data)
         .env("MCP_ADMIN_KEY", "op-key")
         .stdout(Stdio::piped())

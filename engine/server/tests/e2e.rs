@@ -22,6 +22,8 @@ const OPERATOR_KEY: &str = "operator-secret-for-tests";
 struct Engine {
     child: Child,
     address: String,
+    /// host:port of /metrics and /healthz.
+    http: String,
     _data: TempDir,
 }
 
@@ -70,6 +72,7 @@ async fn start(env: HashMap<&str, String>) -> Engine {
         .env_remove("REDIS_URL")
         .env("GRPC_HOST", "127.0.0.1")
         .env("GRPC_PORT", "0")
+        .env("HTTP_PORT", "0")
         .env("MCP_DATA_DIR", &data)
         .env("MCP_ADMIN_KEY", OPERATOR_KEY)
         .stdout(Stdio::piped())
@@ -90,11 +93,38 @@ async fn start(env: HashMap<&str, String>) -> Engine {
         .find(|w| w.starts_with("127.0.0.1:"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
+    let http_line = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the HTTP port line");
+    let http = http_line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {http_line:?}"))
+        .to_owned();
     Engine {
         child,
+        http,
         address: format!("http://{address}"),
         _data: TempDir(data),
     }
+}
+
+/// A plain HTTP/1.1 GET: (status code, body).
+async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
 }
 
 fn authed<T>(message: T, key: &str) -> Request<T> {
@@ -588,6 +618,65 @@ async fn whole_story(engine: &Engine) {
     assert_eq!(
         status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // Metrics: over HTTP for Prometheus, and over gRPC for the tenant.
+    let (code, text) = http_get(&engine.http, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        text.contains(&format!(
+            "mcp_turns_total{{tenant=\"{acme}\",outcome=\"ok\"}}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE mcp_turn_duration_seconds histogram"),
+        "{text}"
+    );
+    assert_eq!(
+        http_get(&engine.http, "/healthz").await,
+        (200, "ok\n".to_owned())
+    );
+    let metrics = client
+        .get_metrics(authed(
+            GetMetricsRequest {
+                tenant_context: tenant(&acme),
+                metric_names: vec!["mcp_turns_total".into()],
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .metrics;
+    let turns: f64 = metrics
+        .iter()
+        .flat_map(|m| &m.points)
+        .map(|p| p.value)
+        .sum();
+    assert!(turns >= 8.0, "{metrics:?}");
+    assert!(metrics.iter().all(|m| m.name == "mcp_turns_total"));
+    let others = client
+        .get_metrics(authed(
+            GetMetricsRequest {
+                tenant_context: tenant(&globex),
+                ..Default::default()
+            },
+            &other_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .metrics;
+    assert!(
+        others
+            .iter()
+            .all(|m| m.labels.as_ref().unwrap().fields["tenant"]
+                == prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue(globex.clone()))
+                }),
+        "another tenant's figures leaked"
     );
 
     let health = client
