@@ -9,7 +9,7 @@ use mcp_flow::{
     ContextError, ContextStore, Conversation, ConversationKey, Event, Lease, Machine, Snapshot,
     StepResult, StoredFlow,
 };
-use mcp_store::{Store, StoreError, TurnRecord};
+use mcp_store::{Analytics, Store, StoreError, TurnRecord};
 use mcp_wasm::PluginHost;
 use serde_json::{Value, json};
 
@@ -80,6 +80,7 @@ impl Default for EngineSettings {
 
 pub struct Engine {
     pub metrics: Arc<Metrics>,
+    pub analytics: Analytics,
     store: Store,
     contexts: Arc<dyn ContextStore>,
     machine: Machine<PluginHost, TokioClock>,
@@ -88,10 +89,16 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Store, contexts: Arc<dyn ContextStore>, settings: EngineSettings) -> Engine {
+    pub fn new(
+        store: Store,
+        contexts: Arc<dyn ContextStore>,
+        analytics: Analytics,
+        settings: EngineSettings,
+    ) -> Engine {
         let machine = Machine::new(store.host().clone(), TokioClock);
         Engine {
             metrics: Arc::new(Metrics::default()),
+            analytics,
             store,
             contexts,
             machine,
@@ -275,6 +282,23 @@ impl Engine {
         if let Err(e) = self.store.record_turn(tenant, &record).await {
             tracing::warn!(tenant, conversation = %record.conversation_id, error = %e, "transcript not recorded");
         }
+        let event = json!({
+            "type": "turn",
+            "tenant_id": tenant,
+            "conversation_id": record.conversation_id,
+            "turn": record.turn,
+            "flow_id": record.flow_id,
+            "flow_version": record.flow_version,
+            "state_before": record.state_before,
+            "state_after": record.state_after,
+            "ended": step.ended,
+            "errors": step.errors.len(),
+            "ab_variant": conversation.ab_variant,
+            "events": step.events,
+            "received_at_ms": received_at_ms,
+            "duration_us": record.duration_us,
+        });
+        self.analytics.publish(tenant, &event).await;
         Ok(TurnOutcome {
             step,
             conversation,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_store::{Database, Store, StoreSettings, open_context_store};
+use mcp_store::{Analytics, Database, Store, StoreSettings, open_context_store};
 use mcp_wasm::{HostConfig, PluginHost};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -95,9 +95,11 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
     })?;
     let store = Store::open(db, host).await?;
     let contexts = open_context_store(&settings.store.context).await?;
+    let analytics = Analytics::open(&settings.store.context).await?;
     let engine = Arc::new(Engine::new(
         store.clone(),
         contexts,
+        analytics,
         settings.engine.clone(),
     ));
 

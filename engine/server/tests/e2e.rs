@@ -24,6 +24,7 @@ struct Engine {
     address: String,
     /// host:port of /metrics and /healthz.
     http: String,
+    on_redis: bool,
     _data: TempDir,
 }
 
@@ -78,6 +79,7 @@ async fn start(env: HashMap<&str, String>) -> Engine {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    let on_redis = env.contains_key("REDIS_URL");
     for (name, value) in env {
         command.env(name, value);
     }
@@ -106,6 +108,7 @@ async fn start(env: HashMap<&str, String>) -> Engine {
     Engine {
         child,
         http,
+        on_redis,
         address: format!("http://{address}"),
         _data: TempDir(data),
     }
@@ -619,6 +622,31 @@ async fn whole_story(engine: &Engine) {
         status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+
+    // Every turn was published as an analytics event; on Redis, to the stream.
+    if let Ok(url) = std::env::var("REDIS_URL")
+        && engine.on_redis
+    {
+        let mut redis = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(mcp_store::analytics::STREAM)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let ours = entries
+            .iter()
+            .filter(|(_, fields)| fields.iter().any(|(k, v)| k == "tenant" && *v == acme))
+            .count();
+        assert!(ours >= 8, "{ours} analytics events for {acme}");
+    }
 
     // Metrics: over HTTP for Prometheus, and over gRPC for the tenant.
     let (code, text) = http_get(&engine.http, "/metrics").await;

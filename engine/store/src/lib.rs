@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod analytics;
 pub mod artifacts;
 pub mod changes;
 pub mod context;
@@ -38,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use mcp_flow::{ExperimentConfig, Flow, StoredFlow};
 use mcp_wasm::PluginHost;
 
+pub use analytics::Analytics;
 pub use changes::ChangeKind;
 pub use context::{InProcessContextStore, RedisContextStore, open_context_store};
 pub use db::{Backend, Database};

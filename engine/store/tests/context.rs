@@ -351,3 +351,18 @@ async fn redis_keys_share_a_hash_tag_per_conversation() {
         .unwrap();
     assert_eq!(released, None);
 }
+
+#[tokio::test]
+async fn analytics_events_are_kept_per_tenant_in_process() {
+    let analytics = mcp_store::Analytics::open(&common::context_settings(false))
+        .await
+        .unwrap();
+    analytics.publish("t1", &json!({ "n": 1 })).await;
+    analytics.publish("t2", &json!({ "n": 2 })).await;
+    analytics.publish("t1", &json!({ "n": 3 })).await;
+    assert_eq!(
+        analytics.recent("t1"),
+        [json!({ "n": 1 }), json!({ "n": 3 })]
+    );
+    assert_eq!(analytics.recent("t2"), [json!({ "n": 2 })]);
+}
