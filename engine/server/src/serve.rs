@@ -123,8 +123,17 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
     let http = tokio::net::TcpListener::bind(settings.http_addr).await?;
     let http_bound = http.local_addr()?;
     // Tests and scripts read these lines to find the ports.
-    println!("mcp-engine listening on {bound} (gRPC)");
-    println!("mcp-engine listening on {http_bound} (HTTP: /metrics, /healthz)");
+    // Written, not println!'d: a closed stdout must not stop the server.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "mcp-engine listening on {bound} (gRPC)");
+        let _ = writeln!(
+            out,
+            "mcp-engine listening on {http_bound} (HTTP: /metrics, /healthz)"
+        );
+        let _ = out.flush();
+    }
     tokio::spawn(crate::http::serve_http(
         http,
         engine.clone(),

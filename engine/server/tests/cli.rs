@@ -191,3 +191,54 @@ fn a_tenant_is_created_and_given_a_flow_and_plugin_from_the_command_line() {
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(data);
 }
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let data = std::env::temp_dir().join(format!("mcp-cli-term-{}", std::process::id()));
+    let mut server = Command::new(BIN)
+        .arg("serve")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env("GRPC_HOST", "127.0.0.1")
+        .env("GRPC_PORT", "0")
+        .env("HTTP_PORT", "0")
+        .env("MCP_DATA_DIR", &data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut first_line,
+    )
+    .unwrap();
+    assert!(first_line.contains("listening"), "{first_line}");
+    let sent = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = server.wait().unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    let _ = std::fs::remove_dir_all(data);
+}
+
+#[test]
+fn serve_refuses_bad_settings_by_name() {
+    let output = Command::new(BIN)
+        .arg("serve")
+        .env("GRPC_PORT", "http")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("GRPC_PORT"));
+    let output = Command::new(BIN)
+        .arg("serve")
+        .env("GRPC_PORT", "0")
+        .env("CONTEXT_LOCK_TIMEOUT_MS", "soon")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("CONTEXT_LOCK_TIMEOUT_MS"));
+}
