@@ -451,6 +451,112 @@ async fn whole_story(engine: &Engine) {
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
 
+    // Scopes: a messages-only key cannot change plugins or flows, nor mint keys.
+    let messages_only = admin
+        .create_api_key(authed(
+            CreateApiKeyRequest {
+                tenant_id: acme.clone(),
+                name: "bot".into(),
+                scopes: vec!["messages".into()],
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key
+        .unwrap()
+        .token;
+    let denied = admin
+        .publish_flow(authed(
+            PublishFlowRequest {
+                tenant_id: acme.clone(),
+                definition: flow(),
+                ..Default::default()
+            },
+            &messages_only,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = admin
+        .list_plugins(authed(
+            ListPluginsRequest {
+                tenant_id: acme.clone(),
+            },
+            &messages_only,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = admin
+        .create_api_key(authed(
+            CreateApiKeyRequest {
+                tenant_id: acme.clone(),
+                name: "x".into(),
+                scopes: vec!["admin".into()],
+            },
+            &messages_only,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let bad_scope = admin
+        .create_api_key(authed(
+            CreateApiKeyRequest {
+                tenant_id: acme.clone(),
+                name: "x".into(),
+                scopes: vec!["root".into()],
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_scope.code(), Code::InvalidArgument);
+    assert!(bad_scope.message().contains("scopes"), "{bad_scope:?}");
+    let duplicate = admin
+        .publish_flow(authed(
+            PublishFlowRequest {
+                tenant_id: acme.clone(),
+                definition: flow(),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+    let reset_empty = client
+        .reset_conversation(authed(
+            ResetConversationRequest {
+                tenant_context: tenant(&acme),
+                conversation_id: "".into(),
+                reason: "".into(),
+                metadata: None,
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reset_empty.code(), Code::InvalidArgument);
+    let too_big = client
+        .batch_process_messages(authed(
+            BatchProcessMessagesRequest {
+                tenant_context: tenant(&acme),
+                messages: (0..101)
+                    .map(|i| message(&acme, &format!("x-{i}"), "hi"))
+                    .collect(),
+                parallel_processing: false,
+                max_concurrency: 0,
+                metadata: None,
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(too_big.code(), Code::InvalidArgument);
+    assert!(too_big.message().contains("messages"), "{too_big:?}");
+
     // Reset: the conversation is gone and starts over.
     let reset = client
         .reset_conversation(authed(
