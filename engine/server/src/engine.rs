@@ -226,7 +226,7 @@ impl Engine {
             }
             None => {
                 let (flow, variant) = self.choose_flow(request).await?;
-                let now = chrono_now_ms();
+                let now = crate::grpc::now_ms();
                 let mut conversation = Conversation::new(
                     tenant,
                     &request.conversation_id,
@@ -253,7 +253,7 @@ impl Engine {
         for (name, value) in &request.data {
             event = event.with_data(name, value.clone());
         }
-        let received_at_ms = chrono_now_ms();
+        let received_at_ms = crate::grpc::now_ms();
         let timeout = self.settings.turn_timeout;
         let step = tokio::time::timeout(
             timeout,
@@ -403,13 +403,6 @@ impl Engine {
         let _ = self.contexts.unlock(lease).await;
         result
     }
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 async fn sqlx_probe(store: &Store) -> Option<String> {

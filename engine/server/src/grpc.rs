@@ -152,7 +152,16 @@ pub fn state_of(c: &Conversation) -> ConversationState {
     }
 }
 
-fn timestamp(ms: i64) -> Timestamp {
+fn require_conversation_id(conversation_id: &str) -> Result<(), Status> {
+    if conversation_id.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "conversation_id: must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn timestamp(ms: i64) -> Timestamp {
     Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
@@ -195,11 +204,7 @@ impl McpEngine for EngineService {
         let key = authenticate(self.engine.store(), &request).await?;
         let request = request.into_inner();
         authorize(&key, tenant_of(&request.tenant_context), Scope::Messages)?;
-        if request.conversation_id.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "conversation_id: must not be empty",
-            ));
-        }
+        require_conversation_id(&request.conversation_id)?;
         Ok(Response::new(turn(&self.engine, request).await?))
     }
 
@@ -211,11 +216,7 @@ impl McpEngine for EngineService {
         let request = request.into_inner();
         let tenant = tenant_of(&request.tenant_context);
         authorize(&key, tenant, Scope::Messages)?;
-        if request.conversation_id.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "conversation_id: must not be empty",
-            ));
-        }
+        require_conversation_id(&request.conversation_id)?;
         let conversation = self
             .engine
             .conversation(tenant, &request.conversation_id)
@@ -240,11 +241,7 @@ impl McpEngine for EngineService {
         let request = request.into_inner();
         let tenant = tenant_of(&request.tenant_context);
         authorize(&key, tenant, Scope::Messages)?;
-        if request.conversation_id.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "conversation_id: must not be empty",
-            ));
-        }
+        require_conversation_id(&request.conversation_id)?;
         let previous = self
             .engine
             .reset(tenant, &request.conversation_id)
@@ -455,7 +452,7 @@ fn stream_error(code: &str, message: &str) -> Result<ConversationStreamResponse,
     ))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     mcp_flow::Clock::now_ms(&crate::clock::TokioClock)
 }
 

@@ -9,6 +9,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
+use crate::grpc::{now_ms, timestamp};
 use crate::proto::common::HealthStatus;
 use crate::proto::health::health_server::Health;
 use crate::proto::health::*;
@@ -27,14 +28,7 @@ const KNOWN: [&str; 4] = [
 ];
 
 fn now() -> prost_types::Timestamp {
-    timestamp(mcp_flow::Clock::now_ms(&crate::clock::TokioClock))
-}
-
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
+    timestamp(now_ms())
 }
 
 impl HealthService {
