@@ -140,6 +140,43 @@ impl Conversation {
         self.slot_filling = None;
         self.state_outcome = None;
     }
+
+    /// Moves the conversation to another flow (a `trigger_flow` action):
+    /// the next event enters `target_state`, or the flow's initial state.
+    /// Slots, variables and the user's profile go along; variables the new
+    /// flow declares and the conversation lacks get the flow's values.
+    pub fn switch_flow(
+        &mut self,
+        flow: &Flow,
+        target_state: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), String> {
+        let definition = flow.definition();
+        let target = target_state.unwrap_or(&definition.initial_state);
+        if flow.state(target).is_none() {
+            return Err(format!(
+                "state \"{target}\" is not in flow {} {}",
+                definition.flow_id, definition.version
+            ));
+        }
+        if !self.current_state.is_empty() {
+            self.previous_states
+                .push(std::mem::take(&mut self.current_state));
+        }
+        self.flow_id = definition.flow_id.clone();
+        self.flow_version = definition.version.clone();
+        self.status = ConversationStatus::New;
+        self.current_state = target.to_owned();
+        for (name, value) in &definition.variables {
+            self.variables
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
+        }
+        self.slot_filling = None;
+        self.state_outcome = None;
+        self.state_entered_at_ms = now_ms;
+        Ok(())
+    }
 }
 
 /// What happened to a conversation.

@@ -232,10 +232,16 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
         }
         if c.status == ConversationStatus::New {
             c.status = ConversationStatus::Active;
-            // Nothing was left behind: the initial state has no predecessor.
-            c.current_state.clear();
-            let initial = self.flow.definition().initial_state.clone();
-            self.enter(c, initial).await;
+            // A new conversation starts at the initial state; one moved here
+            // by another flow's `trigger_flow` at the state it asked for.
+            let first = match self.flow.state(&c.current_state) {
+                Some(_) => std::mem::take(&mut c.current_state),
+                None => {
+                    c.current_state.clear();
+                    self.flow.definition().initial_state.clone()
+                }
+            };
+            self.enter(c, first).await;
         } else if self.flow.state(&c.current_state).is_none() {
             let missing = c.current_state.clone();
             self.error(
@@ -1282,7 +1288,13 @@ fn timeout_ms(state: &State, t: &Transition) -> Option<u64> {
         })
 }
 
-fn next_deadline(flow: &Flow, c: &Conversation) -> Option<i64> {
+/// When the conversation's current state's earliest `timeout` transition
+/// is due (Unix ms); `None` if it has none, or the conversation is not
+/// waiting in a state.
+pub fn next_deadline(flow: &Flow, c: &Conversation) -> Option<i64> {
+    if c.status != ConversationStatus::Active {
+        return None;
+    }
     let state = flow.state(&c.current_state)?;
     state
         .transitions

@@ -82,6 +82,18 @@ pub enum PluginError {
 }
 
 impl PluginError {
+    /// A short name of what went wrong, for metrics labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::NotFound { .. } => "not_found",
+            PluginError::Timeout { .. } => "timeout",
+            PluginError::LimitExceeded { .. } => "limit",
+            PluginError::Trap { .. } => "trap",
+            PluginError::Failed { .. } => "failed",
+            PluginError::Unavailable { .. } => "unavailable",
+        }
+    }
+
     /// Whether trying again may succeed. Limits and missing plugins fail the
     /// same way every time; an open circuit means "stop calling".
     pub fn is_transient(&self) -> bool {

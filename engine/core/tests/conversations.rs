@@ -311,3 +311,67 @@ fn an_integration_that_never_answers_times_out() {
     );
     assert_eq!(plugins.calls().len(), 2, "a timeout is retried too");
 }
+
+#[test]
+fn a_triggered_flow_takes_over_with_the_conversation_so_far() {
+    let greeting = example("greeting");
+    let pizza = example("pizza_order");
+    let (plugins, clock) = (FakePlugins::default(), ManualClock::at(1_000));
+    let mut chat = Chat::new(&greeting, &plugins, &clock);
+    chat.send("hello");
+    let handed_off = chat.send("I'd like two pizzas please");
+    let trigger = handed_off.trigger_flow.clone().unwrap();
+    assert_eq!(trigger.flow_id, "pizza_order");
+
+    let mut conversation = chat.conversation.clone();
+    conversation
+        .switch_flow(&pizza, trigger.target_state.as_deref(), 2_000)
+        .unwrap();
+    assert_eq!(conversation.flow_id, "pizza_order");
+    assert_eq!(conversation.status, ConversationStatus::New);
+    assert_eq!(conversation.previous_states.last().unwrap(), "handed_off");
+    // The greeting's variables travel with the conversation.
+    assert_eq!(conversation.variables.get("greeted"), Some(&json!(true)));
+
+    let mut chat = Chat::new(&pizza, &plugins, &clock);
+    chat.conversation = conversation;
+    let order = chat.send("a large pepperoni");
+    assert_eq!(texts(&order), ["How many large pepperoni pizzas?"]);
+    assert_eq!(chat.conversation.slots.get("size"), Some(&json!("large")));
+}
+
+#[test]
+fn a_triggered_flow_can_start_at_a_named_state_and_refuses_unknown_ones() {
+    let greeting = example("greeting");
+    let pizza = example("pizza_order");
+    let (plugins, clock) = (FakePlugins::default(), ManualClock::at(1_000));
+    let mut chat = Chat::new(&greeting, &plugins, &clock);
+    chat.send("hello");
+
+    let before = chat.conversation.clone();
+    let error = chat
+        .conversation
+        .switch_flow(&pizza, Some("nowhere"), 2_000)
+        .unwrap_err();
+    assert!(error.contains("\"nowhere\""), "{error}");
+    assert_eq!(
+        chat.conversation, before,
+        "a refused switch changes nothing"
+    );
+
+    chat.conversation
+        .switch_flow(&pizza, Some("handoff"), 2_000)
+        .unwrap();
+    let mut chat = Chat {
+        flow: &pizza,
+        machine: chat.machine,
+        conversation: chat.conversation,
+    };
+    let turn = chat.send("hi");
+    assert_eq!(turn.visited, ["handoff"]);
+    assert_eq!(
+        texts(&turn),
+        ["Let me hand you over to a colleague who can help."]
+    );
+    assert!(turn.ended);
+}

@@ -429,6 +429,11 @@ impl Admin for AdminService {
         self.authorize(&request, &request.get_ref().tenant_id, Scope::Messages)
             .await?;
         let r = request.into_inner();
+        if r.conversation_id.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "conversation_id: must not be empty",
+            ));
+        }
         let limit = if r.limit == 0 {
             100
         } else {

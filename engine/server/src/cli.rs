@@ -59,6 +59,23 @@ pub fn graph_flow(file: &Path) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Plays the scenarios against the flow offline; exit code 1 if a turn
+/// failed.
+pub async fn test_flow(flow_file: &Path, scenarios_file: &Path) -> Outcome {
+    let flow = mcp_flow::Flow::from_json(&read(flow_file)?)
+        .map_err(|report| format!("{}: the flow is invalid:\n{report}", flow_file.display()))?;
+    let scenarios = crate::flow_test::read_scenarios(scenarios_file)?;
+    let base = scenarios_file.parent().unwrap_or(Path::new("."));
+    let mut report = String::new();
+    let summary = crate::flow_test::run(&flow, &scenarios, base, &mut report).await?;
+    print!("{report}");
+    Ok(if summary.failed_turns == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 async fn channel(server: &str) -> Result<Channel, Box<dyn Error>> {
     Ok(Channel::from_shared(server.to_owned())?
         .connect()

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mcp_flow::machine::{FlowTrigger, next_deadline};
 use mcp_flow::{
     ContextError, ContextStore, Conversation, ConversationKey, Event, Lease, Machine, Snapshot,
-    StepResult, StoredFlow,
+    StepResult, StoredFlow, TurnError, TurnErrorKind,
 };
-use mcp_store::{Analytics, Store, StoreError, TurnRecord};
-use mcp_wasm::PluginHost;
+use mcp_store::{Analytics, CacheUse, Store, StoreError, TurnRecord, Wakeups, track_cache};
+use mcp_wasm::{CallRecord, PluginHost, record_calls};
 use serde_json::{Value, json};
 
 use crate::clock::TokioClock;
@@ -46,7 +47,14 @@ pub struct TurnRequest {
     pub data: serde_json::Map<String, Value>,
     /// `processing_hints.force_flow`: `flow_id` or `flow_id@version`.
     pub force_flow: Option<String>,
+    /// The client's deadline (`grpc-timeout`): the turn answers before it,
+    /// with DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED if it must.
+    pub deadline: Option<Instant>,
 }
+
+/// How long before the client's deadline a turn gives up, so that it
+/// answers (and unlocks the conversation) before the client stops waiting.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
 /// A finished turn.
 #[derive(Debug)]
@@ -55,6 +63,25 @@ pub struct TurnOutcome {
     pub conversation: Conversation,
     pub duration: Duration,
     pub lock_wait: Duration,
+    /// Every plugin call the turn made, with its fuel and outcome.
+    pub calls: Vec<CallRecord>,
+    /// Whether the flow and plugins came from this process's caches.
+    pub cache: CacheUse,
+}
+
+impl TurnOutcome {
+    pub fn fuel_used(&self) -> u64 {
+        self.calls.iter().map(|c| c.fuel_used).sum()
+    }
+}
+
+/// A timeout turn, which no client asked for: streams of its conversation
+/// on this process are told (see `grpc::stream_session`).
+#[derive(Debug, Clone)]
+pub struct TimeoutTurn {
+    pub key: ConversationKey,
+    pub state_before: String,
+    pub step: StepResult,
 }
 
 /// How the engine runs turns.
@@ -81,6 +108,9 @@ impl Default for EngineSettings {
 pub struct Engine {
     pub metrics: Arc<Metrics>,
     pub analytics: Analytics,
+    pub wakeups: Wakeups,
+    /// Timeout turns run by this process, for streams to pass on.
+    pub timeouts: tokio::sync::broadcast::Sender<Arc<TimeoutTurn>>,
     store: Store,
     contexts: Arc<dyn ContextStore>,
     machine: Machine<PluginHost, TokioClock>,
@@ -93,12 +123,15 @@ impl Engine {
         store: Store,
         contexts: Arc<dyn ContextStore>,
         analytics: Analytics,
+        wakeups: Wakeups,
         settings: EngineSettings,
     ) -> Engine {
         let machine = Machine::new(store.host().clone(), TokioClock);
         Engine {
             metrics: Arc::new(Metrics::default()),
             analytics,
+            wakeups,
+            timeouts: tokio::sync::broadcast::channel(256).0,
             store,
             contexts,
             machine,
@@ -118,8 +151,17 @@ impl Engine {
         // Everything the turn logs (plugin calls included) is inside this span.
         let span =
             tracing::info_span!("turn", tenant = %tenant, conversation = %request.conversation_id);
-        let result =
-            tracing::Instrument::instrument(self.process_uncounted(request), span.clone()).await;
+        let ((result, cache), calls) = record_calls(track_cache(tracing::Instrument::instrument(
+            self.process_uncounted(request),
+            span.clone(),
+        )))
+        .await;
+        self.count_plugin_calls(&tenant, &calls);
+        let result = result.map(|mut outcome| {
+            outcome.calls = calls;
+            outcome.cache = cache;
+            outcome
+        });
         let metrics = &self.metrics;
         let outcome = match &result {
             Ok(outcome) if outcome.step.errors.is_empty() => "ok",
@@ -142,21 +184,7 @@ impl Engine {
                 vec![("tenant", tenant.clone())],
                 outcome.lock_wait,
             );
-            if outcome.step.plugin_calls > 0 {
-                metrics.add(
-                    "mcp_plugin_calls_total",
-                    vec![("tenant", tenant.clone())],
-                    f64::from(outcome.step.plugin_calls),
-                );
-            }
-            for error in &outcome.step.errors {
-                let kind = format!("{:?}", error.kind).to_lowercase();
-                metrics.add(
-                    "mcp_turn_errors_total",
-                    vec![("tenant", tenant.clone()), ("kind", kind)],
-                    1.0,
-                );
-            }
+            self.count_turn_errors(&tenant, &outcome.step);
         }
         let _entered = span.enter();
         if let Ok(o) = &result {
@@ -165,13 +193,74 @@ impl Engine {
                 flow = %o.conversation.flow_id,
                 version = %o.conversation.flow_version,
                 states = ?o.step.visited,
-                plugin_calls = o.step.plugin_calls,
+                plugins = ?o.calls.iter().map(|c| c.plugin.as_str()).collect::<Vec<_>>(),
+                fuel_used = o.fuel_used(),
+                cache = o.cache.as_str(),
                 duration_ms = o.duration.as_millis() as u64,
                 outcome,
                 "turn"
             );
         }
         result
+    }
+
+    fn count_plugin_calls(&self, tenant: &str, calls: &[CallRecord]) {
+        let metrics = &self.metrics;
+        for call in calls {
+            let labels = vec![
+                ("tenant", tenant.to_owned()),
+                ("plugin", call.plugin.clone()),
+            ];
+            let mut with_outcome = labels.clone();
+            with_outcome.push(("outcome", call.error.unwrap_or("ok").to_owned()));
+            metrics.add("mcp_plugin_calls_total", with_outcome, 1.0);
+            if call.error.is_some() {
+                metrics.add("mcp_plugin_errors_total", labels.clone(), 1.0);
+            }
+            metrics.add(
+                "mcp_plugin_fuel_total",
+                labels.clone(),
+                call.fuel_used as f64,
+            );
+            metrics.observe("mcp_plugin_call_duration_seconds", labels, call.duration);
+        }
+    }
+
+    fn count_turn_errors(&self, tenant: &str, step: &StepResult) {
+        for error in &step.errors {
+            let kind = format!("{:?}", error.kind).to_lowercase();
+            self.metrics.add(
+                "mcp_turn_errors_total",
+                vec![("tenant", tenant.to_owned()), ("kind", kind)],
+                1.0,
+            );
+        }
+    }
+
+    /// What is left of the turn timeout, or of the client's deadline if
+    /// that comes first.
+    fn budget(&self, deadline: Option<Instant>) -> Duration {
+        let timeout = self.settings.turn_timeout;
+        match deadline {
+            Some(deadline) => timeout.min(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .saturating_sub(DEADLINE_MARGIN),
+            ),
+            None => timeout,
+        }
+    }
+
+    /// A permit to run a turn (MAX_PARALLEL_EXECUTIONS), waiting at most
+    /// `wait`.
+    async fn permit(
+        &self,
+        wait: Duration,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, EngineError> {
+        tokio::time::timeout(wait, self.permits.acquire())
+            .await
+            .map_err(|_| EngineError::Busy(wait))
+            .map(|permit| permit.expect("the semaphore is never closed"))
     }
 
     async fn process_uncounted(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
@@ -182,22 +271,23 @@ impl Engine {
             });
         }
         let started = Instant::now();
-        let wait = self.settings.turn_timeout;
-        let _permit = tokio::time::timeout(wait, self.permits.acquire())
-            .await
-            .map_err(|_| EngineError::Busy(wait))?
-            .expect("the semaphore is never closed");
+        let _permit = self.permit(self.budget(request.deadline)).await?;
         let key = ConversationKey::new(&request.tenant_id, &request.conversation_id);
         let lease = self.contexts.lock(&key).await?;
         let result = self.locked_turn(&lease, &request, started).await;
-        // A lease that expired releases nothing; any failure to unlock is
-        // healed by the lock's time to live.
-        if let Err(e) = self.contexts.unlock(lease.clone()).await {
-            tracing::warn!(conversation = %key, error = %e, "unlock failed");
-        }
+        self.unlock(lease.clone()).await;
         let mut outcome = result?;
         outcome.lock_wait = lease.waited;
         Ok(outcome)
+    }
+
+    /// A lease that expired releases nothing; any failure to unlock is
+    /// healed by the lock's time to live.
+    async fn unlock(&self, lease: Lease) {
+        let key = lease.key.clone();
+        if let Err(e) = self.contexts.unlock(lease).await {
+            tracing::warn!(conversation = %key, error = %e, "unlock failed");
+        }
     }
 
     async fn locked_turn(
@@ -212,58 +302,105 @@ impl Engine {
             version,
         } = self.contexts.load(lease).await?;
         self.store.load_plugins(tenant).await?;
-        let (flow, mut conversation) = match conversation {
-            Some(conversation) => {
-                let flow = self
-                    .store
-                    .published_flow(
-                        tenant,
-                        &conversation.flow_id,
-                        Some(&conversation.flow_version),
-                    )
-                    .await?;
-                (flow, conversation)
-            }
-            None => {
-                let (flow, variant) = self.choose_flow(request).await?;
-                let now = crate::grpc::now_ms();
-                let mut conversation = Conversation::new(
-                    tenant,
-                    &request.conversation_id,
-                    &request.user_id,
-                    &flow.flow,
-                    now,
-                );
-                conversation.flow_version = flow.version.clone();
-                conversation.ab_variant = variant;
-                // Pin the plugins too: publishing new versions never breaks
-                // a conversation in flight.
-                for (installed, active) in self.store.host().installed(tenant) {
-                    if active {
-                        conversation
-                            .plugin_versions
-                            .insert(installed.name.clone(), installed.version.clone());
-                    }
-                }
-                (flow, conversation)
-            }
+        let (flow, conversation) = match conversation {
+            Some(conversation) => (self.pinned_flow(&conversation).await?, conversation),
+            None => self.start(request).await?,
         };
-        let state_before = conversation.current_state.clone();
         let mut event = Event::message(&request.text);
         for (name, value) in &request.data {
             event = event.with_data(name, value.clone());
         }
+        let input = json!({ "text": request.text, "data": request.data });
+        let run = Run {
+            lease,
+            version,
+            started,
+            deadline: request.deadline,
+        };
+        self.advance(run, flow, conversation, &event, input).await
+    }
+
+    /// The flow version a conversation is pinned to.
+    async fn pinned_flow(&self, conversation: &Conversation) -> Result<StoredFlow, EngineError> {
+        Ok(self
+            .store
+            .published_flow(
+                &conversation.tenant_id,
+                &conversation.flow_id,
+                Some(&conversation.flow_version),
+            )
+            .await?)
+    }
+
+    /// A new conversation on the flow chosen for it, pinned to the tenant's
+    /// active plugin versions.
+    async fn start(
+        &self,
+        request: &TurnRequest,
+    ) -> Result<(StoredFlow, Conversation), EngineError> {
+        let tenant = request.tenant_id.as_str();
+        let (flow, variant) = self.choose_flow(request).await?;
+        let mut conversation = Conversation::new(
+            tenant,
+            &request.conversation_id,
+            &request.user_id,
+            &flow.flow,
+            crate::grpc::now_ms(),
+        );
+        conversation.flow_version = flow.version.clone();
+        conversation.ab_variant = variant;
+        // Publishing new plugin versions never breaks a conversation in flight.
+        for (installed, active) in self.store.host().installed(tenant) {
+            if active {
+                conversation
+                    .plugin_versions
+                    .insert(installed.name.clone(), installed.version.clone());
+            }
+        }
+        Ok((flow, conversation))
+    }
+
+    /// Steps the machine with `event`, follows a `trigger_flow`, saves under
+    /// the lease, schedules the next timeout, records the turn.
+    async fn advance(
+        &self,
+        run: Run<'_>,
+        flow: StoredFlow,
+        mut conversation: Conversation,
+        event: &Event,
+        input: Value,
+    ) -> Result<TurnOutcome, EngineError> {
+        let tenant = conversation.tenant_id.clone();
+        let state_before = conversation.current_state.clone();
+        let had_deadline = next_deadline(&flow.flow, &conversation).is_some();
         let received_at_ms = crate::grpc::now_ms();
-        let timeout = self.settings.turn_timeout;
-        let step = tokio::time::timeout(
-            timeout,
-            self.machine.step(&flow.flow, &mut conversation, &event),
+        let budget = self.budget(run.deadline);
+        let mut step = tokio::time::timeout(
+            budget,
+            self.machine.step(&flow.flow, &mut conversation, event),
         )
         .await
-        .map_err(|_| EngineError::Timeout(timeout))?;
-        self.contexts.save(lease, &conversation, version).await?;
+        .map_err(|_| EngineError::Timeout(budget))?;
+        if let Some(trigger) = step.trigger_flow.clone() {
+            self.follow_trigger(&mut conversation, &mut step, &trigger)
+                .await;
+        }
+        self.contexts
+            .save(run.lease, &conversation, run.version)
+            .await?;
+        // A switched conversation waits in a state it has not entered yet:
+        // nothing is due until it has.
+        let wake_at = step
+            .wake_at_ms
+            .filter(|_| conversation.flow_id == flow.flow_id);
+        // Most turns neither had nor have a deadline: no round trip for them.
+        if (wake_at.is_some() || had_deadline)
+            && let Err(e) = self.wakeups.schedule(&run.lease.key, wake_at).await
+        {
+            tracing::warn!(conversation = %run.lease.key, error = %e, "timeout not scheduled");
+        }
 
-        let duration = started.elapsed();
+        let duration = run.started.elapsed();
         let record = TurnRecord {
             conversation_id: conversation.conversation_id.clone(),
             started_at_ms: conversation.created_at_ms,
@@ -272,18 +409,18 @@ impl Engine {
             flow_version: flow.version.clone(),
             state_before,
             state_after: step.state.clone(),
-            input: json!({ "text": request.text, "data": request.data }),
+            input,
             output: serde_json::to_value(&step).unwrap_or(Value::Null),
             received_at_ms,
             duration_us: duration.as_micros() as u64,
         };
         // The turn happened; a transcript that cannot be written is logged,
         // not turned into a failed reply.
-        if let Err(e) = self.store.record_turn(tenant, &record).await {
+        if let Err(e) = self.store.record_turn(&tenant, &record).await {
             tracing::warn!(tenant, conversation = %record.conversation_id, error = %e, "transcript not recorded");
         }
-        let event = json!({
-            "type": "turn",
+        let analytics = json!({
+            "type": if event.kind == mcp_flow::EventKind::Timeout { "timeout_turn" } else { "turn" },
             "tenant_id": tenant,
             "conversation_id": record.conversation_id,
             "turn": record.turn,
@@ -298,13 +435,145 @@ impl Engine {
             "received_at_ms": received_at_ms,
             "duration_us": record.duration_us,
         });
-        self.analytics.publish(tenant, &event).await;
+        self.analytics.publish(&tenant, &analytics).await;
         Ok(TurnOutcome {
             step,
             conversation,
             duration,
             lock_wait: Duration::ZERO,
+            calls: Vec::new(),
+            cache: CacheUse::Hit,
         })
+    }
+
+    /// Moves the conversation to the flow a `trigger_flow` action named
+    /// (its latest published version); the turn reports where it now is.
+    /// A trigger that cannot be followed is an action error of the turn,
+    /// and the conversation stays where the flow left it.
+    async fn follow_trigger(
+        &self,
+        conversation: &mut Conversation,
+        step: &mut StepResult,
+        trigger: &FlowTrigger,
+    ) {
+        let switched = match self
+            .store
+            .published_flow(&conversation.tenant_id, &trigger.flow_id, None)
+            .await
+        {
+            Ok(target) => conversation
+                .switch_flow(
+                    &target.flow,
+                    trigger.target_state.as_deref(),
+                    crate::grpc::now_ms(),
+                )
+                .map(|()| conversation.flow_version = target.version.clone()),
+            Err(e) => Err(e.to_string()),
+        };
+        match switched {
+            Ok(()) => {
+                step.state = conversation.current_state.clone();
+                step.ended = false;
+            }
+            Err(message) => {
+                conversation.error_count += 1;
+                step.errors.push(TurnError {
+                    kind: TurnErrorKind::Action,
+                    state: conversation.current_state.clone(),
+                    message: format!("trigger_flow {}: {message}", trigger.flow_id),
+                });
+            }
+        }
+    }
+
+    /// Delivers a timeout event to a conversation whose deadline may have
+    /// passed. Returns the turn if one ran: nothing runs for a conversation
+    /// that is gone or whose current state's deadline is not (or no longer)
+    /// due.
+    pub async fn deliver_timeout(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<TimeoutTurn>, EngineError> {
+        let started = Instant::now();
+        let _permit = self.permit(self.settings.turn_timeout).await?;
+        let lease = self.contexts.lock(key).await?;
+        let result = async {
+            let snapshot = self.contexts.load(&lease).await?;
+            let Some(conversation) = snapshot.conversation else {
+                return Ok(None);
+            };
+            self.store.load_plugins(&key.tenant_id).await?;
+            let flow = self.pinned_flow(&conversation).await?;
+            match next_deadline(&flow.flow, &conversation) {
+                Some(due) if due <= crate::grpc::now_ms() => {}
+                later => {
+                    // A message moved it on; keep whatever is due now.
+                    if let Err(e) = self.wakeups.schedule(key, later).await {
+                        tracing::warn!(conversation = %key, error = %e, "timeout not scheduled");
+                    }
+                    return Ok(None);
+                }
+            }
+            let state_before = conversation.current_state.clone();
+            let run = Run {
+                lease: &lease,
+                version: snapshot.version,
+                started,
+                deadline: None,
+            };
+            let input = json!({ "timeout": true });
+            let outcome = self
+                .advance(run, flow, conversation, &Event::timeout(), input)
+                .await?;
+            Ok(Some(TimeoutTurn {
+                key: key.clone(),
+                state_before,
+                step: outcome.step,
+            }))
+        };
+        let ((result, _cache), calls) = record_calls(track_cache(result)).await;
+        self.unlock(lease).await;
+        self.count_plugin_calls(&key.tenant_id, &calls);
+        if let Ok(Some(turn)) = &result {
+            self.metrics.add(
+                "mcp_timeouts_delivered_total",
+                vec![("tenant", key.tenant_id.clone())],
+                1.0,
+            );
+            self.count_turn_errors(&key.tenant_id, &turn.step);
+        }
+        result
+    }
+
+    /// Delivers due timeouts until the process stops: every `interval`, it
+    /// claims what is due (each conversation goes to one process) and runs
+    /// a timeout turn for each.
+    pub async fn run_timeouts(self: Arc<Self>, interval: Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            let due = match self.wakeups.claim_due(crate::grpc::now_ms(), 64).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read due timeouts");
+                    continue;
+                }
+            };
+            for key in due {
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    match engine.deliver_timeout(&key).await {
+                        Ok(Some(turn)) => {
+                            tracing::info!(conversation = %key, state = %turn.step.state, "timeout delivered");
+                            let _ = engine.timeouts.send(Arc::new(turn));
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(conversation = %key, error = %e, "timeout not delivered")
+                        }
+                    }
+                });
+            }
+        }
     }
 
     /// A new conversation's flow: forced by the request, else the variant
@@ -332,11 +601,15 @@ impl Engine {
                     continue;
                 };
                 let modifications = &variant.modifications;
-                let Some(flow_id) = modifications.get("flow_id").and_then(Value::as_str) else {
-                    continue;
+                let flow = match modifications.get("flow_id").and_then(Value::as_str) {
+                    Some(flow_id) => {
+                        let version = modifications.get("flow_version").and_then(Value::as_str);
+                        self.store.published_flow(tenant, flow_id, version).await?
+                    }
+                    // A variant that changes no flow still names itself:
+                    // response templates keyed by its name answer for it.
+                    None => self.store.default_flow(tenant).await?,
                 };
-                let version = modifications.get("flow_version").and_then(Value::as_str);
-                let flow = self.store.published_flow(tenant, flow_id, version).await?;
                 return Ok((flow, Some(variant.name.clone())));
             }
         }
@@ -403,6 +676,15 @@ impl Engine {
         let _ = self.contexts.unlock(lease).await;
         result
     }
+}
+
+/// What a turn runs under: its lease, the context version it read, when it
+/// began and the client's deadline.
+struct Run<'a> {
+    lease: &'a Lease,
+    version: u64,
+    started: Instant,
+    deadline: Option<Instant>,
 }
 
 async fn sqlx_probe(store: &Store) -> Option<String> {

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use mcp_flow::Conversation;
@@ -34,6 +35,7 @@ fn tenant_of(context: &Option<common::TenantContext>) -> &str {
 async fn turn(
     engine: &Engine,
     request: ProcessMessageRequest,
+    deadline: Option<Instant>,
 ) -> Result<ProcessMessageResponse, Status> {
     let text = request
         .content
@@ -75,6 +77,7 @@ async fn turn(
                 .processing_hints
                 .as_ref()
                 .map(|h| h.force_flow.clone()),
+            deadline,
         })
         .await
         .map_err(from_engine)?;
@@ -82,12 +85,21 @@ async fn turn(
 }
 
 fn response(conversation_id: &str, outcome: TurnOutcome) -> ProcessMessageResponse {
+    let fuel_used = outcome.fuel_used();
     let TurnOutcome {
         step,
         conversation,
         duration,
         lock_wait,
+        calls,
+        cache,
     } = outcome;
+    let custom_metrics = serde_json::json!({
+        "fuel_used": fuel_used,
+        "plugin_calls": calls.len(),
+        "plugin_errors": calls.iter().filter(|c| c.error.is_some()).count(),
+        "plugins": calls.iter().map(|c| format!("{}@{}", c.plugin, c.version)).collect::<Vec<_>>(),
+    });
     let text = step
         .messages
         .iter()
@@ -122,6 +134,8 @@ fn response(conversation_id: &str, outcome: TurnOutcome) -> ProcessMessageRespon
         performance_metrics: Some(PerformanceMetrics {
             execution_time_ms: duration.as_millis() as i32,
             queue_time_ms: lock_wait.as_millis() as i32,
+            cache_status: cache.as_str().into(),
+            custom_metrics: custom_metrics.as_object().map(to_struct),
             ..Default::default()
         }),
         ab_variant: conversation.ab_variant.clone().unwrap_or_default(),
@@ -150,6 +164,24 @@ pub fn state_of(c: &Conversation) -> ConversationState {
         message_count: c.turn as i32,
         error_count: c.error_count as i32,
     }
+}
+
+/// The client's deadline, from the `grpc-timeout` header: at most eight
+/// digits and a unit (gRPC over HTTP/2).
+fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = amount.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    Instant::now().checked_add(timeout)
 }
 
 fn require_conversation_id(conversation_id: &str) -> Result<(), Status> {
@@ -202,10 +234,11 @@ impl McpEngine for EngineService {
         request: Request<ProcessMessageRequest>,
     ) -> Result<Response<ProcessMessageResponse>, Status> {
         let key = authenticate(self.engine.store(), &request).await?;
+        let deadline = deadline_of(&request);
         let request = request.into_inner();
         authorize(&key, tenant_of(&request.tenant_context), Scope::Messages)?;
         require_conversation_id(&request.conversation_id)?;
-        Ok(Response::new(turn(&self.engine, request).await?))
+        Ok(Response::new(turn(&self.engine, request, deadline).await?))
     }
 
     async fn get_conversation_state(
@@ -285,6 +318,7 @@ impl McpEngine for EngineService {
         request: Request<BatchProcessMessagesRequest>,
     ) -> Result<Response<BatchProcessMessagesResponse>, Status> {
         let key = authenticate(self.engine.store(), &request).await?;
+        let deadline = deadline_of(&request);
         let batch = request.into_inner();
         let tenant = tenant_of(&batch.tenant_context).to_owned();
         authorize(&key, &tenant, Scope::Messages)?;
@@ -320,7 +354,7 @@ impl McpEngine for EngineService {
                         .tenant_context
                         .get_or_insert_with(Default::default)
                         .tenant_id = tenant.clone();
-                    turn(&self.engine, message)
+                    turn(&self.engine, message, deadline)
                 })
                 .buffered(concurrency)
                 .collect()
@@ -493,7 +527,28 @@ async fn stream_session(
     if outgoing.send(ack(&stream_id, "ready")).await.is_err() {
         return Ok(());
     }
-    while let Some(request) = incoming.message().await? {
+    let mut timeouts = engine.timeouts.subscribe();
+    loop {
+        let request = tokio::select! {
+            request = incoming.next() => match request {
+                Some(request) => request?,
+                None => return Ok(()),
+            },
+            // A wait state's timeout fired for this conversation (on this
+            // process): pass on what it said and where it went.
+            timeout = timeouts.recv() => {
+                let Ok(turn) = timeout else { continue };
+                let ours = turn.key.tenant_id == tenant
+                    && turn.key.conversation_id == init.conversation_id;
+                if ours && wanted("timeout") {
+                    let event = timeout_event(&turn);
+                    if outgoing.send(reply(ResponseType::Event(event))).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+        };
         let sent = match request.request_type {
             Some(RequestType::Message(mut message)) => {
                 message.tenant_context = Some(common::TenantContext {
@@ -508,7 +563,7 @@ async fn stream_session(
                     .await
                     .ok()
                     .map(|c| c.current_state);
-                match turn(engine, message).await {
+                match turn(engine, message, None).await {
                     Ok(response) => {
                         let changed = before.as_deref() != Some(response.current_state.as_str());
                         let event = (changed && wanted("state_changed")).then(|| StreamEvent {
@@ -561,5 +616,19 @@ async fn stream_session(
             return Ok(());
         }
     }
-    Ok(())
+}
+
+fn timeout_event(turn: &crate::engine::TimeoutTurn) -> StreamEvent {
+    let data = serde_json::json!({
+        "from": turn.state_before,
+        "to": turn.step.state,
+        "messages": turn.step.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        "ended": turn.step.ended,
+    });
+    StreamEvent {
+        event_type: "timeout".into(),
+        conversation_id: turn.key.conversation_id.clone(),
+        event_data: Some(to_struct(data.as_object().expect("an object"))),
+        timestamp: Some(timestamp(now_ms())),
+    }
 }

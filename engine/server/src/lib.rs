@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod engine;
+pub mod flow_test;
 pub mod grpc;
 pub mod health;
 pub mod http;

@@ -81,6 +81,10 @@ enum FlowCommand {
     Validate { file: PathBuf },
     /// Print the flow as a Mermaid state diagram.
     Graph { file: PathBuf },
+    /// Play scripted conversations (a scenarios JSON file) against the flow
+    /// and its plugins, offline; pass or fail per turn, exit code 1 if any
+    /// failed.
+    Test { flow: PathBuf, scenarios: PathBuf },
     /// Publish a flow version to a tenant.
     Publish {
         #[command(flatten)]
@@ -149,6 +153,9 @@ fn main() -> ExitCode {
             }) => cli::create_tenant(&server, &key, &name, id, allow_list).await,
             Command::Flow(FlowCommand::Validate { file }) => cli::validate_flow(&file),
             Command::Flow(FlowCommand::Graph { file }) => cli::graph_flow(&file),
+            Command::Flow(FlowCommand::Test { flow, scenarios }) => {
+                cli::test_flow(&flow, &scenarios).await
+            }
             Command::Flow(FlowCommand::Publish {
                 client,
                 tenant,

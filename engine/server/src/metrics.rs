@@ -34,7 +34,7 @@ pub struct Sample {
     pub value: f64,
 }
 
-const HELP: [(&str, &str, &str); 6] = [
+const HELP: [(&str, &str, &str); 10] = [
     (
         "mcp_turns_total",
         "counter",
@@ -46,9 +46,29 @@ const HELP: [(&str, &str, &str); 6] = [
         "Errors reported by turns, by tenant and kind.",
     ),
     (
+        "mcp_timeouts_delivered_total",
+        "counter",
+        "Timeout turns run for wait states whose deadline passed, by tenant.",
+    ),
+    (
         "mcp_plugin_calls_total",
         "counter",
-        "Plugin calls made by turns, by tenant.",
+        "Plugin calls made by turns, by tenant, plugin and outcome (ok or the error kind).",
+    ),
+    (
+        "mcp_plugin_errors_total",
+        "counter",
+        "Plugin calls that failed, by tenant and plugin.",
+    ),
+    (
+        "mcp_plugin_fuel_total",
+        "counter",
+        "Fuel (wasm instructions) burnt by plugin calls, by tenant and plugin.",
+    ),
+    (
+        "mcp_plugin_call_duration_seconds",
+        "histogram",
+        "Time of one plugin call, by tenant and plugin.",
     ),
     (
         "mcp_turn_duration_seconds",

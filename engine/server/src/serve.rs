@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_store::{Analytics, Database, Store, StoreSettings, open_context_store};
+use mcp_store::{Analytics, Database, Store, StoreSettings, Wakeups, open_context_store};
 use mcp_wasm::{HostConfig, PluginHost};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -20,6 +20,10 @@ use crate::proto::health::health_server::HealthServer;
 
 /// Largest gRPC message either way: plugin uploads are the big ones.
 pub const MAX_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
+
+/// How often due timeouts (wait states) are looked for: the most a
+/// timeout is delivered late.
+const TIMEOUT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The server's settings (environment, seed 000 names).
 #[derive(Debug, Clone)]
@@ -96,12 +100,15 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
     let store = Store::open(db, host).await?;
     let contexts = open_context_store(&settings.store.context).await?;
     let analytics = Analytics::open(&settings.store.context).await?;
+    let wakeups = Wakeups::open(&settings.store.context).await?;
     let engine = Arc::new(Engine::new(
         store.clone(),
         contexts,
         analytics,
+        wakeups,
         settings.engine.clone(),
     ));
+    tokio::spawn(engine.clone().run_timeouts(TIMEOUT_POLL_INTERVAL));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<McpEngineServer<EngineService>>().await;

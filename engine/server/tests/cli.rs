@@ -25,6 +25,7 @@ fn every_subcommand_has_help() {
         &["tenant", "create", "--help"],
         &["flow", "validate", "--help"],
         &["flow", "graph", "--help"],
+        &["flow", "test", "--help"],
         &["flow", "publish", "--help"],
         &["plugin", "push", "--help"],
         &["plugin", "list", "--help"],
@@ -241,4 +242,175 @@ fn serve_refuses_bad_settings_by_name() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("CONTEXT_LOCK_TIMEOUT_MS"));
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mcp-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn flow_test_plays_the_example_scenarios() {
+    let output = run(&[
+        "flow",
+        "test",
+        &format!("{EXAMPLES}/pizza_order.json"),
+        &format!("{EXAMPLES}/pizza_order.scenarios.json"),
+    ]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("scenario \"orders two large pepperoni pizzas\""),
+        "{text}"
+    );
+    assert!(text.contains("✓ turn 3: \"a large pepperoni please\" → collect_order: How many large pepperoni pizzas?"), "{text}");
+    assert!(
+        text.ends_with("2 scenarios, 8 turns: 8 passed, 0 failed\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn flow_test_reports_each_failed_turn_and_exits_1() {
+    let dir = temp_dir("flowtest");
+    let scenarios = dir.join("wrong.json");
+    std::fs::write(
+        &scenarios,
+        r#"{ "scenarios": [ { "name": "expects too much", "turns": [
+              { "say": "hi", "expect": { "reply": "Hello!", "state": "confirm", "slots": { "size": "small" } } },
+              { "say": "large", "expect": { "reply_contains": "Which pizza" } } ] } ] }"#,
+    )
+    .unwrap();
+    let output = run(&[
+        "flow",
+        "test",
+        &format!("{EXAMPLES}/pizza_order.json"),
+        scenarios.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(text.contains("✗ turn 1"), "{text}");
+    assert!(
+        text.contains(
+            "reply: expected \"Hello!\", got \"What size would you like: small, medium or large?\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("state: expected \"confirm\", got \"collect_order\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("slots.size: expected \"small\", got null"),
+        "{text}"
+    );
+    assert!(text.contains("✓ turn 2"), "{text}");
+    assert!(
+        text.contains("1 scenarios, 2 turns: 1 passed, 1 failed"),
+        "{text}"
+    );
+
+    // A malformed file is named with the place that is wrong.
+    std::fs::write(
+        &scenarios,
+        r#"{ "scenarios": [ { "name": "x", "turns": [ { "expect": {} } ] } ] }"#,
+    )
+    .unwrap();
+    let output = run(&[
+        "flow",
+        "test",
+        &format!("{EXAMPLES}/pizza_order.json"),
+        scenarios.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("scenarios[0].turns[0]: give either `say` or `after_ms`"),
+        "{error}"
+    );
+    std::fs::write(&scenarios, r#"{ "scenarios": [ { "name": "x", "turns": [ { "say": "hi", "expect": { "rply": "typo" } } ] } ] }"#).unwrap();
+    let output = run(&[
+        "flow",
+        "test",
+        &format!("{EXAMPLES}/pizza_order.json"),
+        scenarios.to_str().unwrap(),
+    ]);
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("scenarios[0].turns[0].expect") && error.contains("rply"),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn flow_test_runs_plugins_and_timeouts() {
+    let dir = temp_dir("flowtest-plugins");
+    let flow = dir.join("flow.json");
+    std::fs::write(
+        &flow,
+        serde_json::json!({
+            "flow_id": "vip", "name": "VIP", "version": "1", "initial_state": "hello",
+            "states": {
+                "hello": {
+                    "type": "response",
+                    "config": { "response_templates": { "default": "Hi!" } },
+                    "transitions": [ { "condition": "any_input", "target_state": "check" } ]
+                },
+                "check": {
+                    "type": "condition",
+                    "transitions": [
+                        { "condition": "plugin", "plugin": "vip-check", "args": { "min_spent": 500 }, "target_state": "wait", "priority": 1 },
+                        { "condition": "default", "target_state": "bye" }
+                    ]
+                },
+                "wait": {
+                    "type": "wait",
+                    "config": { "prompt": "A VIP! Take your time.", "timeout_ms": 60000 },
+                    "transitions": [ { "condition": "timeout", "target_state": "nudge" } ]
+                },
+                "nudge": { "type": "end", "config": { "message": "Still there?" } },
+                "bye": { "type": "end", "config": { "message": "Bye." } }
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let scenarios = dir.join("scenarios.json");
+    std::fs::write(
+        &scenarios,
+        serde_json::json!({
+            "plugins": { "vip-check": mcp_test_plugins::VIP_CHECK },
+            "scenarios": [
+                { "name": "a big spender waits", "user_profile": { "spent": 900 }, "turns": [
+                    { "say": "hello", "expect": { "state": "wait", "reply": "Hi!\nA VIP! Take your time." } },
+                    { "after_ms": 59000, "expect": { "state": "wait", "reply": "" } },
+                    { "after_ms": 1000, "expect": { "state": "nudge", "reply": "Still there?", "ended": true } }
+                ] },
+                { "name": "a small spender leaves", "user_profile": { "spent": 10 }, "turns": [
+                    { "say": "hello", "expect": { "state": "bye" } }
+                ] }
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let output = run(&[
+        "flow",
+        "test",
+        flow.to_str().unwrap(),
+        scenarios.to_str().unwrap(),
+    ]);
+    let text = stdout(&output);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("2 scenarios, 4 turns: 4 passed, 0 failed"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -4,159 +4,18 @@
 //! REDIS_URL are set.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 
 use mcp_engine::proto::admin::admin_client::AdminClient;
 use mcp_engine::proto::admin::*;
-use mcp_engine::proto::common::TenantContext;
 use mcp_engine::proto::engine::mcp_engine_client::McpEngineClient;
 use mcp_engine::proto::engine::*;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-const OPERATOR_KEY: &str = "operator-secret-for-tests";
+mod common;
 
-struct Engine {
-    child: Child,
-    address: String,
-    /// host:port of /metrics and /healthz.
-    http: String,
-    on_redis: bool,
-    _data: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-/// A PostgreSQL schema of this binary's own, emptied at start.
-async fn postgres_url(url: &str) -> String {
-    postgres_schema_url(url, "mcp_test_e2e").await
-}
-
-async fn postgres_schema_url(url: &str, schema: &str) -> String {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url)
-        .await
-        .expect("PostgreSQL reachable");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}options=-c%20search_path%3D{schema}")
-}
-
-async fn start(env: HashMap<&str, String>) -> Engine {
-    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let data = std::env::temp_dir().join(format!("mcp-e2e-{}-{n}", std::process::id()));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-engine"));
-    command
-        .arg("serve")
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .env("GRPC_HOST", "127.0.0.1")
-        .env("GRPC_PORT", "0")
-        .env("HTTP_PORT", "0")
-        .env("MCP_DATA_DIR", &data)
-        .env("MCP_ADMIN_KEY", OPERATOR_KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    let on_redis = env.contains_key("REDIS_URL");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().expect("the binary starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines
-        .next_line()
-        .await
-        .unwrap()
-        .expect("the engine prints where it listens");
-    let address = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    let http_line = lines
-        .next_line()
-        .await
-        .unwrap()
-        .expect("the HTTP port line");
-    let http = http_line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {http_line:?}"))
-        .to_owned();
-    Engine {
-        child,
-        http,
-        on_redis,
-        address: format!("http://{address}"),
-        _data: TempDir(data),
-    }
-}
-
-/// A plain HTTP/1.1 GET: (status code, body).
-async fn http_get(address: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
-}
-
-fn authed<T>(message: T, key: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    request
-}
-
-fn tenant(id: &str) -> Option<TenantContext> {
-    Some(TenantContext {
-        tenant_id: id.into(),
-        ..Default::default()
-    })
-}
-
-fn message(tenant_id: &str, conversation: &str, text: &str) -> ProcessMessageRequest {
-    ProcessMessageRequest {
-        tenant_context: tenant(tenant_id),
-        conversation_id: conversation.into(),
-        user_id: "user-1".into(),
-        content: Some(MessageContent {
-            text: text.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
+use common::*;
 
 fn flow() -> String {
     json!({

@@ -20,22 +20,27 @@ pub enum Analytics {
     InProcess(Mutex<VecDeque<(String, Value)>>),
 }
 
+/// A connection to `url` under the context settings' timeouts, made now so
+/// a wrong `REDIS_URL` fails at start-up.
+pub(crate) async fn redis_connection(
+    url: &str,
+    settings: &ContextSettings,
+) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.response_timeout));
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|e| format!("connecting to Redis: {e}"))
+}
+
 impl Analytics {
     /// Redis if `REDIS_URL` is set (and answers), else in process.
     pub async fn open(settings: &ContextSettings) -> Result<Analytics, String> {
         match &settings.redis_url {
             None => Ok(Analytics::InProcess(Mutex::new(VecDeque::new()))),
-            Some(url) => {
-                let client =
-                    redis::Client::open(url.as_str()).map_err(|e| format!("REDIS_URL: {e}"))?;
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(settings.connect_timeout))
-                    .set_response_timeout(Some(settings.response_timeout));
-                let connection = ConnectionManager::new_with_config(client, config)
-                    .await
-                    .map_err(|e| format!("connecting to Redis: {e}"))?;
-                Ok(Analytics::Redis(connection))
-            }
+            Some(url) => Ok(Analytics::Redis(redis_connection(url, settings).await?)),
         }
     }
 

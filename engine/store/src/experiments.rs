@@ -143,6 +143,7 @@ impl Store {
         if let Some(running) = self.cached(tenant_id, |c| c.experiments.clone()) {
             return Ok(running);
         }
+        crate::cache_use::note_miss();
         let read_at = self.generation();
         let running: Arc<Vec<ExperimentConfig>> = Arc::new(
             self.list_experiments(tenant_id)

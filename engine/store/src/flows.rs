@@ -358,6 +358,7 @@ impl Store {
                 }
             }
         }
+        crate::cache_use::note_miss();
         let read_at = self.generation();
         let row = sqlx::query(
             "SELECT version, definition FROM flow_versions \
@@ -387,6 +388,7 @@ impl Store {
         if let Some(flow) = self.cached(tenant_id, |c| c.default_flow.clone()) {
             return Ok(flow);
         }
+        crate::cache_use::note_miss();
         let read_at = self.generation();
         let row = sqlx::query(
             "SELECT v.flow_id, v.version, v.definition FROM flows f \

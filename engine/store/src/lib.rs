@@ -22,6 +22,7 @@
 
 pub mod analytics;
 pub mod artifacts;
+pub mod cache_use;
 pub mod changes;
 pub mod context;
 pub mod db;
@@ -32,6 +33,7 @@ pub mod plugins;
 pub mod settings;
 pub mod tenants;
 pub mod transcripts;
+pub mod wakeups;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,7 @@ use mcp_flow::{ExperimentConfig, Flow, StoredFlow};
 use mcp_wasm::PluginHost;
 
 pub use analytics::Analytics;
+pub use cache_use::{CacheUse, track_cache};
 pub use changes::ChangeKind;
 pub use context::{InProcessContextStore, RedisContextStore, open_context_store};
 pub use db::{Backend, Database};
@@ -50,6 +53,7 @@ pub use plugins::{PluginVersion, UploadPlugin};
 pub use settings::{ContextSettings, DatabaseSettings, SettingError, StoreSettings};
 pub use tenants::{ApiKey, IssuedKey, PolicySettings, Scope, Tenant};
 pub use transcripts::TurnRecord;
+pub use wakeups::Wakeups;
 
 /// The repositories and their caches. Cheap to clone; clones share both.
 #[derive(Clone)]

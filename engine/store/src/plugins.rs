@@ -273,6 +273,7 @@ impl Store {
         {
             return Ok(());
         }
+        crate::cache_use::note_miss();
         let read_at = self.generation();
         let tenant = self.tenant(tenant_id).await?;
         // Stored policies passed validation once; one that no longer does

@@ -366,3 +366,54 @@ async fn analytics_events_are_kept_per_tenant_in_process() {
     );
     assert_eq!(analytics.recent("t2"), [json!({ "n": 2 })]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeouts_are_scheduled_rescheduled_cleared_and_claimed_once() {
+    for (name, settings) in context_backends() {
+        eprintln!("-- on {name}");
+        let wakeups = Arc::new(mcp_store::Wakeups::open(&settings).await.unwrap());
+        let tenant = tenant_id("wake");
+        let key = |id: &str| ConversationKey::new(&tenant, id);
+        // Far in the past, so other tests' entries (due now) come after.
+        let base = 1_000;
+        wakeups.schedule(&key("a"), Some(base + 10)).await.unwrap();
+        wakeups
+            .schedule(&key("b:with:colons"), Some(base + 20))
+            .await
+            .unwrap();
+        wakeups.schedule(&key("c"), Some(base + 30)).await.unwrap();
+        wakeups
+            .schedule(&key("c"), Some(base + 5_000_000))
+            .await
+            .unwrap();
+        wakeups.schedule(&key("a"), None).await.unwrap();
+
+        let mine = |keys: Vec<ConversationKey>| {
+            keys.into_iter()
+                .filter(|k| k.tenant_id == tenant)
+                .map(|k| k.conversation_id)
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            mine(wakeups.claim_due(base, 100).await.unwrap()).is_empty(),
+            "nothing due yet"
+        );
+        // Two claimers at once: each due conversation goes to one of them.
+        let (first, second) = tokio::join!(
+            wakeups.claim_due(base + 100, 100),
+            wakeups.claim_due(base + 100, 100)
+        );
+        let mut claimed = mine(first.unwrap());
+        claimed.extend(mine(second.unwrap()));
+        assert_eq!(
+            claimed,
+            ["b:with:colons"],
+            "a was cleared and c moved later"
+        );
+        assert!(mine(wakeups.claim_due(base + 100, 100).await.unwrap()).is_empty());
+        assert_eq!(
+            mine(wakeups.claim_due(base + 5_000_000, 100).await.unwrap()),
+            ["c"]
+        );
+    }
+}

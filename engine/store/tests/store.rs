@@ -304,6 +304,55 @@ async fn flows_are_validated_versioned_and_served() {
 }
 
 #[tokio::test]
+async fn lookups_tell_the_turn_whether_the_database_was_read() {
+    for_each_database(|backend| async move {
+        let store = common::store(&backend).await;
+        let tenant = new_tenant(&store, "cacheuse").await;
+        store
+            .publish_flow(
+                &tenant,
+                &plain_flow("hello", "1"),
+                PublishOptions::default(),
+            )
+            .await
+            .unwrap();
+
+        let lookups = || async {
+            store.load_plugins(&tenant).await.unwrap();
+            store.default_flow(&tenant).await.unwrap();
+            store
+                .published_flow(&tenant, "hello", Some("1"))
+                .await
+                .unwrap();
+        };
+        let ((), first) = mcp_store::track_cache(lookups()).await;
+        assert!(
+            matches!(first, mcp_store::CacheUse::Miss(n) if n >= 2),
+            "{first:?}"
+        );
+        let ((), second) = mcp_store::track_cache(lookups()).await;
+        assert_eq!(second, mcp_store::CacheUse::Hit);
+
+        // A change drops the cached default flow: the next lookup reads again.
+        store
+            .publish_flow(
+                &tenant,
+                &plain_flow("hello", "2"),
+                PublishOptions::default(),
+            )
+            .await
+            .unwrap();
+        let ((), after) = mcp_store::track_cache(lookups()).await;
+        assert_eq!(
+            after,
+            mcp_store::CacheUse::Miss(1),
+            "only the default flow was read"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn plugins_are_validated_stored_and_loaded() {
     for_each_database(|backend| async move {
         let store = common::store(&backend).await;

@@ -16,6 +16,7 @@ use crate::convert;
 use crate::host::{
     Installed, Manifest, PluginHost, RateLimit, StateTypeManifest, ToolManifest, Typed,
 };
+use crate::ledger::{self, CallRecord};
 use crate::limits::Limits;
 use crate::state::{LimitHit, StoreState};
 
@@ -26,6 +27,18 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(100);
 
 type CallFuture<'s, R> =
     std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Result<R, wit::Error>>> + Send + 's>>;
+
+/// Tells the turn being recorded, if any, what a call cost.
+fn note(installed: &Installed, stats: CallStats, error: Option<&PluginError>) {
+    ledger::note(CallRecord {
+        plugin: installed.name.clone(),
+        version: installed.version.clone(),
+        world: installed.world,
+        fuel_used: stats.fuel_used,
+        duration: stats.duration,
+        error: error.map(PluginError::kind),
+    });
+}
 
 /// What a call cost.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,10 +58,12 @@ impl PluginHost {
     ) -> Result<(R, CallStats), PluginError> {
         let (tenant, plugin) = (installed.tenant.as_str(), installed.name.as_str());
         if let Err(wait) = self.inner.breakers.admit(tenant, plugin) {
-            return Err(PluginError::Unavailable {
+            let error = PluginError::Unavailable {
                 plugin: plugin.to_owned(),
                 reason: format!("it failed repeatedly; next try in {} ms", wait.as_millis()),
-            });
+            };
+            note(installed, CallStats::default(), Some(&error));
+            return Err(error);
         }
         let (mut limits, allow_list) = self.policy(tenant, installed.world);
         // The caller may want an answer sooner than the plugin's limit allows.
@@ -76,7 +91,7 @@ impl PluginHost {
             let span = tracing::Span::current();
             span.record("fuel_used", fuel_used);
             span.record("duration_ms", stats.duration.as_millis() as u64);
-            match result {
+            let outcome = match result {
                 Err(_elapsed) => Err(timeout(plugin, &limits)),
                 Ok(Err(error)) => Err(classify(plugin, &limits, error)),
                 Ok(Ok(Err(error))) => Err(PluginError::Failed {
@@ -86,14 +101,17 @@ impl PluginHost {
                 Ok(Ok(Ok(value))) => {
                     let size = measure(&value);
                     if size > limits.result_bytes {
-                        return Err(PluginError::LimitExceeded {
+                        Err(PluginError::LimitExceeded {
                             plugin: plugin.to_owned(),
                             limit: format!("result size ({size} bytes > {})", limits.result_bytes),
-                        });
+                        })
+                    } else {
+                        Ok((value, stats))
                     }
-                    Ok((value, stats))
                 }
-            }
+            };
+            note(installed, stats, outcome.as_ref().err());
+            outcome
         }
         .instrument(span)
         .await;

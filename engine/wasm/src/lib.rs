@@ -9,6 +9,7 @@ pub mod cache;
 mod call;
 mod convert;
 mod host;
+pub mod ledger;
 pub mod limits;
 mod state;
 
@@ -20,4 +21,5 @@ pub use host::{
     HostConfig, Inspected, Installed, Manifest, PluginHost, RateLimit, StateTypeManifest,
     TenantPolicy, ToolManifest, UploadError, WIT_VERSION,
 };
+pub use ledger::{CallRecord, record_calls};
 pub use limits::{LimitOverrides, Limits};

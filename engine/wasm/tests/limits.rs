@@ -284,3 +284,38 @@ async fn the_callers_timeout_wins_when_it_is_shorter_than_the_limit() {
         "not the tool's 10 s limit"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_a_recorded_turn_sees_each_call_with_its_fuel_and_outcome() {
+    hostile(
+        "t-ledger",
+        LimitOverrides {
+            fuel: Some(5_000_000),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ((answered, stopped), calls) = mcp_wasm::record_calls(async {
+        (
+            healthy("t-ledger").await,
+            misbehave("t-ledger", "loop").await,
+        )
+    })
+    .await;
+    assert!(answered);
+    assert_eq!(limit_of(&stopped.unwrap_err()), "fuel");
+
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].plugin, "vip-check");
+    assert_eq!(calls[0].world, PluginWorld::Condition);
+    assert_eq!(calls[0].error, None);
+    assert!(calls[0].fuel_used > 0);
+    assert_eq!(calls[1].plugin, "hostile");
+    assert_eq!(calls[1].error, Some("limit"));
+    assert_eq!(calls[1].fuel_used, 5_000_000, "the whole budget was burnt");
+
+    // Calls outside a recording are not kept for the next one.
+    healthy("t-ledger").await;
+    let (_, calls) = mcp_wasm::record_calls(async {}).await;
+    assert!(calls.is_empty());
+}

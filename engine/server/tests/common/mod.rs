@@ -1,0 +1,240 @@
+//! What every end-to-end test needs: the real `mcp-engine` binary started
+//! on free ports, and requests that carry a key.
+#![allow(dead_code)] // each test binary uses its own share of these
+
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use mcp_engine::proto::admin::admin_client::AdminClient;
+use mcp_engine::proto::admin::*;
+use mcp_engine::proto::common::TenantContext;
+use mcp_engine::proto::engine::mcp_engine_client::McpEngineClient;
+use mcp_engine::proto::engine::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::Request;
+use tonic::transport::Channel;
+
+pub const OPERATOR_KEY: &str = "operator-secret-for-tests";
+
+pub struct Engine {
+    pub child: Child,
+    pub address: String,
+    /// host:port of /metrics and /healthz.
+    pub http: String,
+    pub on_redis: bool,
+    _data: TempDir,
+}
+
+pub struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A PostgreSQL schema of this binary's own, emptied at start.
+pub async fn postgres_url(url: &str) -> String {
+    postgres_schema_url(url, "mcp_test_e2e").await
+}
+
+pub async fn postgres_schema_url(url: &str, schema: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
+
+pub async fn start(env: HashMap<&str, String>) -> Engine {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data = std::env::temp_dir().join(format!("mcp-e2e-{}-{n}", std::process::id()));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-engine"));
+    command
+        .arg("serve")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env("GRPC_HOST", "127.0.0.1")
+        .env("GRPC_PORT", "0")
+        .env("HTTP_PORT", "0")
+        .env("MCP_DATA_DIR", &data)
+        .env("MCP_ADMIN_KEY", OPERATOR_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let on_redis = env.contains_key("REDIS_URL");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("the binary starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the engine prints where it listens");
+    let address = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let http_line = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the HTTP port line");
+    let http = http_line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {http_line:?}"))
+        .to_owned();
+    Engine {
+        child,
+        http,
+        on_redis,
+        address: format!("http://{address}"),
+        _data: TempDir(data),
+    }
+}
+
+/// A plain HTTP/1.1 GET: (status code, body).
+pub async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+pub fn authed<T>(message: T, key: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+pub fn tenant(id: &str) -> Option<TenantContext> {
+    Some(TenantContext {
+        tenant_id: id.into(),
+        ..Default::default()
+    })
+}
+
+pub fn message(tenant_id: &str, conversation: &str, text: &str) -> ProcessMessageRequest {
+    ProcessMessageRequest {
+        tenant_context: tenant(tenant_id),
+        conversation_id: conversation.into(),
+        user_id: "user-1".into(),
+        content: Some(MessageContent {
+            text: text.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Clients for the engine's gRPC services on one connection.
+pub async fn clients(engine: &Engine) -> (AdminClient<Channel>, McpEngineClient<Channel>) {
+    let channel = Channel::from_shared(engine.address.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let admin = AdminClient::new(channel.clone()).max_encoding_message_size(64 << 20);
+    (admin, McpEngineClient::new(channel))
+}
+
+/// A new tenant (id unique to this run: Redis outlives test runs) allowed
+/// to call `allow_list`; returns its id and its first key.
+pub async fn new_tenant(
+    admin: &mut AdminClient<Channel>,
+    prefix: &str,
+    allow_list: &[String],
+) -> (String, String) {
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{prefix}-{}-{n}", std::process::id());
+    let created = admin
+        .create_tenant(authed(
+            CreateTenantRequest {
+                tenant_id: id.clone(),
+                name: prefix.into(),
+                allow_list: allow_list.to_vec(),
+                ..Default::default()
+            },
+            OPERATOR_KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    (id, created.api_key.unwrap().token)
+}
+
+/// Uploads a plugin built from plugins/ as version 1.0.0.
+pub async fn upload(
+    admin: &mut AdminClient<Channel>,
+    key: &str,
+    tenant_id: &str,
+    name: &str,
+    path: &str,
+    config: HashMap<String, String>,
+) {
+    admin
+        .upload_plugin(authed(
+            UploadPluginRequest {
+                tenant_id: tenant_id.into(),
+                name: name.into(),
+                version: "1.0.0".into(),
+                component: std::fs::read(path).unwrap(),
+                config,
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("uploading {name}: {e}"));
+}
+
+/// Publishes a flow and makes it the tenant's default.
+pub async fn publish(
+    admin: &mut AdminClient<Channel>,
+    key: &str,
+    tenant_id: &str,
+    flow: &serde_json::Value,
+) {
+    admin
+        .publish_flow(authed(
+            PublishFlowRequest {
+                tenant_id: tenant_id.into(),
+                definition: flow.to_string(),
+                make_default: true,
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("publishing {}: {e}", flow["flow_id"]));
+}

@@ -1,0 +1,652 @@
+//! What a turn reports and what the engine does around it, through the real
+//! binary: per-turn plugin figures and cache status, per-plugin metrics,
+//! `trigger_flow`, wait-state timeouts delivered with no message, the
+//! client's deadline, graceful shutdown of a turn in flight, and every admin
+//! call's error codes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mcp_engine::proto::admin::*;
+use mcp_engine::proto::engine::*;
+use prost_types::value::Kind;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+fn number(metrics: &mcp_engine::proto::common::PerformanceMetrics, field: &str) -> f64 {
+    match metrics
+        .custom_metrics
+        .as_ref()
+        .and_then(|s| s.fields.get(field))
+        .and_then(|v| v.kind.as_ref())
+    {
+        Some(Kind::NumberValue(n)) => *n,
+        other => panic!("custom_metrics.{field} is {other:?}"),
+    }
+}
+
+fn vip_flow() -> serde_json::Value {
+    json!({
+        "flow_id": "refunds", "name": "Refunds", "version": "1", "initial_state": "ask",
+        "states": {
+            "ask": {
+                "type": "response",
+                "config": { "response_templates": { "default": "What did you spend?" } },
+                "transitions": [ { "condition": "any_input", "target_state": "check" } ]
+            },
+            "check": {
+                "type": "condition",
+                "transitions": [
+                    { "condition": "plugin", "plugin": "vip-check", "args": { "min_spent": 500 }, "target_state": "done", "priority": 1 },
+                    { "condition": "default", "target_state": "done" }
+                ]
+            },
+            "done": { "type": "end", "config": { "message": "Done." } }
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_turn_reports_its_plugin_calls_fuel_and_cache_use() {
+    let engine = start(HashMap::new()).await;
+    let (mut admin, mut client) = clients(&engine).await;
+    let (tenant, key) = new_tenant(&mut admin, "perf", &[]).await;
+    upload(
+        &mut admin,
+        &key,
+        &tenant,
+        "vip-check",
+        mcp_test_plugins::VIP_CHECK,
+        HashMap::new(),
+    )
+    .await;
+    publish(&mut admin, &key, &tenant, &vip_flow()).await;
+
+    let first = client
+        .process_message(authed(message(&tenant, "c-1", "hello"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let metrics = first.performance_metrics.unwrap();
+    assert_eq!(
+        metrics.cache_status, "miss",
+        "the first turn reads the flow and plugins"
+    );
+    assert_eq!(number(&metrics, "plugin_calls"), 1.0);
+    assert_eq!(number(&metrics, "plugin_errors"), 0.0);
+    assert!(number(&metrics, "fuel_used") > 0.0);
+
+    let second = client
+        .process_message(authed(message(&tenant, "c-1", "again"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let metrics = second.performance_metrics.unwrap();
+    assert_eq!(
+        metrics.cache_status, "hit",
+        "the pinned flow and loaded plugins are cached"
+    );
+    assert_eq!(number(&metrics, "plugin_calls"), 1.0);
+
+    let (_, text) = http_get(&engine.http, "/metrics").await;
+    let series = format!(
+        "mcp_plugin_calls_total{{tenant=\"{tenant}\",plugin=\"vip-check\",outcome=\"ok\"}} 2"
+    );
+    assert!(text.contains(&series), "{text}");
+    assert!(
+        text.contains(&format!(
+            "mcp_plugin_fuel_total{{tenant=\"{tenant}\",plugin=\"vip-check\"}}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "mcp_plugin_call_duration_seconds_count{{tenant=\"{tenant}\",plugin=\"vip-check\"}} 2"
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn trigger_flow_moves_the_conversation_to_the_named_flow() {
+    let engine = start(HashMap::new()).await;
+    let (mut admin, mut client) = clients(&engine).await;
+    let (tenant, key) = new_tenant(&mut admin, "trigger", &[]).await;
+    let orders = json!({
+        "flow_id": "orders", "name": "Orders", "version": "3", "initial_state": "size",
+        "states": {
+            "size": {
+                "type": "slot_filling",
+                "config": {
+                    "required_slots": ["size"],
+                    "validation_rules": { "size": "one_of:small,large" },
+                    "prompts": { "size": "Small or large?" }
+                },
+                "transitions": [ { "condition": "slot_filled", "target_state": "done" } ]
+            },
+            "done": { "type": "end", "config": { "message": "A {{ slots.size }} one for {{ variables.name }}." } }
+        }
+    });
+    publish(&mut admin, &key, &tenant, &orders).await;
+    let router = json!({
+        "flow_id": "router", "name": "Router", "version": "1", "initial_state": "hello",
+        "variables": { "name": "Ada" },
+        "states": {
+            "hello": {
+                "type": "response",
+                "config": { "response_templates": { "default": "Let's order." } },
+                "entry_actions": [ { "type": "trigger_flow", "flow_id": "orders" } ],
+                "transitions": [ { "condition": "any_input", "target_state": "bye" } ]
+            },
+            "bye": { "type": "end" }
+        }
+    });
+    publish(&mut admin, &key, &tenant, &router).await;
+
+    let handed = client
+        .process_message(authed(message(&tenant, "c-1", "hi"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(handed.current_state, "size");
+    let state = handed.conversation_state.unwrap();
+    assert_eq!(
+        (state.flow_id.as_str(), state.flow_version.as_str()),
+        ("orders", "3")
+    );
+
+    let done = client
+        .process_message(authed(message(&tenant, "c-1", "large please"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        done.response.unwrap().text,
+        "A large one for Ada.",
+        "variables travel along"
+    );
+
+    // A trigger naming a flow that is not published is the turn's error; the
+    // conversation stays in its flow.
+    let broken = json!({
+        "flow_id": "broken", "name": "Broken", "version": "1", "initial_state": "hello",
+        "states": {
+            "hello": {
+                "type": "response",
+                "config": { "response_templates": { "default": "Hm." } },
+                "entry_actions": [ { "type": "trigger_flow", "flow_id": "nowhere" } ],
+                "transitions": [ { "condition": "any_input", "target_state": "bye" } ]
+            },
+            "bye": { "type": "end" }
+        }
+    });
+    publish(&mut admin, &key, &tenant, &broken).await;
+    let failed = client
+        .process_message(authed(message(&tenant, "c-2", "hi"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = failed.status.unwrap();
+    assert!(!status.success);
+    assert!(
+        status.message.contains("trigger_flow nowhere"),
+        "{}",
+        status.message
+    );
+    assert_eq!(failed.conversation_state.unwrap().flow_id, "broken");
+}
+
+fn waiting_flow() -> serde_json::Value {
+    json!({
+        "flow_id": "patience", "name": "Patience", "version": "1", "initial_state": "greet",
+        "states": {
+            "greet": {
+                "type": "response",
+                "config": { "response_templates": { "default": "Hello! Anything I can do?" } },
+                "transitions": [ { "condition": "any_input", "target_state": "wait" } ]
+            },
+            "wait": {
+                "type": "wait",
+                "config": { "prompt": "Take your time.", "timeout_ms": 300 },
+                "transitions": [
+                    { "condition": "timeout", "target_state": "nudge" },
+                    { "condition": "any_input", "target_state": "thanks" }
+                ]
+            },
+            "nudge": { "type": "end", "config": { "message": "Still there? I'll close this for now." } },
+            "thanks": { "type": "end", "config": { "message": "Thanks!" } }
+        }
+    })
+}
+
+/// Polls the conversation until it leaves `state`, for up to 10 s.
+async fn left_state(
+    client: &mut mcp_engine::proto::engine::mcp_engine_client::McpEngineClient<
+        tonic::transport::Channel,
+    >,
+    tenant: &str,
+    key: &str,
+    conversation: &str,
+    state: &str,
+) -> ConversationState {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let current = client
+            .get_conversation_state(authed(
+                GetConversationStateRequest {
+                    tenant_context: tenant_ctx(tenant),
+                    conversation_id: conversation.into(),
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .conversation_state
+            .unwrap();
+        if current.current_state != state || Instant::now() > give_up {
+            return current;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn tenant_ctx(id: &str) -> Option<mcp_engine::proto::common::TenantContext> {
+    Some(mcp_engine::proto::common::TenantContext {
+        tenant_id: id.into(),
+        ..Default::default()
+    })
+}
+
+async fn timeouts_fire_with_no_message(engine: &Engine) {
+    let (mut admin, mut client) = clients(engine).await;
+    let (tenant, key) = new_tenant(&mut admin, "patience", &[]).await;
+    publish(&mut admin, &key, &tenant, &waiting_flow()).await;
+
+    // A conversation nobody answers is nudged by its timeout.
+    let waiting = client
+        .process_message(authed(message(&tenant, "quiet", "hello"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(waiting.current_state, "wait");
+    let state = left_state(&mut client, &tenant, &key, "quiet", "wait").await;
+    assert_eq!(state.current_state, "nudge", "the timeout moved it on");
+
+    // One that answers in time is not.
+    client
+        .process_message(authed(message(&tenant, "chatty", "hello"), &key))
+        .await
+        .unwrap();
+    let answered = client
+        .process_message(authed(message(&tenant, "chatty", "here I am"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answered.current_state, "thanks");
+
+    // A stream of the conversation hears the timeout's message.
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let outbound = tokio_stream_of(receiver);
+    let mut inbound = client
+        .stream_conversation(authed(outbound, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    use conversation_stream_request::RequestType;
+    use conversation_stream_response::ResponseType;
+    sender
+        .send(ConversationStreamRequest {
+            request_type: Some(RequestType::Init(StreamInit {
+                tenant_context: tenant_ctx(&tenant),
+                conversation_id: "streamed".into(),
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+    sender
+        .send(ConversationStreamRequest {
+            request_type: Some(RequestType::Message(message(&tenant, "streamed", "hello"))),
+        })
+        .await
+        .unwrap();
+    let mut heard = None;
+    while let Ok(Some(response)) = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .unwrap_or(Ok(None))
+    {
+        if let Some(ResponseType::Event(event)) = response.response_type
+            && event.event_type == "timeout"
+        {
+            heard = Some(event);
+            break;
+        }
+    }
+    let event = heard.expect("a timeout event on the stream");
+    let data = event.event_data.unwrap();
+    assert_eq!(
+        data.fields["to"].kind,
+        Some(Kind::StringValue("nudge".into()))
+    );
+    let Some(Kind::ListValue(messages)) = &data.fields["messages"].kind else {
+        panic!("messages: {data:?}")
+    };
+    assert_eq!(
+        messages.values[0].kind,
+        Some(Kind::StringValue(
+            "Still there? I'll close this for now.".into()
+        ))
+    );
+}
+
+fn tokio_stream_of(
+    mut receiver: tokio::sync::mpsc::Receiver<ConversationStreamRequest>,
+) -> impl futures::Stream<Item = ConversationStreamRequest> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn wait_state_timeouts_fire_on_the_embedded_defaults() {
+    let engine = start(HashMap::new()).await;
+    timeouts_fire_with_no_message(&engine).await;
+}
+
+#[tokio::test]
+async fn wait_state_timeouts_fire_on_postgres_and_redis() {
+    let (Ok(database), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL"))
+    else {
+        return;
+    };
+    let env = HashMap::from([
+        (
+            "DATABASE_URL",
+            postgres_schema_url(&database, "mcp_test_turns").await,
+        ),
+        ("REDIS_URL", redis),
+    ]);
+    let engine = start(env).await;
+    timeouts_fire_with_no_message(&engine).await;
+}
+
+/// An order API that answers each request only when told to.
+struct SlowApi {
+    address: String,
+    arrived: tokio::sync::mpsc::Receiver<()>,
+    release: tokio::sync::mpsc::Sender<()>,
+}
+
+async fn slow_api() -> SlowApi {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (arrived_tx, arrived) = tokio::sync::mpsc::channel(8);
+    let (release, mut release_rx) = tokio::sync::mpsc::channel::<()>(8);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = arrived_tx.send(()).await;
+            release_rx.recv().await;
+            let body = r#"{"status":"shipped"}"#;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    SlowApi {
+        address,
+        arrived,
+        release,
+    }
+}
+
+fn order_flow() -> serde_json::Value {
+    json!({
+        "flow_id": "orders", "name": "Orders", "version": "1", "initial_state": "lookup",
+        "states": {
+            "lookup": {
+                "type": "integration",
+                "config": {
+                    "integration_id": "order-api",
+                    "timeout_ms": 30000,
+                    "request_mapping": { "order_id": "'AB1234'" },
+                    "response_mapping": { "slots.status": "result.status" }
+                },
+                "transitions": [
+                    { "condition": "integration_success", "target_state": "status" },
+                    { "condition": "integration_error", "target_state": "status" }
+                ]
+            },
+            "status": { "type": "end", "config": { "message": "Your order is {{ slots.status }}." } }
+        }
+    })
+}
+
+async fn tenant_on_slow_api(engine: &Engine, api: &SlowApi) -> (String, String) {
+    let (mut admin, _) = clients(engine).await;
+    let (tenant, key) = new_tenant(&mut admin, "slow", std::slice::from_ref(&api.address)).await;
+    let config = HashMap::from([("base_url".to_owned(), format!("http://{}", api.address))]);
+    upload(
+        &mut admin,
+        &key,
+        &tenant,
+        "order-api",
+        mcp_test_plugins::ORDER_API,
+        config,
+    )
+    .await;
+    publish(&mut admin, &key, &tenant, &order_flow()).await;
+    (tenant, key)
+}
+
+#[tokio::test]
+async fn a_turn_waiting_for_a_permit_answers_within_the_clients_deadline() {
+    let engine = start(HashMap::from([
+        ("MAX_PARALLEL_EXECUTIONS", "1".to_owned()),
+        ("STATE_EXECUTION_TIMEOUT_MS", "30000".to_owned()),
+    ]))
+    .await;
+    let mut api = slow_api().await;
+    let (tenant, key) = tenant_on_slow_api(&engine, &api).await;
+    let (_, client) = clients(&engine).await;
+
+    // The only permit is held by a turn waiting on the API.
+    let mut busy_client = client.clone();
+    let (busy_tenant, busy_key) = (tenant.clone(), key.clone());
+    let busy = tokio::spawn(async move {
+        busy_client
+            .process_message(authed(
+                message(&busy_tenant, "busy", "where is my order?"),
+                &busy_key,
+            ))
+            .await
+    });
+    api.arrived.recv().await.unwrap();
+
+    // A second turn that may wait 300 ms is told the engine is busy, by the
+    // engine, not cancelled by its own deadline.
+    let mut request = authed(message(&tenant, "other", "hello"), &key);
+    request.set_timeout(Duration::from_millis(300));
+    let refused = client.clone().process_message(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+
+    api.release.send(()).await.unwrap();
+    let done = busy.await.unwrap().unwrap().into_inner();
+    assert_eq!(done.response.unwrap().text, "Your order is shipped.");
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_turn_in_flight_finish() {
+    let mut engine = start(HashMap::new()).await;
+    let mut api = slow_api().await;
+    let (tenant, key) = tenant_on_slow_api(&engine, &api).await;
+    let (_, mut client) = clients(&engine).await;
+
+    let in_flight = tokio::spawn(async move {
+        client
+            .process_message(authed(message(&tenant, "c-1", "where is my order?"), &key))
+            .await
+    });
+    api.arrived.recv().await.unwrap();
+    let pid = engine.child.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The engine has stopped taking calls but waits for this one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        engine.child.try_wait().unwrap().is_none(),
+        "it waits for the turn in flight"
+    );
+    api.release.send(()).await.unwrap();
+
+    let done = in_flight
+        .await
+        .unwrap()
+        .expect("the turn in flight is answered");
+    assert_eq!(
+        done.into_inner().response.unwrap().text,
+        "Your order is shipped."
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), engine.child.wait())
+        .await
+        .expect("the engine exits after the turn")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// Each call three ways: with no key (UNAUTHENTICATED), with another
+/// tenant's key (PERMISSION_DENIED), and, where it takes input that can be
+/// wrong, with a bad request from the right key (the code named).
+macro_rules! refuses {
+    ($client:expr, $method:ident, $request:expr, $keys:expr $(, $bad:expr => $code:expr)?) => {{
+        let (own, other): (&str, &str) = $keys;
+        let _ = own; // used only by calls that take input
+        let unkeyed = $client.clone().$method(tonic::Request::new($request)).await.unwrap_err();
+        assert_eq!(unkeyed.code(), Code::Unauthenticated, "{} without a key: {unkeyed:?}", stringify!($method));
+        let wrong = $client.clone().$method(authed($request, "mcpk_nope_nope")).await.unwrap_err();
+        assert_eq!(wrong.code(), Code::Unauthenticated, "{} with an unknown key: {wrong:?}", stringify!($method));
+        let foreign = $client.clone().$method(authed($request, other)).await.unwrap_err();
+        assert_eq!(foreign.code(), Code::PermissionDenied, "{} with another tenant's key: {foreign:?}", stringify!($method));
+        $(
+            let bad = $client.clone().$method(authed($bad, own)).await.unwrap_err();
+            assert_eq!(bad.code(), $code, "{} with a bad request: {bad:?}", stringify!($method));
+            assert!(!bad.message().is_empty());
+        )?
+    }};
+}
+
+#[tokio::test]
+async fn every_call_refuses_missing_and_foreign_keys_and_bad_input() {
+    let engine = start(HashMap::new()).await;
+    let (mut admin, client) = clients(&engine).await;
+    let (acme, key) = new_tenant(&mut admin, "codes", &[]).await;
+    let (_, other_key) = new_tenant(&mut admin, "codes-other", &[]).await;
+    let keys = (key.as_str(), other_key.as_str());
+    let t = || acme.clone();
+
+    // Admin.
+    refuses!(admin, create_api_key, CreateApiKeyRequest { tenant_id: t(), name: "k".into(), scopes: vec!["messages".into()] }, keys,
+        CreateApiKeyRequest { tenant_id: t(), name: "k".into(), scopes: vec!["everything".into()] } => Code::InvalidArgument);
+    refuses!(admin, revoke_api_key, RevokeApiKeyRequest { tenant_id: t(), key_id: "k1".into() }, keys,
+        RevokeApiKeyRequest { tenant_id: t(), key_id: "missing".into() } => Code::NotFound);
+    refuses!(admin, upload_plugin, UploadPluginRequest { tenant_id: t(), name: "p".into(), version: "1".into(), component: vec![0; 8], ..Default::default() }, keys,
+        UploadPluginRequest { tenant_id: t(), name: "p".into(), version: "1".into(), component: b"junk".to_vec(), ..Default::default() } => Code::InvalidArgument);
+    refuses!(
+        admin,
+        list_plugins,
+        ListPluginsRequest { tenant_id: t() },
+        keys
+    );
+    refuses!(admin, set_plugin_enabled, SetPluginEnabledRequest { tenant_id: t(), name: "p".into(), version: "1".into(), enabled: true }, keys,
+        SetPluginEnabledRequest { tenant_id: t(), name: "missing".into(), version: "1".into(), enabled: true } => Code::NotFound);
+    refuses!(admin, delete_plugin, DeletePluginRequest { tenant_id: t(), name: "p".into(), version: "1".into() }, keys,
+        DeletePluginRequest { tenant_id: t(), name: "missing".into(), version: "1".into() } => Code::NotFound);
+    refuses!(admin, list_tools, ListToolsRequest { tenant_id: t() }, keys);
+    refuses!(admin, publish_flow, PublishFlowRequest { tenant_id: t(), definition: vip_flow().to_string(), ..Default::default() }, keys,
+        PublishFlowRequest { tenant_id: t(), definition: "{}".into(), ..Default::default() } => Code::InvalidArgument);
+    refuses!(
+        admin,
+        list_flow_versions,
+        ListFlowVersionsRequest {
+            tenant_id: t(),
+            flow_id: String::new()
+        },
+        keys
+    );
+    refuses!(admin, get_flow_version, GetFlowVersionRequest { tenant_id: t(), flow_id: "f".into(), version: "1".into() }, keys,
+        GetFlowVersionRequest { tenant_id: t(), flow_id: "missing".into(), version: "1".into() } => Code::NotFound);
+    refuses!(admin, set_default_flow, SetDefaultFlowRequest { tenant_id: t(), flow_id: "f".into() }, keys,
+        SetDefaultFlowRequest { tenant_id: t(), flow_id: "missing".into() } => Code::NotFound);
+    refuses!(admin, create_experiment, CreateExperimentRequest { tenant_id: t(), config: "{}".into() }, keys,
+        CreateExperimentRequest { tenant_id: t(), config: "not json".into() } => Code::InvalidArgument);
+    refuses!(
+        admin,
+        list_experiments,
+        ListExperimentsRequest { tenant_id: t() },
+        keys
+    );
+    refuses!(admin, stop_experiment, StopExperimentRequest { tenant_id: t(), experiment_id: "e".into() }, keys,
+        StopExperimentRequest { tenant_id: t(), experiment_id: "missing".into() } => Code::NotFound);
+    refuses!(admin, get_transcript, GetTranscriptRequest { tenant_id: t(), conversation_id: "c".into(), limit: 0 }, keys,
+        GetTranscriptRequest { tenant_id: t(), conversation_id: String::new(), limit: 0 } => Code::InvalidArgument);
+
+    // MCPEngine.
+    let mut oversized = message(&acme, "c", "");
+    oversized.content.as_mut().unwrap().text = "x".repeat(65 * 1024);
+    refuses!(client, process_message, message(&acme, "c", "hi"), keys,
+        oversized => Code::InvalidArgument);
+    let mut bad_channel = message(&acme, "c", "hi");
+    bad_channel.channel = 999;
+    let bad = client
+        .clone()
+        .process_message(authed(bad_channel, &key))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().starts_with("channel"), "{}", bad.message());
+    refuses!(client, get_conversation_state, GetConversationStateRequest { tenant_context: tenant_ctx(&acme), conversation_id: "c".into(), ..Default::default() }, keys,
+        GetConversationStateRequest { tenant_context: tenant_ctx(&acme), conversation_id: String::new(), ..Default::default() } => Code::InvalidArgument);
+    let missing = client
+        .clone()
+        .get_conversation_state(authed(
+            GetConversationStateRequest {
+                tenant_context: tenant_ctx(&acme),
+                conversation_id: "never".into(),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    refuses!(client, reset_conversation, ResetConversationRequest { tenant_context: tenant_ctx(&acme), conversation_id: "c".into(), ..Default::default() }, keys,
+        ResetConversationRequest { tenant_context: tenant_ctx(&acme), conversation_id: "never".into(), ..Default::default() } => Code::NotFound);
+    refuses!(client, batch_process_messages, BatchProcessMessagesRequest { tenant_context: tenant_ctx(&acme), messages: vec![message(&acme, "c", "hi")], ..Default::default() }, keys,
+        BatchProcessMessagesRequest { tenant_context: tenant_ctx(&acme), messages: vec![message(&acme, "", "hi")], ..Default::default() } => Code::InvalidArgument);
+    refuses!(
+        client,
+        get_metrics,
+        GetMetricsRequest {
+            tenant_context: tenant_ctx(&acme),
+            ..Default::default()
+        },
+        keys
+    );
+
+    // No conversation was started by any of it.
+    let (_, text) = http_get(&engine.http, "/metrics").await;
+    assert!(
+        !text.contains(&format!("mcp_turns_total{{tenant=\"{acme}\"")),
+        "{text}"
+    );
+}

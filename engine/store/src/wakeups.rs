@@ -1,0 +1,159 @@
+//! When conversations are due a timeout event: a wait state's `timeout`
+//! transition fires even if the user says nothing.
+//!
+//! After each turn the engine schedules the conversation's next deadline
+//! (or clears it); a background task claims what is due and runs a timeout
+//! turn. With Redis the schedule is one sorted set shared by every engine
+//! process, `mcp:wakeups` (score: due time in Unix ms), and claiming removes
+//! entries atomically, so each deadline is delivered by one process. In
+//! process it is a map. A deadline delivered early or twice is harmless:
+//! the machine ignores a timeout event before its state's deadline.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use mcp_flow::ConversationKey;
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use crate::analytics::redis_connection;
+use crate::settings::ContextSettings;
+
+/// The Redis sorted set of due times.
+pub const KEY: &str = "mcp:wakeups";
+
+/// Removes and returns up to ARGV[2] members due at or before ARGV[1].
+const CLAIM: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #due > 0 then
+    redis.call('ZREM', KEYS[1], unpack(due))
+end
+return due
+"#;
+
+pub enum Wakeups {
+    Redis {
+        connection: ConnectionManager,
+        claim: Script,
+    },
+    InProcess(Mutex<Schedule>),
+}
+
+#[derive(Default)]
+pub struct Schedule {
+    due: BTreeSet<(i64, String)>,
+    by_member: HashMap<String, i64>,
+}
+
+impl Wakeups {
+    /// Redis if `REDIS_URL` is set (and answers), else in process.
+    pub async fn open(settings: &ContextSettings) -> Result<Wakeups, String> {
+        Ok(match &settings.redis_url {
+            None => Wakeups::InProcess(Mutex::default()),
+            Some(url) => Wakeups::Redis {
+                connection: redis_connection(url, settings).await?,
+                claim: Script::new(CLAIM),
+            },
+        })
+    }
+
+    /// Sets (or, with `None`, clears) when `key` is next due a timeout.
+    pub async fn schedule(
+        &self,
+        key: &ConversationKey,
+        due_at_ms: Option<i64>,
+    ) -> Result<(), String> {
+        let member = member(key);
+        match self {
+            Wakeups::Redis { connection, .. } => {
+                let mut connection = connection.clone();
+                let result: Result<i64, _> = match due_at_ms {
+                    Some(at) => {
+                        redis::cmd("ZADD")
+                            .arg(KEY)
+                            .arg(at)
+                            .arg(&member)
+                            .query_async(&mut connection)
+                            .await
+                    }
+                    None => {
+                        redis::cmd("ZREM")
+                            .arg(KEY)
+                            .arg(&member)
+                            .query_async(&mut connection)
+                            .await
+                    }
+                };
+                result
+                    .map(drop)
+                    .map_err(|e| format!("scheduling a timeout: {e}"))
+            }
+            Wakeups::InProcess(schedule) => {
+                let mut schedule = schedule.lock().unwrap();
+                if let Some(old) = schedule.by_member.remove(&member) {
+                    schedule.due.remove(&(old, member.clone()));
+                }
+                if let Some(at) = due_at_ms {
+                    schedule.due.insert((at, member.clone()));
+                    schedule.by_member.insert(member, at);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes up to `limit` conversations due at or before `now_ms`; no other
+    /// caller gets them.
+    pub async fn claim_due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ConversationKey>, String> {
+        let members: Vec<String> = match self {
+            Wakeups::Redis { connection, claim } => claim
+                .key(KEY)
+                .arg(now_ms)
+                .arg(limit)
+                .invoke_async(&mut connection.clone())
+                .await
+                .map_err(|e| format!("claiming due timeouts: {e}"))?,
+            Wakeups::InProcess(schedule) => {
+                let mut schedule = schedule.lock().unwrap();
+                let mut taken = Vec::new();
+                while taken.len() < limit {
+                    match schedule.due.first() {
+                        Some((at, _)) if *at <= now_ms => {
+                            let (_, member) = schedule.due.pop_first().expect("just seen");
+                            schedule.by_member.remove(&member);
+                            taken.push(member);
+                        }
+                        _ => break,
+                    }
+                }
+                taken
+            }
+        };
+        Ok(members.iter().filter_map(|m| from_member(m)).collect())
+    }
+}
+
+/// Tenant ids cannot contain ':', so the first one ends the tenant.
+fn member(key: &ConversationKey) -> String {
+    format!("{}:{}", key.tenant_id, key.conversation_id)
+}
+
+fn from_member(member: &str) -> Option<ConversationKey> {
+    let (tenant, conversation) = member.split_once(':')?;
+    Some(ConversationKey::new(tenant, conversation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_round_trip_conversation_ids_with_colons() {
+        let key = ConversationKey::new("acme", "web:42:x");
+        assert_eq!(from_member(&member(&key)), Some(key));
+    }
+}
