@@ -643,6 +643,57 @@ async fn every_call_refuses_missing_and_foreign_keys_and_bad_input() {
         keys
     );
 
+    // StreamConversation: refused at the call, or by the stream's first reply.
+    use conversation_stream_request::RequestType;
+    let init = |conversation: &str| ConversationStreamRequest {
+        request_type: Some(RequestType::Init(StreamInit {
+            tenant_context: tenant_ctx(&acme),
+            conversation_id: conversation.into(),
+            ..Default::default()
+        })),
+    };
+    let stream_code = |requests: Vec<ConversationStreamRequest>, key: Option<&str>| {
+        let mut client = client.clone();
+        let key = key.map(str::to_owned);
+        async move {
+            let outbound = futures::stream::iter(requests);
+            let request = match &key {
+                Some(key) => authed(outbound, key),
+                None => tonic::Request::new(outbound),
+            };
+            match client.stream_conversation(request).await {
+                Err(status) => status.code(),
+                Ok(response) => match response.into_inner().message().await {
+                    Err(status) => status.code(),
+                    Ok(reply) => panic!("the stream was accepted: {reply:?}"),
+                },
+            }
+        }
+    };
+    assert_eq!(
+        stream_code(vec![init("c")], None).await,
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        stream_code(vec![init("c")], Some("mcpk_nope_nope")).await,
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        stream_code(vec![init("c")], Some(&other_key)).await,
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        stream_code(vec![init("")], Some(&key)).await,
+        Code::InvalidArgument
+    );
+    let not_init = ConversationStreamRequest {
+        request_type: Some(RequestType::Message(message(&acme, "c", "hi"))),
+    };
+    assert_eq!(
+        stream_code(vec![not_init], Some(&key)).await,
+        Code::InvalidArgument
+    );
+
     // No conversation was started by any of it.
     let (_, text) = http_get(&engine.http, "/metrics").await;
     assert!(
