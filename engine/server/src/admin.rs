@@ -99,28 +99,6 @@ fn experiment(e: StoredExperiment) -> Experiment {
     }
 }
 
-fn struct_to_json(s: &prost_types::Struct) -> Value {
-    Value::Object(
-        s.fields
-            .iter()
-            .map(|(k, v)| (k.clone(), value_to_json(v)))
-            .collect(),
-    )
-}
-
-fn value_to_json(v: &prost_types::Value) -> Value {
-    use prost_types::value::Kind;
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(*b),
-        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9e15 => Value::from(*n as i64),
-        Some(Kind::NumberValue(n)) => Value::from(*n),
-        Some(Kind::StringValue(s)) => Value::String(s.clone()),
-        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value_to_json).collect()),
-        Some(Kind::StructValue(s)) => struct_to_json(s),
-    }
-}
-
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_tenant(
@@ -131,7 +109,7 @@ impl Admin for AdminService {
         let request = request.into_inner();
         let limits = match &request.limits {
             None => Default::default(),
-            Some(limits) => serde_json::from_value(struct_to_json(limits))
+            Some(limits) => serde_json::from_value(crate::grpc::from_struct(limits))
                 .map_err(|e| Status::invalid_argument(format!("limits: {e}")))?,
         };
         let policy = PolicySettings {

@@ -45,6 +45,9 @@ pub struct TurnRequest {
     pub user_id: String,
     pub text: String,
     pub data: serde_json::Map<String, Value>,
+    /// What the channel knows of the user; merged into the conversation's
+    /// profile before the turn.
+    pub user_profile: serde_json::Map<String, Value>,
     /// `processing_hints.force_flow`: `flow_id` or `flow_id@version`.
     pub force_flow: Option<String>,
     /// The client's deadline (`grpc-timeout`): the turn answers before it,
@@ -302,10 +305,13 @@ impl Engine {
             version,
         } = self.contexts.load(lease).await?;
         self.store.load_plugins(tenant).await?;
-        let (flow, conversation) = match conversation {
+        let (flow, mut conversation) = match conversation {
             Some(conversation) => (self.pinned_flow(&conversation).await?, conversation),
             None => self.start(request).await?,
         };
+        conversation
+            .user_profile
+            .extend(request.user_profile.clone());
         let mut event = Event::message(&request.text);
         for (name, value) in &request.data {
             event = event.with_data(name, value.clone());

@@ -54,7 +54,34 @@ async fn turn(
             request.channel
         )));
     }
+    // What the channel knows travels in content.metadata: `user_profile`
+    // joins the conversation's profile; the rest (`entities`, `attributes`,
+    // …) is the event's data. `payload` is a quick reply's or button's.
     let mut data = serde_json::Map::new();
+    let mut user_profile = serde_json::Map::new();
+    let content = request.content.as_ref();
+    if let Some(Value::Object(fields)) = content.and_then(|c| c.metadata.as_ref()).map(from_struct)
+    {
+        for (key, value) in fields {
+            match (key.as_str(), value) {
+                ("user_profile", Value::Object(profile)) => user_profile = profile,
+                ("user_profile", _) => {
+                    return Err(Status::invalid_argument(
+                        "content.metadata.user_profile: must be an object",
+                    ));
+                }
+                (_, value) => {
+                    data.insert(key, value);
+                }
+            }
+        }
+    }
+    if let Some(payload) = content
+        .map(|c| c.payload.as_str())
+        .filter(|p| !p.is_empty())
+    {
+        data.insert("payload".into(), Value::from(payload));
+    }
     let channel = common::Channel::try_from(request.channel).unwrap_or_default();
     data.insert(
         "channel".into(),
@@ -73,6 +100,7 @@ async fn turn(
             user_id: request.user_id.clone(),
             text,
             data,
+            user_profile,
             force_flow: request
                 .processing_hints
                 .as_ref()
@@ -207,6 +235,28 @@ pub fn to_struct(object: &serde_json::Map<String, Value>) -> Struct {
             .iter()
             .map(|(k, v)| (k.clone(), to_value(v)))
             .collect(),
+    }
+}
+
+/// A protobuf Struct as JSON; whole numbers come back as integers.
+pub(crate) fn from_struct(s: &Struct) -> Value {
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), from_value(v)))
+            .collect(),
+    )
+}
+
+fn from_value(v: &prost_types::Value) -> Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9e15 => Value::from(*n as i64),
+        Some(Kind::NumberValue(n)) => Value::from(*n),
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(from_value).collect()),
+        Some(Kind::StructValue(s)) => from_struct(s),
     }
 }
 

@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 
 use crate::engine::Engine;
 
-pub async fn serve_http(listener: TcpListener, engine: Arc<Engine>, started: Instant) {
+/// Serves until the process ends; with `demo`, the demo tenant's order API
+/// too (`/demo/orders/{id}`).
+pub async fn serve_http(listener: TcpListener, engine: Arc<Engine>, started: Instant, demo: bool) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -25,7 +27,14 @@ pub async fn serve_http(listener: TcpListener, engine: Arc<Engine>, started: Ins
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let engine = engine.clone();
-                async move { Ok::<_, Infallible>(route(&engine, request.uri().path(), started).await) }
+                async move {
+                    let path = request.uri().path();
+                    if demo && let Some((status, body)) = crate::demo::order_api(path) {
+                        let status = StatusCode::from_u16(status).expect("a valid status");
+                        return Ok::<_, Infallible>(respond(status, "application/json", body));
+                    }
+                    Ok(route(&engine, path, started).await)
+                }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -64,6 +73,10 @@ async fn route(engine: &Engine, path: &str, started: Instant) -> Response<Full<B
             "not found\n".to_owned(),
         ),
     };
+    respond(status, content_type, body)
+}
+
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod demo;
 pub mod engine;
 pub mod flow_test;
 pub mod grpc;

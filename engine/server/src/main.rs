@@ -25,7 +25,11 @@ enum Command {
     /// Run the engine. With no settings it keeps everything in an embedded
     /// SQLite file (under MCP_DATA_DIR) and context in process; DATABASE_URL
     /// and REDIS_URL switch to PostgreSQL and Redis. Migrations run at start.
-    Serve,
+    Serve {
+        /// Install the demo tenant (Pizza Planet) and print how to talk to it.
+        #[arg(long)]
+        demo: bool,
+    },
     /// Tenants (needs the operator key, MCP_ADMIN_KEY).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -141,9 +145,13 @@ fn main() -> ExitCode {
         .expect("a tokio runtime");
     let result: Result<ExitCode, Box<dyn std::error::Error>> = runtime.block_on(async {
         match command {
-            Command::Serve => serve(ServerSettings::from_env()?)
-                .await
-                .map(|_| ExitCode::SUCCESS),
+            Command::Serve { demo } => {
+                let settings = ServerSettings {
+                    demo,
+                    ..ServerSettings::from_env()?
+                };
+                serve(settings).await.map(|_| ExitCode::SUCCESS)
+            }
             Command::Tenant(TenantCommand::Create {
                 name,
                 id,

@@ -33,6 +33,8 @@ pub struct ServerSettings {
     pub admin_key: Option<String>,
     pub engine: EngineSettings,
     pub store: StoreSettings,
+    /// Install the demo tenant at start (`serve --demo`).
+    pub demo: bool,
 }
 
 impl ServerSettings {
@@ -87,6 +89,7 @@ impl ServerSettings {
                 ab_testing,
             },
             store: StoreSettings::from_env().map_err(|e| e.to_string())?,
+            demo: false,
         })
     }
 }
@@ -145,7 +148,12 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         http,
         engine.clone(),
         std::time::Instant::now(),
+        settings.demo,
     ));
+    if settings.demo {
+        let key = crate::demo::install(&store, http_bound.port()).await?;
+        print_demo_help(&key, bound);
+    }
     tracing::info!(%bound, backend = %store.db().backend(), "serving");
 
     Server::builder()
@@ -170,6 +178,27 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How to talk to the demo tenant, on stdout.
+fn print_demo_help(key: &str, grpc: SocketAddr) {
+    use std::io::Write;
+    let server = match grpc.port() {
+        50051 => String::new(),
+        port => format!(" --server http://127.0.0.1:{port}"),
+    };
+    let tenant = crate::demo::TENANT;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "\nThe demo tenant \"{tenant}\" is ready: Pizza Planet's assistant (examples/demo/pizza_planet.json).\n\
+         Its API key: {key}\n\n\
+         Talk to it from another terminal:\n\
+         \x20   export MCP_API_KEY={key}\n\
+         \x20   cargo run --release -p mcp-engine -- chat --tenant {tenant}{server}\n\n\
+         Try \"I'd like to order a pizza\", \"where is my order AB1234?\" or \"let's play trivia\".\n"
+    );
+    let _ = out.flush();
 }
 
 /// Resolves on SIGINT or SIGTERM; in-flight calls then finish.

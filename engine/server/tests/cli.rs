@@ -150,7 +150,7 @@ fn a_tenant_is_created_and_given_a_flow_and_plugin_from_the_command_line() {
         &server_url,
         "--key",
         &key,
-        mcp_test_plugins::VIP_CHECK,
+        mcp_example_plugins::VIP_CHECK,
     ]);
     assert!(pushed.status.success(), "{:?}", pushed);
     let listed = run(&[
@@ -346,7 +346,7 @@ fn flow_test_reports_each_failed_turn_and_exits_1() {
 
 #[test]
 fn flow_test_runs_plugins_and_timeouts() {
-    let dir = temp_dir("flowtest-plugins");
+    let dir = temp_dir("flowexample-plugins");
     let flow = dir.join("flow.json");
     std::fs::write(
         &flow,
@@ -381,7 +381,7 @@ fn flow_test_runs_plugins_and_timeouts() {
     std::fs::write(
         &scenarios,
         serde_json::json!({
-            "plugins": { "vip-check": mcp_test_plugins::VIP_CHECK },
+            "plugins": { "vip-check": mcp_example_plugins::VIP_CHECK },
             "scenarios": [
                 { "name": "a big spender waits", "user_profile": { "spent": 900 }, "turns": [
                     { "say": "hello", "expect": { "state": "wait", "reply": "Hi!\nA VIP! Take your time." } },

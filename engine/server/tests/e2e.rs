@@ -97,8 +97,8 @@ async fn whole_story(engine: &Engine) {
 
     // Plugins, then a flow that uses them.
     for (name, path) in [
-        ("vip-check", mcp_test_plugins::VIP_CHECK),
-        ("price", mcp_test_plugins::PRICE),
+        ("vip-check", mcp_example_plugins::VIP_CHECK),
+        ("price", mcp_example_plugins::PRICE),
     ] {
         admin
             .upload_plugin(authed(

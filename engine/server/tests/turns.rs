@@ -60,7 +60,7 @@ async fn a_turn_reports_its_plugin_calls_fuel_and_cache_use() {
         &key,
         &tenant,
         "vip-check",
-        mcp_test_plugins::VIP_CHECK,
+        mcp_example_plugins::VIP_CHECK,
         HashMap::new(),
     )
     .await;
@@ -438,7 +438,7 @@ async fn tenant_on_slow_api(engine: &Engine, api: &SlowApi) -> (String, String) 
         &key,
         &tenant,
         "order-api",
-        mcp_test_plugins::ORDER_API,
+        mcp_example_plugins::ORDER_API,
         config,
     )
     .await;

@@ -7,12 +7,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use mcp_example_plugins as built;
 use mcp_flow::{ExperimentConfig, FlowStore, PluginWorld};
 use mcp_store::{
     ExperimentStatus, FlowStatus, PolicySettings, PublishOptions, Scope, Store, StoreError,
     TurnRecord, UploadPlugin,
 };
-use mcp_test_plugins as built;
 use mcp_wasm::{CacheStatus, UploadError};
 use serde_json::json;
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use mcp_example_plugins as built;
 use mcp_flow::{Conversation, Flow, PluginCall, PluginRuntime};
-use mcp_test_plugins as built;
 use mcp_wasm::{CacheStatus, DirArtifactStore, HostConfig, PluginHost};
 use serde_json::{Value, json};
 

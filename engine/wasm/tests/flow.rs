@@ -8,8 +8,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use common::{HOST, bytes, install, install_with, order_api};
+use mcp_example_plugins as built;
 use mcp_flow::{Clock, Conversation, Event, Flow, Machine, PluginWorld};
-use mcp_test_plugins as built;
 use mcp_wasm::{AllowList, TenantPolicy};
 use serde_json::json;
 

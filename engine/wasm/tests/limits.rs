@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{HOST, conversation, install, order_api};
+use mcp_example_plugins as built;
 use mcp_flow::{PluginCall, PluginError, PluginRuntime, PluginWorld};
-use mcp_test_plugins as built;
 use mcp_wasm::{AllowList, LimitOverrides, TenantPolicy};
 use serde_json::{Value, json};
 

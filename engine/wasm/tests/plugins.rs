@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{HOST, bytes, conversation, install, install_with, order_api, python_vip_check};
+use mcp_example_plugins as built;
 use mcp_flow::{Event, PluginCall, PluginError, PluginRuntime, PluginWorld};
-use mcp_test_plugins as built;
 use mcp_wasm::{AllowList, Manifest, TenantPolicy};
 use serde_json::{Value, json};
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::{HOST, bytes};
+use mcp_example_plugins as built;
 use mcp_flow::PluginWorld;
-use mcp_test_plugins as built;
 use mcp_wasm::{CacheStatus, DirArtifactStore, HostConfig, PluginHost, UploadError};
 
 #[tokio::test(flavor = "multi_thread")]

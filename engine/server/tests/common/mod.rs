@@ -61,12 +61,20 @@ pub async fn postgres_schema_url(url: &str, schema: &str) -> String {
 }
 
 pub async fn start(env: HashMap<&str, String>) -> Engine {
+    start_with(&["serve"], env).await.0
+}
+
+/// Output lines of the engine after the two that say where it listens.
+pub type Output = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// Starts `mcp-engine ARGS` (a `serve`) on free ports.
+pub async fn start_with(args: &[&str], env: HashMap<&str, String>) -> (Engine, Output) {
     static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let data = std::env::temp_dir().join(format!("mcp-e2e-{}-{n}", std::process::id()));
     let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-engine"));
     command
-        .arg("serve")
+        .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
         .env("GRPC_HOST", "127.0.0.1")
@@ -103,13 +111,14 @@ pub async fn start(env: HashMap<&str, String>) -> Engine {
         .find(|w| w.starts_with("127.0.0.1:"))
         .unwrap_or_else(|| panic!("no address in {http_line:?}"))
         .to_owned();
-    Engine {
+    let engine = Engine {
         child,
         http,
         on_redis,
         address: format!("http://{address}"),
         _data: TempDir(data),
-    }
+    };
+    (engine, lines)
 }
 
 /// A plain HTTP/1.1 GET: (status code, body).

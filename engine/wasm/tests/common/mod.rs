@@ -32,7 +32,7 @@ pub fn bytes(path: &str) -> Vec<u8> {
 
 /// The Python build of vip_check; CI requires it (MCP_REQUIRE_PYTHON_PLUGINS=1).
 pub fn python_vip_check() -> Option<Vec<u8>> {
-    mcp_test_plugins::PYTHON_VIP_CHECK.map(bytes)
+    mcp_example_plugins::PYTHON_VIP_CHECK.map(bytes)
 }
 
 pub async fn install(tenant: &str, name: &str, path: &str, world: PluginWorld) -> Arc<Installed> {

@@ -1,5 +1,6 @@
-//! Builds every plugin in plugins/ and writes their paths as constants, so
-//! `cargo test` needs no manual step (the pattern of wasmtime's
+//! Builds every plugin in plugins/ and writes their paths (and, for the Rust
+//! ones, their bytes) as constants, so `cargo test` and `serve --demo` need
+//! no manual step (the pattern of wasmtime's
 //! test-programs artifacts and spin's test-components).
 //!
 //! Rust plugins: one `cargo build --release` of the plugins/ workspace for
@@ -29,6 +30,12 @@ fn main() {
         writeln!(
             constants,
             "pub const {constant}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
+        writeln!(
+            constants,
+            "/// `plugins/{name}`'s component, built in.\npub const {constant}_BYTES: &[u8] = include_bytes!({:?});",
             path.display().to_string()
         )
         .unwrap();

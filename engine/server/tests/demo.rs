@@ -1,0 +1,202 @@
+//! `mcp-engine serve --demo`: the demo tenant, over gRPC only, with every
+//! kind of plugin at work, its A/B experiment, and a restart on the same
+//! data.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+
+use common::*;
+use mcp_engine::proto::engine::mcp_engine_client::McpEngineClient;
+use mcp_engine::proto::engine::*;
+use prost_types::{Struct, Value, value::Kind};
+use tonic::transport::Channel;
+
+/// Starts the engine with the demo on `data`; returns it and the demo key
+/// it printed.
+async fn start_demo(data: &std::path::Path) -> (Engine, String) {
+    let env = HashMap::from([("MCP_DATA_DIR", data.display().to_string())]);
+    let (engine, mut output) = start_with(&["serve", "--demo"], env).await;
+    let mut key = None;
+    while let Some(line) = output.next_line().await.unwrap() {
+        if let Some(k) = line.strip_prefix("Its API key: ") {
+            key = Some(k.trim().to_owned());
+        }
+        if line.contains("chat --tenant demo") {
+            break;
+        }
+    }
+    (engine, key.expect("the demo prints its key"))
+}
+
+struct Demo {
+    client: McpEngineClient<Channel>,
+    key: String,
+    conversation: String,
+}
+
+impl Demo {
+    async fn say_as(&mut self, text: &str, profile: Option<Struct>) -> ProcessMessageResponse {
+        let mut request = message("demo", &self.conversation, text);
+        if let Some(profile) = profile {
+            request.content.as_mut().unwrap().metadata = Some(Struct {
+                fields: [(
+                    "user_profile".to_owned(),
+                    Value {
+                        kind: Some(Kind::StructValue(profile)),
+                    },
+                )]
+                .into(),
+            });
+        }
+        self.client
+            .process_message(authed(request, &self.key))
+            .await
+            .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+            .into_inner()
+    }
+
+    async fn say(&mut self, text: &str) -> String {
+        let response = self.say_as(text, None).await;
+        let status = response.status.unwrap();
+        assert!(status.success, "{text:?}: {}", status.message);
+        response.response.unwrap().text
+    }
+}
+
+fn profile(spent: f64) -> Struct {
+    Struct {
+        fields: [
+            (
+                "name".to_owned(),
+                Value {
+                    kind: Some(Kind::StringValue("Ada".into())),
+                },
+            ),
+            (
+                "spent".to_owned(),
+                Value {
+                    kind: Some(Kind::NumberValue(spent)),
+                },
+            ),
+        ]
+        .into(),
+    }
+}
+
+#[tokio::test]
+async fn the_demo_tenant_takes_orders_tracks_them_and_plays_trivia() {
+    let data = std::env::temp_dir().join(format!("mcp-demo-{}", std::process::id()));
+    let (engine, key) = start_demo(&data).await;
+    let (_, client) = clients(&engine).await;
+    let mut demo = Demo {
+        client,
+        key: key.clone(),
+        conversation: "vip-order".into(),
+    };
+
+    // A VIP orders: intent plugin, slots, VIP condition, price action.
+    let hello = demo.say_as("hi", Some(profile(250.0))).await;
+    let greeting = hello.response.unwrap().text;
+    match hello.ab_variant.as_str() {
+        "friendly" => assert!(
+            greeting.starts_with("Welcome to Pizza Planet, Ada! 🍕"),
+            "{greeting}"
+        ),
+        "brief" => assert_eq!(greeting, "Pizza Planet. Order, track, or trivia?"),
+        other => panic!("variant {other:?}"),
+    }
+    assert_eq!(
+        demo.say("I'd like to order a pizza").await,
+        "What size would you like: small, medium or large?"
+    );
+    assert_eq!(
+        demo.say("large pepperoni please").await,
+        "How many large pepperoni pizzas? (1 to 10)"
+    );
+    assert_eq!(
+        demo.say("eleven").await,
+        "Please give a number from 1 to 10."
+    );
+    assert_eq!(
+        demo.say("2").await,
+        "That comes to $20.00.\nAs a VIP you get 20% off. Shall I place the order for 2 × large pepperoni?"
+    );
+    let placed = demo.say("yes").await;
+    assert_eq!(
+        placed,
+        "Order placed! 2 × large pepperoni, $20.00. It will be with you in about 30 minutes."
+    );
+
+    // Someone else tracks an order: the tool plugin calls the order API.
+    demo.conversation = "tracking".into();
+    demo.say("hello").await;
+    assert_eq!(
+        demo.say("where is my order?").await,
+        "What's your order number? It looks like AB1234."
+    );
+    assert_eq!(
+        demo.say("it's ab1234").await,
+        "Order AB1234 is out for delivery, about 12 minutes away. Anything else?"
+    );
+    demo.say("track my order").await;
+    // An order the API does not know is the turn's integration error,
+    // answered by the flow's error message.
+    let unknown = demo.say_as("ZZ9999", None).await;
+    assert_eq!(unknown.status.unwrap().error_code, "Integration");
+    assert_eq!(
+        unknown.response.unwrap().text,
+        "I couldn't find order ZZ9999."
+    );
+
+    // Trivia: the tenant's state type.
+    assert_eq!(
+        demo.say("let's play trivia").await,
+        "Pizza trivia: which Italian city is the Margherita from?"
+    );
+    assert_eq!(demo.say("Rome").await, "Not quite, try again.");
+    assert_eq!(
+        demo.say("Naples").await,
+        "Correct!\nAnything else? Order, track, or more trivia?"
+    );
+
+    // Every plugin was called.
+    let (_, metrics) = http_get(&engine.http, "/metrics").await;
+    for plugin in ["menu-intents", "vip-check", "price", "order-api", "trivia"] {
+        assert!(
+            metrics.contains(&format!(
+                "mcp_plugin_calls_total{{tenant=\"demo\",plugin=\"{plugin}\",outcome=\"ok\"}}"
+            )),
+            "{plugin}: {metrics}"
+        );
+    }
+
+    // The experiment splits new conversations between both greetings.
+    let mut variants = BTreeSet::new();
+    for n in 0..20 {
+        demo.conversation = format!("ab-{n}");
+        variants.insert(demo.say_as("hi", None).await.ab_variant);
+    }
+    assert_eq!(
+        variants,
+        BTreeSet::from(["brief".to_owned(), "friendly".to_owned()])
+    );
+
+    // Started again on the same data, the demo is kept and a new key works.
+    drop(engine);
+    let (engine, second_key) = start_demo(&data).await;
+    assert_ne!(second_key, key);
+    let (_, client) = clients(&engine).await;
+    let mut demo = Demo {
+        client,
+        key: second_key,
+        conversation: "after-restart".into(),
+    };
+    demo.say("hi").await;
+    assert_eq!(
+        demo.say("trivia please").await,
+        "Pizza trivia: which Italian city is the Margherita from?"
+    );
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&data);
+}
