@@ -36,10 +36,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    embed_wit(&out)?;
     std::fs::write(out.join("descriptors.bin"), descriptors.encode_to_vec())?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+    Ok(())
+}
+
+/// The plugin contract (wit/, without its README), for `plugin new` to write
+/// into new plugin projects: `WIT_FILES` of (path under wit/, text).
+fn embed_wit(out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let wit = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../wit")
+        .canonicalize()?;
+    println!("cargo:rerun-if-changed={}", wit.display());
+    let mut files = Vec::new();
+    let mut pending = vec![wit.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "wit") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut code = String::from("pub const WIT_FILES: &[(&str, &str)] = &[\n");
+    for path in files {
+        let relative = path.strip_prefix(&wit)?.display().to_string();
+        code += &format!(
+            "    ({relative:?}, include_str!({:?})),\n",
+            path.display().to_string()
+        );
+    }
+    code += "];\n";
+    std::fs::write(out.join("wit_files.rs"), code)?;
     Ok(())
 }

@@ -76,6 +76,51 @@ pub async fn test_flow(flow_file: &Path, scenarios_file: &Path) -> Outcome {
     })
 }
 
+/// Writes a plugin project and says what to do next.
+pub fn new_plugin(
+    name: &str,
+    world: mcp_flow::PluginWorld,
+    language: crate::scaffold::Language,
+    dir: Option<std::path::PathBuf>,
+) -> Outcome {
+    use crate::scaffold::{Language, new_plugin, python_bindings};
+    let dir = dir.unwrap_or_else(|| name.into());
+    let files = new_plugin(&dir, name, world, language)?;
+    println!(
+        "created {} ({} files): a {world} plugin in {language:?}",
+        dir.display(),
+        files.len()
+    );
+    let test = match language {
+        Language::Rust => "cargo test".to_owned(),
+        Language::Python => match python_bindings(&dir, world) {
+            Ok(()) => "python3 -m unittest test_app".to_owned(),
+            Err(e) => {
+                println!("(the Python bindings were not generated: {e})");
+                format!(
+                    "componentize-py -d wit -w {world} bindings . && python3 -m unittest test_app"
+                )
+            }
+        },
+    };
+    println!(
+        "next:
+    cd {}
+    {test}
+    mcp-engine plugin build
+    mcp-engine plugin push --tenant TENANT --name {name} <the path it prints>",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the plugin project in `dir`; prints the component's path.
+pub fn build_plugin(dir: &Path) -> Outcome {
+    let component = crate::scaffold::build_plugin(dir)?;
+    println!("{}", component.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn channel(server: &str) -> Result<Channel, Box<dyn Error>> {
     Ok(Channel::from_shared(server.to_owned())?
         .connect()

@@ -13,5 +13,6 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod proto;
+pub mod scaffold;
 pub mod serve;
 pub mod status;

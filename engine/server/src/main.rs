@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use mcp_engine::cli;
+use mcp_engine::scaffold::Language;
 use mcp_engine::serve::{ServerSettings, serve};
 
 #[derive(Parser)]
@@ -122,6 +123,26 @@ enum PluginCommand {
         world: Option<String>,
         file: PathBuf,
     },
+    /// Start a plugin project for one world, in Rust or Python, that builds
+    /// as generated and passes its own tests.
+    New {
+        /// The extension point: condition, action, tool, state-type, intent.
+        #[arg(long)]
+        world: mcp_flow::PluginWorld,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Language,
+        /// The plugin's name, as flows will call it (e.g. is-weekend).
+        name: String,
+        /// Where to create it; a new folder named after the plugin by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the plugin project in DIR (default: here) into a component;
+    /// prints its path.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// List a tenant's plugin versions.
     List {
         #[command(flatten)]
@@ -192,6 +213,13 @@ fn main() -> ExitCode {
                 )
                 .await
             }
+            Command::Plugin(PluginCommand::New {
+                world,
+                lang,
+                name,
+                dir,
+            }) => cli::new_plugin(&name, world, lang, dir),
+            Command::Plugin(PluginCommand::Build { dir }) => cli::build_plugin(&dir),
             Command::Plugin(PluginCommand::List { client, tenant }) => {
                 cli::list_plugins(&client.server, client.key, &tenant).await
             }
