@@ -414,3 +414,53 @@ fn flow_test_runs_plugins_and_timeouts() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// examples/plugins/javascript: a condition plugin in JavaScript, built by
+/// componentize-js (npm), passes its scenarios through the real plugin host.
+/// CI installs its npm packages and sets MCP_REQUIRE_JS_PLUGINS=1.
+#[test]
+fn the_javascript_plugin_example_builds_and_passes_its_scenarios() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins/javascript");
+    if !dir
+        .join("node_modules/@bytecodealliance/componentize-js")
+        .exists()
+    {
+        assert!(
+            std::env::var("MCP_REQUIRE_JS_PLUGINS").as_deref() != Ok("1"),
+            "MCP_REQUIRE_JS_PLUGINS=1 but {} has no node_modules (npm install there)",
+            dir.display()
+        );
+        eprintln!(
+            "skipped: run `npm install` in {} to build the JavaScript plugin",
+            dir.display()
+        );
+        return;
+    }
+    let built = Command::new("node")
+        .arg("build.mjs")
+        .current_dir(&dir)
+        .output()
+        .expect("node runs");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let output = run(&[
+        "flow",
+        "test",
+        dir.join("vip.flow.json").to_str().unwrap(),
+        dir.join("vip.scenarios.json").to_str().unwrap(),
+    ]);
+    let text = stdout(&output);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("3 scenarios, 3 turns: 3 passed, 0 failed"),
+        "{text}"
+    );
+}

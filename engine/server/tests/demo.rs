@@ -200,3 +200,51 @@ async fn the_demo_tenant_takes_orders_tracks_them_and_plays_trivia() {
     drop(engine);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// examples/clients/python, with code generated from proto/ by grpcio-tools
+/// (PyPI), orders from the demo.
+#[tokio::test]
+async fn the_python_client_example_orders_from_the_demo() {
+    if !python_has("grpc_tools", "grpcio grpcio-tools") {
+        return;
+    }
+    let data = std::env::temp_dir().join(format!("mcp-demo-py-{}", std::process::id()));
+    let (engine, key) = start_demo(&data).await;
+    let stubs = data.join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let generated = std::process::Command::new("python3")
+        .args(["-m", "grpc_tools.protoc", &format!("-I{repo}/proto")])
+        .arg(format!("--python_out={}", stubs.display()))
+        .arg(format!("--grpc_python_out={}", stubs.display()))
+        .args(["common.proto", "mcp_engine.proto"])
+        .status()
+        .unwrap();
+    assert!(generated.success());
+    let output = tokio::process::Command::new("python3")
+        .arg(format!("{repo}/examples/clients/python/client.py"))
+        .args([
+            "--server",
+            engine.address.trim_start_matches("http://"),
+            "--tenant",
+            "demo",
+        ])
+        .args(["hello", "track my order", "CD5678"])
+        .env("MCP_API_KEY", &key)
+        .env("PYTHONPATH", &stubs)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("bot: Order CD5678 is in the oven, about 25 minutes away. Anything else?"),
+        "{text}"
+    );
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -796,16 +796,7 @@ async fn two_processes_share_conversations() {
 /// and sets MCP_REQUIRE_PYTHON_GRPC=1, so it is never skipped there.
 #[tokio::test]
 async fn a_foreign_reflection_client_resolves_the_api() {
-    let available = std::process::Command::new("python3")
-        .args(["-c", "import grpc_reflection"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !available {
-        assert!(
-            std::env::var("MCP_REQUIRE_PYTHON_GRPC").is_err(),
-            "MCP_REQUIRE_PYTHON_GRPC is set but grpcio-reflection is not installed"
-        );
-        eprintln!("skipped: pip install grpcio grpcio-reflection to run this test");
+    if !python_has("grpc_reflection", "grpcio grpcio-reflection") {
         return;
     }
     let engine = start(HashMap::new()).await;

@@ -247,3 +247,20 @@ pub async fn publish(
         .await
         .unwrap_or_else(|e| panic!("publishing {}: {e}", flow["flow_id"]));
 }
+
+/// Whether python3 can import `module`. Without it the test says so and is
+/// skipped, unless `MCP_REQUIRE_PYTHON_GRPC` is set (as CI sets it).
+pub fn python_has(module: &str, install: &str) -> bool {
+    let available = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        assert!(
+            std::env::var("MCP_REQUIRE_PYTHON_GRPC").is_err(),
+            "MCP_REQUIRE_PYTHON_GRPC is set but python3 cannot import {module}"
+        );
+        eprintln!("skipped: pip install {install} to run this test");
+    }
+    available
+}
