@@ -11,6 +11,7 @@
 
 /// The generated code, in modules named after the proto packages (as it
 /// expects).
+#[allow(clippy::all)]
 pub mod mcp {
     pub mod common {
         pub mod v2 {
