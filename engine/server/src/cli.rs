@@ -14,7 +14,7 @@ use crate::proto::admin::admin_client::AdminClient;
 use crate::proto::admin::*;
 use crate::proto::common::TenantContext;
 use crate::proto::engine::mcp_engine_client::McpEngineClient;
-use crate::proto::engine::{MessageContent, ProcessMessageRequest};
+use crate::proto::engine::{MessageContent, ProcessMessageRequest, ProcessingHints};
 use crate::serve::MAX_MESSAGE_BYTES;
 
 type Outcome = Result<ExitCode, Box<dyn Error>>;
@@ -61,11 +61,26 @@ pub fn graph_flow(file: &Path) -> Outcome {
 
 /// Plays the scenarios against the flow offline; exit code 1 if a turn
 /// failed.
-pub async fn test_flow(flow_file: &Path, scenarios_file: &Path) -> Outcome {
+pub async fn test_flow(flow_file: &Path, scenarios_file: &Path, plugins: &[String]) -> Outcome {
+    use crate::flow_test::PluginSpec;
     let flow = mcp_flow::Flow::from_json(&read(flow_file)?)
         .map_err(|report| format!("{}: the flow is invalid:\n{report}", flow_file.display()))?;
-    let scenarios = crate::flow_test::read_scenarios(scenarios_file)?;
+    let mut scenarios = crate::flow_test::read_scenarios(scenarios_file)?;
     let base = scenarios_file.parent().unwrap_or(Path::new("."));
+    for plugin in plugins {
+        let (name, path) = plugin
+            .split_once('=')
+            .ok_or_else(|| format!("--plugin {plugin}: give NAME=PATH"))?;
+        // Paths on the command line are the caller's, not the file's.
+        let path = std::env::current_dir()?.join(path);
+        let config = match scenarios.plugins.remove(name) {
+            Some(PluginSpec::Configured { config, .. }) => config,
+            _ => Default::default(),
+        };
+        scenarios
+            .plugins
+            .insert(name.to_owned(), PluginSpec::Configured { path, config });
+    }
     let mut report = String::new();
     let summary = crate::flow_test::run(&flow, &scenarios, base, &mut report).await?;
     print!("{report}");
@@ -281,6 +296,7 @@ pub async fn chat(
     api_key: Option<String>,
     tenant: &str,
     conversation: Option<String>,
+    flow: Option<String>,
 ) -> Outcome {
     let api_key = key(api_key)?;
     let mut client = McpEngineClient::new(channel(server).await?);
@@ -310,6 +326,10 @@ pub async fn chat(
                     user_id: "terminal".into(),
                     content: Some(MessageContent {
                         text: line,
+                        ..Default::default()
+                    }),
+                    processing_hints: flow.as_ref().map(|flow| ProcessingHints {
+                        force_flow: flow.clone(),
                         ..Default::default()
                     }),
                     ..Default::default()

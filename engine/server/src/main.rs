@@ -49,6 +49,10 @@ enum Command {
         /// Continue a conversation instead of starting one.
         #[arg(long)]
         conversation: Option<String>,
+        /// Start the conversation on this flow (`id` or `id@version`)
+        /// instead of the tenant's default.
+        #[arg(long)]
+        flow: Option<String>,
     },
 }
 
@@ -89,7 +93,14 @@ enum FlowCommand {
     /// Play scripted conversations (a scenarios JSON file) against the flow
     /// and its plugins, offline; pass or fail per turn, exit code 1 if any
     /// failed.
-    Test { flow: PathBuf, scenarios: PathBuf },
+    Test {
+        flow: PathBuf,
+        scenarios: PathBuf,
+        /// A plugin component to use, as NAME=PATH (repeatable); overrides
+        /// the scenarios file's `plugins` entry of that name.
+        #[arg(long = "plugin", value_name = "NAME=PATH")]
+        plugins: Vec<String>,
+    },
     /// Publish a flow version to a tenant.
     Publish {
         #[command(flatten)]
@@ -182,9 +193,11 @@ fn main() -> ExitCode {
             }) => cli::create_tenant(&server, &key, &name, id, allow_list).await,
             Command::Flow(FlowCommand::Validate { file }) => cli::validate_flow(&file),
             Command::Flow(FlowCommand::Graph { file }) => cli::graph_flow(&file),
-            Command::Flow(FlowCommand::Test { flow, scenarios }) => {
-                cli::test_flow(&flow, &scenarios).await
-            }
+            Command::Flow(FlowCommand::Test {
+                flow,
+                scenarios,
+                plugins,
+            }) => cli::test_flow(&flow, &scenarios, &plugins).await,
             Command::Flow(FlowCommand::Publish {
                 client,
                 tenant,
@@ -227,7 +240,8 @@ fn main() -> ExitCode {
                 client,
                 tenant,
                 conversation,
-            } => cli::chat(&client.server, client.key, &tenant, conversation).await,
+                flow,
+            } => cli::chat(&client.server, client.key, &tenant, conversation, flow).await,
         }
     });
     match result {
