@@ -244,6 +244,23 @@ fn serve_refuses_bad_settings_by_name() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("CONTEXT_LOCK_TIMEOUT_MS"));
 }
 
+/// `flow test FLOW SCENARIOS`, which must pass; its report.
+fn passing_flow_test(flow: &std::path::Path, scenarios: &std::path::Path) -> String {
+    let output = run(&[
+        "flow",
+        "test",
+        flow.to_str().unwrap(),
+        scenarios.to_str().unwrap(),
+    ]);
+    let text = stdout(&output);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("mcp-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -252,14 +269,11 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn flow_test_plays_the_example_scenarios() {
-    let output = run(&[
-        "flow",
-        "test",
-        &format!("{EXAMPLES}/pizza_order.json"),
-        &format!("{EXAMPLES}/pizza_order.scenarios.json"),
-    ]);
-    let text = stdout(&output);
-    assert!(output.status.success(), "{text}");
+    let examples = std::path::Path::new(EXAMPLES);
+    let text = passing_flow_test(
+        &examples.join("pizza_order.json"),
+        &examples.join("pizza_order.scenarios.json"),
+    );
     assert!(
         text.contains("scenario \"orders two large pepperoni pizzas\""),
         "{text}"
@@ -396,18 +410,7 @@ fn flow_test_runs_plugins_and_timeouts() {
         .to_string(),
     )
     .unwrap();
-    let output = run(&[
-        "flow",
-        "test",
-        flow.to_str().unwrap(),
-        scenarios.to_str().unwrap(),
-    ]);
-    let text = stdout(&output);
-    assert!(
-        output.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = passing_flow_test(&flow, &scenarios);
     assert!(
         text.contains("2 scenarios, 4 turns: 4 passed, 0 failed"),
         "{text}"
@@ -447,18 +450,7 @@ fn the_javascript_plugin_example_builds_and_passes_its_scenarios() {
         "{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let output = run(&[
-        "flow",
-        "test",
-        dir.join("vip.flow.json").to_str().unwrap(),
-        dir.join("vip.scenarios.json").to_str().unwrap(),
-    ]);
-    let text = stdout(&output);
-    assert!(
-        output.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = passing_flow_test(&dir.join("vip.flow.json"), &dir.join("vip.scenarios.json"));
     assert!(
         text.contains("3 scenarios, 3 turns: 3 passed, 0 failed"),
         "{text}"

@@ -17,33 +17,6 @@ mod common;
 
 use common::*;
 
-fn flow() -> String {
-    json!({
-        "flow_id": "refunds", "name": "Refunds", "version": "1", "initial_state": "ask",
-        "states": {
-            "ask": {
-                "type": "response",
-                "config": { "response_templates": { "default": "What did you spend?" } },
-                "transitions": [ { "condition": "any_input", "target_state": "check" } ]
-            },
-            "check": {
-                "type": "condition",
-                "transitions": [
-                    { "condition": "plugin", "plugin": "vip-check", "args": { "min_spent": 500 }, "target_state": "vip", "priority": 1 },
-                    { "condition": "default", "target_state": "done" }
-                ]
-            },
-            "vip": {
-                "type": "end",
-                "entry_actions": [ { "type": "plugin", "plugin": "price", "args": { "discount": 0.5 } } ],
-                "config": { "message": "VIP." }
-            },
-            "done": { "type": "end", "config": { "message": "Done." } }
-        }
-    })
-    .to_string()
-}
-
 async fn whole_story(engine: &Engine) {
     // Ids of this run only: Redis outlives test runs.
     let acme = format!("acme-{}", std::process::id());
@@ -144,7 +117,7 @@ async fn whole_story(engine: &Engine) {
         .publish_flow(authed(
             PublishFlowRequest {
                 tenant_id: acme.clone(),
-                definition: flow(),
+                definition: refunds_flow(),
                 ..Default::default()
             },
             &key,
@@ -330,7 +303,7 @@ async fn whole_story(engine: &Engine) {
         .publish_flow(authed(
             PublishFlowRequest {
                 tenant_id: acme.clone(),
-                definition: flow(),
+                definition: refunds_flow(),
                 ..Default::default()
             },
             &messages_only,
@@ -377,7 +350,7 @@ async fn whole_story(engine: &Engine) {
         .publish_flow(authed(
             PublishFlowRequest {
                 tenant_id: acme.clone(),
-                definition: flow(),
+                definition: refunds_flow(),
                 ..Default::default()
             },
             &key,

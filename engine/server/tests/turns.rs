@@ -29,42 +29,19 @@ fn number(metrics: &mcp_engine::proto::common::PerformanceMetrics, field: &str) 
     }
 }
 
-fn vip_flow() -> serde_json::Value {
-    json!({
-        "flow_id": "refunds", "name": "Refunds", "version": "1", "initial_state": "ask",
-        "states": {
-            "ask": {
-                "type": "response",
-                "config": { "response_templates": { "default": "What did you spend?" } },
-                "transitions": [ { "condition": "any_input", "target_state": "check" } ]
-            },
-            "check": {
-                "type": "condition",
-                "transitions": [
-                    { "condition": "plugin", "plugin": "vip-check", "args": { "min_spent": 500 }, "target_state": "done", "priority": 1 },
-                    { "condition": "default", "target_state": "done" }
-                ]
-            },
-            "done": { "type": "end", "config": { "message": "Done." } }
-        }
-    })
-}
-
 #[tokio::test]
 async fn a_turn_reports_its_plugin_calls_fuel_and_cache_use() {
     let engine = start(HashMap::new()).await;
     let (mut admin, mut client) = clients(&engine).await;
     let (tenant, key) = new_tenant(&mut admin, "perf", &[]).await;
-    upload(
-        &mut admin,
-        &key,
-        &tenant,
-        "vip-check",
-        mcp_example_plugins::VIP_CHECK,
-        HashMap::new(),
-    )
-    .await;
-    publish(&mut admin, &key, &tenant, &vip_flow()).await;
+    for (name, path) in [
+        ("vip-check", mcp_example_plugins::VIP_CHECK),
+        ("price", mcp_example_plugins::PRICE),
+    ] {
+        upload(&mut admin, &key, &tenant, name, path, HashMap::new()).await;
+    }
+    let flow = serde_json::from_str(&refunds_flow()).unwrap();
+    publish(&mut admin, &key, &tenant, &flow).await;
 
     let first = client
         .process_message(authed(message(&tenant, "c-1", "hello"), &key))
@@ -572,7 +549,7 @@ async fn every_call_refuses_missing_and_foreign_keys_and_bad_input() {
     refuses!(admin, delete_plugin, DeletePluginRequest { tenant_id: t(), name: "p".into(), version: "1".into() }, keys,
         DeletePluginRequest { tenant_id: t(), name: "missing".into(), version: "1".into() } => Code::NotFound);
     refuses!(admin, list_tools, ListToolsRequest { tenant_id: t() }, keys);
-    refuses!(admin, publish_flow, PublishFlowRequest { tenant_id: t(), definition: vip_flow().to_string(), ..Default::default() }, keys,
+    refuses!(admin, publish_flow, PublishFlowRequest { tenant_id: t(), definition: refunds_flow(), ..Default::default() }, keys,
         PublishFlowRequest { tenant_id: t(), definition: "{}".into(), ..Default::default() } => Code::InvalidArgument);
     refuses!(
         admin,

@@ -264,3 +264,31 @@ pub fn python_has(module: &str, install: &str) -> bool {
     }
     available
 }
+
+/// A flow using the vip-check condition and the price action.
+pub fn refunds_flow() -> String {
+    serde_json::json!({
+        "flow_id": "refunds", "name": "Refunds", "version": "1", "initial_state": "ask",
+        "states": {
+            "ask": {
+                "type": "response",
+                "config": { "response_templates": { "default": "What did you spend?" } },
+                "transitions": [ { "condition": "any_input", "target_state": "check" } ]
+            },
+            "check": {
+                "type": "condition",
+                "transitions": [
+                    { "condition": "plugin", "plugin": "vip-check", "args": { "min_spent": 500 }, "target_state": "vip", "priority": 1 },
+                    { "condition": "default", "target_state": "done" }
+                ]
+            },
+            "vip": {
+                "type": "end",
+                "entry_actions": [ { "type": "plugin", "plugin": "price", "args": { "discount": 0.5 } } ],
+                "config": { "message": "VIP." }
+            },
+            "done": { "type": "end", "config": { "message": "Done." } }
+        }
+    })
+    .to_string()
+}
