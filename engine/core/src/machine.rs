@@ -126,6 +126,26 @@ pub struct StepResult {
     pub plugin_calls: u32,
 }
 
+impl StepResult {
+    /// Adds what a later step of the same turn did (entering the flow a
+    /// `trigger_flow` moved the conversation to): its messages, states,
+    /// actions, changes and errors follow this one's, and where the
+    /// conversation now is comes from it. The trigger that led there stays.
+    pub fn absorb(&mut self, later: StepResult) {
+        self.messages.extend(later.messages);
+        self.state = later.state;
+        self.visited.extend(later.visited);
+        self.actions.extend(later.actions);
+        self.updates.extend(later.updates);
+        self.errors.extend(later.errors);
+        self.ended = later.ended;
+        self.wake_at_ms = later.wake_at_ms;
+        self.events.extend(later.events);
+        self.intent = later.intent.or(self.intent.take());
+        self.plugin_calls += later.plugin_calls;
+    }
+}
+
 /// Runs flows, calling plugins through `R` and reading time from `C`.
 #[derive(Debug, Clone)]
 pub struct Machine<R, C> {
@@ -140,6 +160,20 @@ impl<R: PluginRuntime, C: Clock> Machine<R, C> {
 
     pub fn clock(&self) -> &C {
         &self.clock
+    }
+
+    /// Enters the first state of a conversation that has not entered its
+    /// flow yet (new, or moved by `trigger_flow`) and runs on until the
+    /// machine needs input, sending the prompts on the way. No message is
+    /// handled and the turn count does not change: this is part of the turn
+    /// that led here.
+    pub async fn enter(&self, flow: &Flow, conversation: &mut Conversation) -> StepResult {
+        let turn = conversation.turn;
+        // A timeout event that is not due yet (the state is entered now)
+        // hands nothing to any state.
+        let result = self.step(flow, conversation, &Event::timeout()).await;
+        conversation.turn = turn;
+        result
     }
 
     /// Runs one turn: `event` against `conversation`, which is updated in

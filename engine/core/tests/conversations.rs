@@ -335,6 +335,18 @@ fn a_triggered_flow_takes_over_with_the_conversation_so_far() {
 
     let mut chat = Chat::new(&pizza, &plugins, &clock);
     chat.conversation = conversation;
+    let turns = chat.conversation.turn;
+    let entered = futures::executor::block_on(chat.machine.enter(&pizza, &mut chat.conversation));
+    assert_eq!(
+        texts(&entered),
+        ["What size would you like: small, medium or large?"],
+        "entering the flow asks its first question"
+    );
+    assert_eq!(entered.state, "collect_order");
+    assert_eq!(
+        chat.conversation.turn, turns,
+        "entering is part of the turn before"
+    );
     let order = chat.send("a large pepperoni");
     assert_eq!(texts(&order), ["How many large pepperoni pizzas?"]);
     assert_eq!(chat.conversation.slots.get("size"), Some(&json!("large")));

@@ -7,7 +7,9 @@
 //! action, tracks orders through a WASM integration that calls the order API
 //! this process serves on its HTTP port (`/demo/orders/{id}`), plays trivia
 //! in a tenant state type, and greets in two styles split by an A/B
-//! experiment. Installing it again is harmless: what exists is kept.
+//! experiment. Installing it again is harmless: plugins, the flow and the
+//! experiment that exist are kept; the allow-list is set to this process's
+//! HTTP port; and a new key is made (the old ones stay valid until revoked).
 
 use std::collections::BTreeMap;
 

@@ -148,7 +148,20 @@ impl Engine {
     }
 
     /// Runs one message through the conversation's flow, and counts it.
-    pub async fn process(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
+    ///
+    /// The turn runs in a task of its own: a caller that stops waiting (a
+    /// client past its deadline, a closed stream) does not cut it off
+    /// between lock and unlock, which would leave the conversation locked
+    /// until the lock's time to live.
+    pub async fn process(
+        self: &Arc<Self>,
+        request: TurnRequest,
+    ) -> Result<TurnOutcome, EngineError> {
+        let engine = self.clone();
+        detached(async move { engine.process_counted(request).await }).await
+    }
+
+    async fn process_counted(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
         let started = Instant::now();
         let tenant = request.tenant_id.clone();
         // Everything the turn logs (plugin calls included) is inside this span.
@@ -276,12 +289,31 @@ impl Engine {
         let started = Instant::now();
         let _permit = self.permit(self.budget(request.deadline)).await?;
         let key = ConversationKey::new(&request.tenant_id, &request.conversation_id);
-        let lease = self.contexts.lock(&key).await?;
+        let lease = self
+            .lock_within(&key, self.budget(request.deadline))
+            .await?;
         let result = self.locked_turn(&lease, &request, started).await;
         self.unlock(lease.clone()).await;
         let mut outcome = result?;
         outcome.lock_wait = lease.waited;
         Ok(outcome)
+    }
+
+    /// The conversation's lock, waiting no longer than `budget` (the lock
+    /// store's own timeout may be shorter).
+    async fn lock_within(
+        &self,
+        key: &ConversationKey,
+        budget: Duration,
+    ) -> Result<Lease, EngineError> {
+        match tokio::time::timeout(budget, self.contexts.lock(key)).await {
+            Ok(lease) => Ok(lease?),
+            Err(_) => Err(ContextError::LockTimeout {
+                key: key.clone(),
+                waited: budget,
+            }
+            .into()),
+        }
     }
 
     /// A lease that expired releases nothing; any failure to unlock is
@@ -394,11 +426,7 @@ impl Engine {
         self.contexts
             .save(run.lease, &conversation, run.version)
             .await?;
-        // A switched conversation waits in a state it has not entered yet:
-        // nothing is due until it has.
-        let wake_at = step
-            .wake_at_ms
-            .filter(|_| conversation.flow_id == flow.flow_id);
+        let wake_at = step.wake_at_ms;
         // Most turns neither had nor have a deadline: no round trip for them.
         if (wake_at.is_some() || had_deadline)
             && let Err(e) = self.wakeups.schedule(&run.lease.key, wake_at).await
@@ -453,7 +481,7 @@ impl Engine {
     }
 
     /// Moves the conversation to the flow a `trigger_flow` action named
-    /// (its latest published version); the turn reports where it now is.
+    /// (its latest published version) and enters it, as part of this turn.
     /// A trigger that cannot be followed is an action error of the turn,
     /// and the conversation stays where the flow left it.
     async fn follow_trigger(
@@ -473,14 +501,16 @@ impl Engine {
                     trigger.target_state.as_deref(),
                     crate::grpc::now_ms(),
                 )
-                .map(|()| conversation.flow_version = target.version.clone()),
+                .map(|()| {
+                    conversation.flow_version = target.version.clone();
+                    target
+                }),
             Err(e) => Err(e.to_string()),
         };
         match switched {
-            Ok(()) => {
-                step.state = conversation.current_state.clone();
-                step.ended = false;
-            }
+            // The reply goes on with the new flow's first state, so the user
+            // sees what it asks. A trigger in there is not followed further.
+            Ok(target) => step.absorb(self.machine.enter(&target.flow, conversation).await),
             Err(message) => {
                 conversation.error_count += 1;
                 step.errors.push(TurnError {
@@ -552,12 +582,20 @@ impl Engine {
     }
 
     /// Delivers due timeouts until the process stops: every `interval`, it
-    /// claims what is due (each conversation goes to one process) and runs
-    /// a timeout turn for each.
+    /// claims what is due (each conversation goes to one process at a time)
+    /// and runs a timeout turn for each. A delivery that fails is claimed
+    /// again when its lease runs out.
     pub async fn run_timeouts(self: Arc<Self>, interval: Duration) {
         loop {
             tokio::time::sleep(interval).await;
-            let due = match self.wakeups.claim_due(crate::grpc::now_ms(), 64).await {
+            // Long enough for a claimed delivery to finish: a permit, the
+            // lock and the turn. One that never finishes is claimed again.
+            let lease = self.settings.turn_timeout * 3;
+            let due = match self
+                .wakeups
+                .claim_due(crate::grpc::now_ms(), 64, lease)
+                .await
+            {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read due timeouts");
@@ -659,13 +697,22 @@ impl Engine {
         })
     }
 
-    /// Forgets a conversation; returns the state it was in.
+    /// Forgets a conversation; returns the state it was in. Detached like a
+    /// turn, so it always unlocks.
     pub async fn reset(
-        &self,
+        self: &Arc<Self>,
         tenant_id: &str,
         conversation_id: &str,
     ) -> Result<String, EngineError> {
-        let key = ConversationKey::new(tenant_id, conversation_id);
+        let (engine, key) = (
+            self.clone(),
+            ConversationKey::new(tenant_id, conversation_id),
+        );
+        detached(async move { engine.reset_locked(key).await }).await
+    }
+
+    async fn reset_locked(&self, key: ConversationKey) -> Result<String, EngineError> {
+        let conversation_id = key.conversation_id.clone();
         let lease = self.contexts.lock(&key).await?;
         let result = async {
             let snapshot = self.contexts.load(&lease).await?;
@@ -691,6 +738,17 @@ struct Run<'a> {
     version: u64,
     started: Instant,
     deadline: Option<Instant>,
+}
+
+/// Runs `future` as a task of its own and waits for it; dropping the wait
+/// leaves the task running to the end. A panic in it is the caller's.
+async fn detached<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
+    let span = tracing::Span::current();
+    match tokio::spawn(tracing::Instrument::instrument(future, span)).await {
+        Ok(output) => output,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => unreachable!("the runtime cancelled a turn: {e}"),
+    }
 }
 
 async fn sqlx_probe(store: &Store) -> Option<String> {

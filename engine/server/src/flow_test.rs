@@ -20,7 +20,9 @@
 //! ```
 //!
 //! A turn either says something or lets `after_ms` pass and delivers the
-//! timeout event a waiting state gets then. Paths are relative to the
+//! timeout event a waiting state gets then. One flow is played: a
+//! `trigger_flow` is reported (and `expect.trigger_flow` checks it) but not
+//! followed. Paths are relative to the
 //! scenarios file. Every scenario starts a fresh conversation at a fixed
 //! clock, so runs repeat exactly.
 
@@ -111,6 +113,9 @@ pub struct Expect {
     pub ended: Option<bool>,
     /// How many errors the turn may report (0 checks it had none).
     pub errors: Option<usize>,
+    /// The flow a `trigger_flow` action of the turn asked for. `flow test`
+    /// plays one flow and does not follow it.
+    pub trigger_flow: Option<String>,
 }
 
 /// A clock that moves only when a scenario says so; sleeps (retry backoff)
@@ -142,13 +147,21 @@ pub fn read_scenarios(path: &Path) -> Result<ScenarioFile, String> {
     let deserializer = &mut serde_json::Deserializer::from_str(&text);
     let file: ScenarioFile = serde_path_to_error::deserialize(deserializer)
         .map_err(|e| format!("{}: {}: {}", path.display(), e.path(), e.inner()))?;
+    let problem = |at: String, what: &str| Err(format!("{}: {at}: {what}", path.display()));
+    if file.scenarios.is_empty() {
+        return problem("scenarios".into(), "there are none");
+    }
     for (s, scenario) in file.scenarios.iter().enumerate() {
+        if scenario.turns.is_empty() {
+            return problem(format!("scenarios[{s}].turns"), "there are none");
+        }
         for (t, turn) in scenario.turns.iter().enumerate() {
+            let at = format!("scenarios[{s}].turns[{t}]");
             if turn.say.is_some() == turn.after_ms.is_some() {
-                return Err(format!(
-                    "{}: scenarios[{s}].turns[{t}]: give either `say` or `after_ms`",
-                    path.display()
-                ));
+                return problem(at, "give either `say` or `after_ms`");
+            }
+            if turn.after_ms.is_some() && !turn.data.is_empty() {
+                return problem(at, "`data` goes with a message (`say`), not `after_ms`");
             }
         }
     }
@@ -229,9 +242,13 @@ pub async fn run(
                 None => format!("(after {} ms)", turn.after_ms.unwrap_or(0)),
             };
             let mark = if problems.is_empty() { "✓" } else { "✗" };
+            let trigger = match &step.trigger_flow {
+                Some(trigger) => format!(" (triggers flow {}, not followed)", trigger.flow_id),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  {mark} turn {}: {said} → {}: {}",
+                "  {mark} turn {}: {said} → {}: {}{trigger}",
                 n + 1,
                 step.state,
                 reply_of(&step).replace('\n', " / ")
@@ -305,6 +322,14 @@ fn check(expect: &Expect, step: &StepResult, conversation: &Conversation) -> Vec
         && ended != step.ended
     {
         problems.push(format!("ended: expected {ended}, got {}", step.ended));
+    }
+    let triggered = step.trigger_flow.as_ref().map(|t| t.flow_id.as_str());
+    if let Some(flow_id) = &expect.trigger_flow
+        && triggered != Some(flow_id.as_str())
+    {
+        problems.push(format!(
+            "trigger_flow: expected {flow_id:?}, got {triggered:?}"
+        ));
     }
     if let Some(errors) = expect.errors
         && errors != step.errors.len()

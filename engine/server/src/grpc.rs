@@ -20,6 +20,9 @@ use crate::status::from_engine;
 
 /// Longest message text accepted, in bytes.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Largest `content.metadata` accepted, as JSON text: it may carry a user
+/// profile the conversation keeps and every plugin call reads.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 /// Most messages in one batch.
 pub const MAX_BATCH: usize = 100;
 
@@ -33,7 +36,7 @@ fn tenant_of(context: &Option<common::TenantContext>) -> &str {
 
 /// One message through the engine, validated, as the seed's response.
 async fn turn(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     request: ProcessMessageRequest,
     deadline: Option<Instant>,
 ) -> Result<ProcessMessageResponse, Status> {
@@ -62,6 +65,12 @@ async fn turn(
     let content = request.content.as_ref();
     if let Some(Value::Object(fields)) = content.and_then(|c| c.metadata.as_ref()).map(from_struct)
     {
+        let size = serde_json::to_string(&fields).map_or(0, |json| json.len());
+        if size > MAX_METADATA_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "content.metadata: {size} bytes of JSON is over the limit of {MAX_METADATA_BYTES}"
+            )));
+        }
         for (key, value) in fields {
             match (key.as_str(), value) {
                 ("user_profile", Value::Object(profile)) => user_profile = profile,
@@ -546,7 +555,7 @@ pub(crate) fn now_ms() -> i64 {
 /// client goes away. A message that fails gets a recoverable stream error
 /// and the stream goes on.
 async fn stream_session(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     key: &mcp_store::ApiKey,
     incoming: &mut tonic::Streaming<ConversationStreamRequest>,
     outgoing: &Outgoing,
@@ -587,7 +596,14 @@ async fn stream_session(
             // A wait state's timeout fired for this conversation (on this
             // process): pass on what it said and where it went.
             timeout = timeouts.recv() => {
-                let Ok(turn) = timeout else { continue };
+                let turn = match timeout {
+                    Ok(turn) => turn,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(stream = %stream_id, missed, "stream fell behind; timeout events dropped");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                };
                 let ours = turn.key.tenant_id == tenant
                     && turn.key.conversation_id == init.conversation_id;
                 if ours && wanted("timeout") {

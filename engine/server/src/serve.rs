@@ -95,6 +95,7 @@ impl ServerSettings {
 }
 
 pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::Error>> {
+    let stop = shutdown()?;
     let db = Database::connect(&settings.store.database).await?;
     let host = PluginHost::new(HostConfig {
         artifacts: Some(db.artifact_store()),
@@ -176,10 +177,7 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         )
         // Without TCP_NODELAY a small reply waits for the client's delayed
         // ACK: 40 ms a turn on Linux.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown(),
-        )
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
         .await?;
     tracing::info!("stopped");
     Ok(())
@@ -206,19 +204,26 @@ fn print_demo_help(key: &str, grpc: SocketAddr) {
     let _ = out.flush();
 }
 
-/// Resolves on SIGINT or SIGTERM; in-flight calls then finish.
-async fn shutdown() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("a SIGTERM handler");
+/// Resolves on SIGINT or SIGTERM; in-flight calls then finish. The handlers
+/// are installed at once, not when the future is first polled: a signal
+/// that comes after start-up is announced but before the server runs must
+/// not kill the process.
+#[cfg(unix)]
+fn shutdown() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown() -> std::io::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -456,3 +456,51 @@ fn the_javascript_plugin_example_builds_and_passes_its_scenarios() {
         "{text}"
     );
 }
+
+#[test]
+fn flow_test_reports_a_trigger_it_does_not_follow() {
+    let dir = temp_dir("flowtest-trigger");
+    let scenarios = dir.join("scenarios.json");
+    std::fs::write(
+        &scenarios,
+        r#"{ "scenarios": [ { "name": "hands over to ordering", "turns": [
+              { "say": "hello" },
+              { "say": "I'd like two pizzas please", "expect": { "trigger_flow": "pizza_order", "ended": true } } ] } ] }"#,
+    )
+    .unwrap();
+    let text = passing_flow_test(
+        &std::path::Path::new(EXAMPLES).join("greeting.json"),
+        &scenarios,
+    );
+    assert!(
+        text.contains("(triggers flow pizza_order, not followed)"),
+        "{text}"
+    );
+
+    std::fs::write(
+        &scenarios,
+        r#"{ "scenarios": [ { "name": "x", "turns": [ { "after_ms": 5, "data": { "channel": "web" } } ] } ] }"#,
+    )
+    .unwrap();
+    let output = run(&[
+        "flow",
+        "test",
+        &format!("{EXAMPLES}/greeting.json"),
+        scenarios.to_str().unwrap(),
+    ]);
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("scenarios[0].turns[0]: `data` goes with a message"),
+        "{error}"
+    );
+    std::fs::write(&scenarios, r#"{ "scenarios": [] }"#).unwrap();
+    let output = run(&[
+        "flow",
+        "test",
+        &format!("{EXAMPLES}/greeting.json"),
+        scenarios.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("scenarios: there are none"));
+    let _ = std::fs::remove_dir_all(dir);
+}

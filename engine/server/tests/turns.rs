@@ -130,6 +130,11 @@ async fn trigger_flow_moves_the_conversation_to_the_named_flow() {
         .unwrap()
         .into_inner();
     assert_eq!(handed.current_state, "size");
+    assert_eq!(
+        handed.response.unwrap().text,
+        "Let's order.\nSmall or large?",
+        "the new flow's first question follows in the same reply"
+    );
     let state = handed.conversation_state.unwrap();
     assert_eq!(
         (state.flow_id.as_str(), state.flow_version.as_str()),
@@ -191,8 +196,12 @@ fn waiting_flow() -> serde_json::Value {
                 "config": { "prompt": "Take your time.", "timeout_ms": 300 },
                 "transitions": [
                     { "condition": "timeout", "target_state": "nudge" },
-                    { "condition": "any_input", "target_state": "thanks" }
+                    { "condition": "any_input", "target_state": "listening" }
                 ]
+            },
+            "listening": {
+                "type": "wait",
+                "transitions": [ { "condition": "any_input", "target_state": "thanks" } ]
             },
             "nudge": { "type": "end", "config": { "message": "Still there? I'll close this for now." } },
             "thanks": { "type": "end", "config": { "message": "Thanks!" } }
@@ -265,7 +274,14 @@ async fn timeouts_fire_with_no_message(engine: &Engine) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(answered.current_state, "thanks");
+    assert_eq!(answered.current_state, "listening");
+
+    // Well past chatty's old deadline (300 ms, looked for every 200 ms), no
+    // timeout turn ran for it.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let chatty = left_state(&mut client, &tenant, &key, "chatty", "-").await;
+    assert_eq!(chatty.current_state, "listening");
+    assert_eq!(chatty.message_count, 2, "only the two messages were turns");
 
     // A stream of the conversation hears the timeout's message.
     let (sender, receiver) = tokio::sync::mpsc::channel(8);
@@ -676,5 +692,45 @@ async fn every_call_refuses_missing_and_foreign_keys_and_bad_input() {
     assert!(
         !text.contains(&format!("mcp_turns_total{{tenant=\"{acme}\"")),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_turn_past_the_clients_deadline_is_deadline_exceeded_and_unlocks() {
+    let engine = start(HashMap::from([(
+        "CONTEXT_LOCK_TIMEOUT_MS",
+        "1000".to_owned(),
+    )]))
+    .await;
+    let mut api = slow_api().await;
+    let (tenant, key) = tenant_on_slow_api(&engine, &api).await;
+    let (_, client) = clients(&engine).await;
+
+    let mut request = authed(message(&tenant, "late", "where is my order?"), &key);
+    request.set_timeout(Duration::from_millis(500));
+    let late = client.clone().process_message(request).await.unwrap_err();
+    assert_eq!(late.code(), Code::DeadlineExceeded, "{late:?}");
+    assert!(
+        late.message().contains("did not finish"),
+        "the engine's answer: {late:?}"
+    );
+    api.arrived.recv().await.unwrap();
+    api.release.send(()).await.unwrap();
+
+    // The conversation is not left locked: the next message goes through.
+    let next = tokio::spawn({
+        let (mut client, tenant, key) = (client.clone(), tenant.clone(), key.clone());
+        async move {
+            client
+                .process_message(authed(message(&tenant, "late", "where is my order?"), &key))
+                .await
+        }
+    });
+    api.arrived.recv().await.unwrap();
+    api.release.send(()).await.unwrap();
+    let done = next.await.unwrap().expect("not refused as busy");
+    assert_eq!(
+        done.into_inner().response.unwrap().text,
+        "Your order is shipped."
     );
 }

@@ -4,13 +4,18 @@
 //! After each turn the engine schedules the conversation's next deadline
 //! (or clears it); a background task claims what is due and runs a timeout
 //! turn. With Redis the schedule is one sorted set shared by every engine
-//! process, `mcp:wakeups` (score: due time in Unix ms), and claiming removes
-//! entries atomically, so each deadline is delivered by one process. In
-//! process it is a map. A deadline delivered early or twice is harmless:
-//! the machine ignores a timeout event before its state's deadline.
+//! process, `mcp:wakeups` (score: due time in Unix ms); in process it is a
+//! map. Claiming is atomic and takes a lease rather than the entry: a
+//! claimed entry moves `lease` into the future, so one process delivers it,
+//! and the turn that delivers it replaces or clears it. If that turn never
+//! comes (the process died, the engine was busy, the database failed), the
+//! lease runs out and the deadline is claimed again. A deadline delivered
+//! early or twice is harmless: the engine runs a timeout turn only when the
+//! conversation's current state is due one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use mcp_flow::ConversationKey;
 use redis::Script;
@@ -22,11 +27,12 @@ use crate::settings::ContextSettings;
 /// The Redis sorted set of due times.
 pub const KEY: &str = "mcp:wakeups";
 
-/// Removes and returns up to ARGV[2] members due at or before ARGV[1].
+/// Returns up to ARGV[2] members due at or before ARGV[1], each moved to
+/// ARGV[3] (the end of its lease).
 const CLAIM: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-if #due > 0 then
-    redis.call('ZREM', KEYS[1], unpack(due))
+for _, member in ipairs(due) do
+    redis.call('ZADD', KEYS[1], ARGV[3], member)
 end
 return due
 "#;
@@ -102,18 +108,22 @@ impl Wakeups {
         }
     }
 
-    /// Takes up to `limit` conversations due at or before `now_ms`; no other
-    /// caller gets them.
+    /// Claims up to `limit` conversations due at or before `now_ms` for
+    /// `lease`: no other caller gets them until it runs out, unless they are
+    /// scheduled anew meanwhile.
     pub async fn claim_due(
         &self,
         now_ms: i64,
         limit: usize,
+        lease: Duration,
     ) -> Result<Vec<ConversationKey>, String> {
+        let lease_end = now_ms.saturating_add(lease.as_millis() as i64);
         let members: Vec<String> = match self {
             Wakeups::Redis { connection, claim } => claim
                 .key(KEY)
                 .arg(now_ms)
                 .arg(limit)
+                .arg(lease_end)
                 .invoke_async(&mut connection.clone())
                 .await
                 .map_err(|e| format!("claiming due timeouts: {e}"))?,
@@ -124,11 +134,14 @@ impl Wakeups {
                     match schedule.due.first() {
                         Some((at, _)) if *at <= now_ms => {
                             let (_, member) = schedule.due.pop_first().expect("just seen");
-                            schedule.by_member.remove(&member);
                             taken.push(member);
                         }
                         _ => break,
                     }
+                }
+                for member in &taken {
+                    schedule.due.insert((lease_end, member.clone()));
+                    schedule.by_member.insert(member.clone(), lease_end);
                 }
                 taken
             }

@@ -394,26 +394,27 @@ async fn timeouts_are_scheduled_rescheduled_cleared_and_claimed_once() {
                 .map(|k| k.conversation_id)
                 .collect::<Vec<_>>()
         };
-        assert!(
-            mine(wakeups.claim_due(base, 100).await.unwrap()).is_empty(),
-            "nothing due yet"
-        );
+        let lease = Duration::from_millis(1_000);
+        let claim = |at: i64| {
+            let wakeups = wakeups.clone();
+            async move { mine(wakeups.claim_due(at, 100, lease).await.unwrap()) }
+        };
+        assert!(claim(base).await.is_empty(), "nothing due yet");
         // Two claimers at once: each due conversation goes to one of them.
-        let (first, second) = tokio::join!(
-            wakeups.claim_due(base + 100, 100),
-            wakeups.claim_due(base + 100, 100)
-        );
-        let mut claimed = mine(first.unwrap());
-        claimed.extend(mine(second.unwrap()));
+        let (first, second) = tokio::join!(claim(base + 100), claim(base + 100));
+        let claimed: Vec<String> = first.into_iter().chain(second).collect();
         assert_eq!(
             claimed,
             ["b:with:colons"],
             "a was cleared and c moved later"
         );
-        assert!(mine(wakeups.claim_due(base + 100, 100).await.unwrap()).is_empty());
-        assert_eq!(
-            mine(wakeups.claim_due(base + 5_000_000, 100).await.unwrap()),
-            ["c"]
-        );
+        assert!(claim(base + 100).await.is_empty(), "b is leased");
+        // A lease that runs out with no turn to clear it: b is due again.
+        assert_eq!(claim(base + 100 + 1_000).await, ["b:with:colons"]);
+        // The turn that delivers it clears it.
+        wakeups.schedule(&key("b:with:colons"), None).await.unwrap();
+        assert!(claim(base + 100_000).await.is_empty());
+        assert_eq!(claim(base + 5_000_000).await, ["c"]);
+        wakeups.schedule(&key("c"), None).await.unwrap();
     }
 }

@@ -78,9 +78,14 @@ impl PluginHost {
         );
         let started = Instant::now();
         let outcome = async {
-            let mut store = self
-                .store(installed, &limits, allow_list)
-                .map_err(|e| trap(plugin, e))?;
+            let mut store = match self.store(installed, &limits, allow_list) {
+                Ok(store) => store,
+                Err(e) => {
+                    let error = trap(plugin, e);
+                    note(installed, CallStats::default(), Some(&error));
+                    return Err(error);
+                }
+            };
             let call = f(&mut store);
             let result = tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await;
             let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
@@ -124,7 +129,26 @@ impl PluginHost {
         outcome
     }
 
+    /// The plugin a call names; a plugin missing or of another world is
+    /// noted as a failed call of the turn.
     fn resolve_for(
+        &self,
+        call: &PluginCall<'_>,
+        world: PluginWorld,
+    ) -> Result<Arc<Installed>, PluginError> {
+        self.resolve_unnoted(call, world).inspect_err(|error| {
+            ledger::note(CallRecord {
+                plugin: call.plugin.to_owned(),
+                version: call.version.unwrap_or_default().to_owned(),
+                world,
+                fuel_used: 0,
+                duration: Duration::ZERO,
+                error: Some(error.kind()),
+            })
+        })
+    }
+
+    fn resolve_unnoted(
         &self,
         call: &PluginCall<'_>,
         world: PluginWorld,
@@ -156,6 +180,11 @@ impl PluginHost {
         &self,
         installed: &Installed,
     ) -> Result<Option<Manifest>, PluginError> {
+        // The host asks for itself: not a call of the turn that installs it.
+        ledger::unrecorded(self.call_describe(installed)).await
+    }
+
+    async fn call_describe(&self, installed: &Installed) -> Result<Option<Manifest>, PluginError> {
         match &installed.typed {
             Typed::Tool(pre) => {
                 let pre = pre.clone();

@@ -3,7 +3,8 @@
 //! The engine runs a turn inside [`record_calls`]; every plugin call made
 //! on that task is noted there, so the turn can report fuel and count calls
 //! per plugin without the state machine knowing. Calls made outside a
-//! recording (uploads, tool listings) are not noted.
+//! recording (uploads, tool listings), and those the host makes for itself
+//! inside one (`describe()` when a turn installs a plugin), are not noted.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -35,6 +36,11 @@ pub async fn record_calls<F: Future>(future: F) -> (F::Output, Vec<CallRecord>) 
             (output, CALLS.with(RefCell::take))
         })
         .await
+}
+
+/// Runs `future` with its plugin calls kept out of any recording.
+pub(crate) async fn unrecorded<F: Future>(future: F) -> F::Output {
+    CALLS.scope(RefCell::new(Vec::new()), future).await
 }
 
 pub(crate) fn note(record: CallRecord) {

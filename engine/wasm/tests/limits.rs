@@ -314,6 +314,40 @@ async fn test_a_recorded_turn_sees_each_call_with_its_fuel_and_outcome() {
     assert_eq!(calls[1].error, Some("limit"));
     assert_eq!(calls[1].fuel_used, 5_000_000, "the whole budget was burnt");
 
+    // describe(), which the host calls when it installs a tool, is not a
+    // call of the turn that installs it.
+    let (_, calls) = mcp_wasm::record_calls(install(
+        "t-ledger",
+        "order-api",
+        built::ORDER_API,
+        PluginWorld::Tool,
+    ))
+    .await;
+    assert!(calls.is_empty(), "{calls:?}");
+
+    // A plugin the tenant does not have is a failed call of the turn.
+    let (missing, calls) = mcp_wasm::record_calls(async {
+        let c = conversation("t-ledger");
+        let args = json!({});
+        HOST.evaluate_condition(PluginCall {
+            tenant_id: "t-ledger",
+            plugin: "nope",
+            version: None,
+            args: &args,
+            conversation: &c,
+            event: None,
+            timeout: Duration::from_secs(1),
+        })
+        .await
+    })
+    .await;
+    assert!(matches!(missing, Err(PluginError::NotFound { .. })));
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        (calls[0].plugin.as_str(), calls[0].error),
+        ("nope", Some("not_found"))
+    );
+
     // Calls outside a recording are not kept for the next one.
     healthy("t-ledger").await;
     let (_, calls) = mcp_wasm::record_calls(async {}).await;
