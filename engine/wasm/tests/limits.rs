@@ -47,13 +47,14 @@ async fn misbehave(tenant: &str, mode: &str) -> Result<Value, PluginError> {
     .await
 }
 
-async fn healthy(tenant: &str) -> bool {
+/// Evaluates `plugin` as a condition for a VIP of `tenant`.
+async fn evaluate(tenant: &str, plugin: &str) -> Result<bool, PluginError> {
     let mut c = conversation(tenant);
     c.user_profile.insert("vip".into(), json!(true));
     let args = json!({});
     HOST.evaluate_condition(PluginCall {
         tenant_id: tenant,
-        plugin: "vip-check",
+        plugin,
         version: None,
         args: &args,
         conversation: &c,
@@ -61,7 +62,12 @@ async fn healthy(tenant: &str) -> bool {
         timeout: Duration::from_secs(1),
     })
     .await
-    .expect("the healthy plugin answers")
+}
+
+async fn healthy(tenant: &str) -> bool {
+    evaluate(tenant, "vip-check")
+        .await
+        .expect("the healthy plugin answers")
 }
 
 fn limit_of(error: &PluginError) -> &str {
@@ -326,21 +332,7 @@ async fn test_a_recorded_turn_sees_each_call_with_its_fuel_and_outcome() {
     assert!(calls.is_empty(), "{calls:?}");
 
     // A plugin the tenant does not have is a failed call of the turn.
-    let (missing, calls) = mcp_wasm::record_calls(async {
-        let c = conversation("t-ledger");
-        let args = json!({});
-        HOST.evaluate_condition(PluginCall {
-            tenant_id: "t-ledger",
-            plugin: "nope",
-            version: None,
-            args: &args,
-            conversation: &c,
-            event: None,
-            timeout: Duration::from_secs(1),
-        })
-        .await
-    })
-    .await;
+    let (missing, calls) = mcp_wasm::record_calls(evaluate("t-ledger", "nope")).await;
     assert!(matches!(missing, Err(PluginError::NotFound { .. })));
     assert_eq!(calls.len(), 1);
     assert_eq!(
