@@ -261,6 +261,20 @@ fn passing_flow_test(flow: &std::path::Path, scenarios: &std::path::Path) -> Str
     text
 }
 
+/// Writes `scenarios` to `path` and runs `flow test` of the example flow
+/// `flow` on it, which must refuse the file; what it said on stderr.
+fn refused_scenarios(flow: &str, path: &std::path::Path, scenarios: &str) -> String {
+    std::fs::write(path, scenarios).unwrap();
+    let output = run(&[
+        "flow",
+        "test",
+        &format!("{EXAMPLES}/{flow}.json"),
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("mcp-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -326,31 +340,20 @@ fn flow_test_reports_each_failed_turn_and_exits_1() {
     );
 
     // A malformed file is named with the place that is wrong.
-    std::fs::write(
+    let error = refused_scenarios(
+        "pizza_order",
         &scenarios,
         r#"{ "scenarios": [ { "name": "x", "turns": [ { "expect": {} } ] } ] }"#,
-    )
-    .unwrap();
-    let output = run(&[
-        "flow",
-        "test",
-        &format!("{EXAMPLES}/pizza_order.json"),
-        scenarios.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
-    let error = String::from_utf8_lossy(&output.stderr);
+    );
     assert!(
         error.contains("scenarios[0].turns[0]: give either `say` or `after_ms`"),
         "{error}"
     );
-    std::fs::write(&scenarios, r#"{ "scenarios": [ { "name": "x", "turns": [ { "say": "hi", "expect": { "rply": "typo" } } ] } ] }"#).unwrap();
-    let output = run(&[
-        "flow",
-        "test",
-        &format!("{EXAMPLES}/pizza_order.json"),
-        scenarios.to_str().unwrap(),
-    ]);
-    let error = String::from_utf8_lossy(&output.stderr);
+    let error = refused_scenarios(
+        "pizza_order",
+        &scenarios,
+        r#"{ "scenarios": [ { "name": "x", "turns": [ { "say": "hi", "expect": { "rply": "typo" } } ] } ] }"#,
+    );
     assert!(
         error.contains("scenarios[0].turns[0].expect") && error.contains("rply"),
         "{error}"
@@ -477,30 +480,16 @@ fn flow_test_reports_a_trigger_it_does_not_follow() {
         "{text}"
     );
 
-    std::fs::write(
+    let error = refused_scenarios(
+        "greeting",
         &scenarios,
         r#"{ "scenarios": [ { "name": "x", "turns": [ { "after_ms": 5, "data": { "channel": "web" } } ] } ] }"#,
-    )
-    .unwrap();
-    let output = run(&[
-        "flow",
-        "test",
-        &format!("{EXAMPLES}/greeting.json"),
-        scenarios.to_str().unwrap(),
-    ]);
-    let error = String::from_utf8_lossy(&output.stderr);
+    );
     assert!(
         error.contains("scenarios[0].turns[0]: `data` goes with a message"),
         "{error}"
     );
-    std::fs::write(&scenarios, r#"{ "scenarios": [] }"#).unwrap();
-    let output = run(&[
-        "flow",
-        "test",
-        &format!("{EXAMPLES}/greeting.json"),
-        scenarios.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("scenarios: there are none"));
+    let error = refused_scenarios("greeting", &scenarios, r#"{ "scenarios": [] }"#);
+    assert!(error.contains("scenarios: there are none"), "{error}");
     let _ = std::fs::remove_dir_all(dir);
 }
