@@ -56,8 +56,37 @@ fn main() {
     std::fs::write(out_dir.join("plugins.rs"), constants).unwrap();
 }
 
+/// Stops the build at once, naming the fix, when the toolchain cannot build
+/// for wasm32-wasip2: otherwise the inner build fails minutes later with
+/// "can't find crate for `core`". rust-toolchain.toml lists the target, but
+/// rustup adds it only when it installs the toolchain, not to one already
+/// installed.
+fn require_wasm_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else {
+        return; // Let the inner build say what is wrong with rustc.
+    };
+    let target_lib = sysroot.join("lib/rustlib/wasm32-wasip2/lib");
+    if !target_lib.is_dir() {
+        panic!(
+            "\n\nThe Rust toolchain at {} has no wasm32-wasip2 target, which the example \
+             plugins (the demo and the tests) are built for.\n\
+             Add it with:\n\n    rustup target add wasm32-wasip2\n\n\
+             or build the engine without the demo: cargo build -p mcp-engine --no-default-features\n",
+            sysroot.display()
+        );
+    }
+}
+
 /// Every member of the plugins workspace, built in release mode.
 fn build_rust_plugins(repo: &Path, plugins: &Path) -> Vec<(String, PathBuf)> {
+    require_wasm_target();
     let target_dir = repo.join("target/plugins");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);

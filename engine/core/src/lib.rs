@@ -30,7 +30,9 @@ pub mod flow;
 pub mod graph;
 pub mod intent;
 pub mod machine;
+pub mod manifest;
 pub mod model;
+pub mod policy;
 pub mod ports;
 pub mod schema;
 pub mod slots;
@@ -45,12 +47,11 @@ pub use experiment::{ExperimentConfig, Variant};
 pub use flow::{Flow, Issue, PluginRef, Report, Severity, validate};
 pub use intent::IntentScore;
 pub use machine::{ActionRecord, Machine, Message, StepResult, TurnError, TurnErrorKind};
+pub use manifest::{Manifest, RateLimit, StateTypeManifest, ToolManifest};
 pub use model::FlowDefinition;
+pub use policy::{LimitOverrides, PolicySettings};
 pub use ports::{
     ActionOutput, Clock, NoPlugins, PluginCall, PluginError, PluginRuntime, PluginWorld,
     StateOutput,
 };
-pub use storage::{
-    ContextError, ContextStore, ConversationKey, FlowStore, FlowStoreError, Lease, Snapshot,
-    StoredFlow,
-};
+pub use storage::{ContextError, ContextStore, ConversationKey, Lease, Snapshot};

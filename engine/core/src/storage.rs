@@ -1,18 +1,16 @@
-//! The storage ports: where conversations live between turns, and where a
-//! tenant's flows come from. mcp-store implements both.
+//! The storage port: where conversations live between turns. mcp-store
+//! implements it in Redis and in process.
 //!
-//! The traits return boxed futures so a server can hold `Arc<dyn ContextStore>`
+//! The trait returns boxed futures so a server can hold `Arc<dyn ContextStore>`
 //! and pick Redis or the in-process store at start-up; a store round trip
 //! dwarfs the allocation.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
 use crate::context::Conversation;
-use crate::flow::Flow;
 
 /// One conversation of one tenant: every context operation names both, so a
 /// store can never hand one tenant another's conversation.
@@ -132,44 +130,4 @@ pub trait ContextStore: Send + Sync {
         &'a self,
         key: &'a ConversationKey,
     ) -> BoxFuture<'a, Result<Snapshot, ContextError>>;
-}
-
-/// A flow version as a store serves it: parsed, validated, immutable.
-#[derive(Debug, Clone)]
-pub struct StoredFlow {
-    pub flow_id: String,
-    pub version: String,
-    pub flow: Arc<Flow>,
-}
-
-/// Why a flow could not be served.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FlowStoreError {
-    #[error("tenant {tenant} has no flow {flow_id}{}", version.as_deref().map(|v| format!(" version {v}")).unwrap_or_default())]
-    NotFound {
-        tenant: String,
-        flow_id: String,
-        version: Option<String>,
-    },
-    #[error("tenant {tenant} has no default flow")]
-    NoDefault { tenant: String },
-    #[error("flow store unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// A tenant's published flows.
-pub trait FlowStore: Send + Sync {
-    /// A published version of a flow; `None` means the latest published.
-    fn flow<'a>(
-        &'a self,
-        tenant: &'a str,
-        flow_id: &'a str,
-        version: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<StoredFlow, FlowStoreError>>;
-
-    /// The latest published version of the tenant's default flow.
-    fn default_flow<'a>(
-        &'a self,
-        tenant: &'a str,
-    ) -> BoxFuture<'a, Result<StoredFlow, FlowStoreError>>;
 }

@@ -4,21 +4,21 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use mcp_flow::{ExperimentConfig, PluginWorld};
-use mcp_store::{
-    ApiKey as StoredKey, Experiment as StoredExperiment, FlowStatus, FlowVersion as StoredFlow,
-    PluginVersion as StoredPlugin, PolicySettings, PublishOptions, Scope, Store, UploadPlugin,
-};
+use mcp_registry::{PluginRegistry, UploadPlugin};
+use mcp_store::{FlowStatus, PolicySettings, PublishOptions, Scope, Store};
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{authenticate, authorize, is_operator};
-use crate::grpc::to_struct;
+use crate::convert::{self, from_struct, to_struct};
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::*;
-use crate::status::from_store;
+use crate::status::{from_registry, from_store};
 
 pub struct AdminService {
     pub store: Store,
+    /// Uploads, plugin loads and tenant policies go through the host.
+    pub plugins: PluginRegistry,
     /// MCP_ADMIN_KEY: the operator's key, for creating tenants.
     pub operator_key: Option<String>,
 }
@@ -36,69 +36,6 @@ impl AdminService {
     }
 }
 
-fn api_key(key: StoredKey, token: String) -> ApiKey {
-    ApiKey {
-        key_id: key.id,
-        tenant_id: key.tenant_id,
-        name: key.name,
-        scopes: key.scopes.iter().map(|s| s.to_string()).collect(),
-        created_at_ms: key.created_at_ms,
-        revoked_at_ms: key.revoked_at_ms.unwrap_or_default(),
-        token,
-    }
-}
-
-fn plugin_version(p: StoredPlugin) -> PluginVersion {
-    PluginVersion {
-        name: p.name,
-        version: p.version,
-        world: p.world.to_string(),
-        sha256: p.sha256,
-        size: p.size,
-        enabled: p.enabled,
-        active: p.active,
-        uploaded_at_ms: p.uploaded_at_ms,
-        manifest: p.manifest.and_then(|m| match serde_json::to_value(m) {
-            Ok(Value::Object(object)) => Some(to_struct(&object)),
-            _ => None,
-        }),
-    }
-}
-
-fn flow_version(v: StoredFlow) -> FlowVersion {
-    FlowVersion {
-        flow_id: v.flow_id,
-        version: v.version,
-        status: match v.status {
-            FlowStatus::Draft => "draft".into(),
-            FlowStatus::Published => "published".into(),
-        },
-        is_default: v.is_default,
-        created_at_ms: v.created_at_ms,
-        published_at_ms: v.published_at_ms.unwrap_or_default(),
-        definition: v.definition,
-        warnings: v
-            .warnings
-            .into_iter()
-            .map(|i| FlowIssue {
-                severity: "warning".into(),
-                path: i.path,
-                message: i.message,
-            })
-            .collect(),
-    }
-}
-
-fn experiment(e: StoredExperiment) -> Experiment {
-    Experiment {
-        experiment_id: e.config.experiment_id.clone(),
-        status: format!("{:?}", e.status).to_lowercase(),
-        config: serde_json::to_string(&e.config).unwrap_or_default(),
-        created_at_ms: e.created_at_ms,
-        stopped_at_ms: e.stopped_at_ms.unwrap_or_default(),
-    }
-}
-
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_tenant(
@@ -109,7 +46,7 @@ impl Admin for AdminService {
         let request = request.into_inner();
         let limits = match &request.limits {
             None => Default::default(),
-            Some(limits) => serde_json::from_value(crate::grpc::from_struct(limits))
+            Some(limits) => serde_json::from_value(from_struct(limits))
                 .map_err(|e| Status::invalid_argument(format!("limits: {e}")))?,
         };
         let policy = PolicySettings {
@@ -118,10 +55,10 @@ impl Admin for AdminService {
         };
         let id = Some(request.tenant_id.as_str()).filter(|id| !id.is_empty());
         let tenant = self
-            .store
+            .plugins
             .create_tenant(id, &request.name, policy)
             .await
-            .map_err(from_store)?;
+            .map_err(from_registry)?;
         let issued = self
             .store
             .create_api_key(&tenant.id, "first key", &[Scope::Admin])
@@ -130,7 +67,7 @@ impl Admin for AdminService {
         Ok(Response::new(CreateTenantResponse {
             tenant_id: tenant.id,
             name: tenant.name,
-            api_key: Some(api_key(issued.key, issued.token)),
+            api_key: Some(convert::api_key(issued.key, issued.token)),
         }))
     }
 
@@ -153,7 +90,7 @@ impl Admin for AdminService {
             .await
             .map_err(from_store)?;
         Ok(Response::new(CreateApiKeyResponse {
-            api_key: Some(api_key(issued.key, issued.token)),
+            api_key: Some(convert::api_key(issued.key, issued.token)),
         }))
     }
 
@@ -186,7 +123,7 @@ impl Admin for AdminService {
             ),
         };
         let stored = self
-            .store
+            .plugins
             .upload_plugin(
                 &request.tenant_id,
                 UploadPlugin {
@@ -198,8 +135,8 @@ impl Admin for AdminService {
                 },
             )
             .await
-            .map_err(from_store)?;
-        Ok(Response::new(plugin_version(stored)))
+            .map_err(from_registry)?;
+        Ok(Response::new(stored.into()))
     }
 
     async fn list_plugins(
@@ -214,7 +151,7 @@ impl Admin for AdminService {
             .await
             .map_err(from_store)?;
         Ok(Response::new(ListPluginsResponse {
-            plugins: plugins.into_iter().map(plugin_version).collect(),
+            plugins: plugins.into_iter().map(PluginVersion::from).collect(),
         }))
     }
 
@@ -230,7 +167,7 @@ impl Admin for AdminService {
             .set_plugin_enabled(&r.tenant_id, &r.name, &r.version, r.enabled)
             .await
             .map_err(from_store)?;
-        Ok(Response::new(plugin_version(stored)))
+        Ok(Response::new(stored.into()))
     }
 
     async fn delete_plugin(
@@ -254,13 +191,16 @@ impl Admin for AdminService {
         self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite)
             .await?;
         let tenant = &request.get_ref().tenant_id;
-        self.store.load_plugins(tenant).await.map_err(from_store)?;
+        self.plugins
+            .load_plugins(tenant)
+            .await
+            .map_err(from_registry)?;
         let object = |v: &Value| match v {
             Value::Object(o) => Some(to_struct(o)),
             _ => None,
         };
         let tools = self
-            .store
+            .plugins
             .host()
             .tools(tenant)
             .into_iter()
@@ -295,7 +235,7 @@ impl Admin for AdminService {
             .publish_flow(&r.tenant_id, &r.definition, options)
             .await
             .map_err(from_store)?;
-        Ok(Response::new(flow_version(stored)))
+        Ok(Response::new(stored.into()))
     }
 
     async fn list_flow_versions(
@@ -312,7 +252,7 @@ impl Admin for AdminService {
             .await
             .map_err(from_store)?;
         Ok(Response::new(ListFlowVersionsResponse {
-            versions: versions.into_iter().map(flow_version).collect(),
+            versions: versions.into_iter().map(FlowVersion::from).collect(),
         }))
     }
 
@@ -328,7 +268,7 @@ impl Admin for AdminService {
             .flow_version(&r.tenant_id, &r.flow_id, &r.version)
             .await
             .map_err(from_store)?;
-        Ok(Response::new(flow_version(stored)))
+        Ok(Response::new(stored.into()))
     }
 
     async fn set_default_flow(
@@ -359,7 +299,7 @@ impl Admin for AdminService {
             .create_experiment(&r.tenant_id, config)
             .await
             .map_err(from_store)?;
-        Ok(Response::new(experiment(stored)))
+        Ok(Response::new(stored.into()))
     }
 
     async fn list_experiments(
@@ -374,7 +314,7 @@ impl Admin for AdminService {
             .await
             .map_err(from_store)?;
         Ok(Response::new(ListExperimentsResponse {
-            experiments: experiments.into_iter().map(experiment).collect(),
+            experiments: experiments.into_iter().map(Experiment::from).collect(),
         }))
     }
 
@@ -397,7 +337,7 @@ impl Admin for AdminService {
             .into_iter()
             .find(|e| e.config.experiment_id == r.experiment_id)
             .ok_or_else(|| Status::not_found("experiment"))?;
-        Ok(Response::new(experiment(stopped)))
+        Ok(Response::new(stopped.into()))
     }
 
     async fn get_transcript(

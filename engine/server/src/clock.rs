@@ -1,4 +1,5 @@
-//! Time for the machine, from the system clock and tokio's timers.
+//! Time for the machine and the server, from the system clock and tokio's
+//! timers.
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,4 +18,9 @@ impl Clock for TokioClock {
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
         tokio::time::sleep(duration)
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    TokioClock.now_ms()
 }

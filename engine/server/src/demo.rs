@@ -10,21 +10,22 @@
 //! experiment. Installing it again is harmless: plugins, the flow and the
 //! experiment that exist are kept; the allow-list is set to this process's
 //! HTTP port; and a new key is made (the old ones stay valid until revoked).
+//!
+//! The tenant's plugins are compiled into the binary, so installing it needs
+//! the `demo` cargo feature (on by default); the order API does not.
 
-use std::collections::BTreeMap;
-
-use chrono::Utc;
-use mcp_example_plugins as built;
-use mcp_flow::ExperimentConfig;
-use mcp_store::{PolicySettings, PublishOptions, Scope, Store, StoreError, UploadPlugin};
 use serde_json::json;
 
 pub const TENANT: &str = "demo";
+#[cfg(feature = "demo")]
 pub const FLOW: &str = include_str!("../../../examples/demo/pizza_planet.json");
+#[cfg(feature = "demo")]
 const FLOW_ID: &str = "pizza_planet";
+#[cfg(feature = "demo")]
 const EXPERIMENT: &str = "greeting-style";
 
 /// Keywords the intent classifier scores messages by.
+#[cfg(feature = "demo")]
 const INTENTS: &str = r#"{
     "order_pizza": ["order", "pizza", "hungry", "buy", "menu"],
     "order_status": ["where", "status", "track", "late", "my order"],
@@ -57,20 +58,33 @@ pub fn order_api(path: &str) -> Option<(u16, String)> {
 
 /// Creates (or completes) the demo tenant; `http_port` is where this process
 /// serves the order API. Returns a new API key for it.
-pub async fn install(store: &Store, http_port: u16) -> Result<String, StoreError> {
+#[cfg(feature = "demo")]
+pub async fn install(
+    plugins: &mcp_registry::PluginRegistry,
+    http_port: u16,
+) -> Result<String, mcp_registry::RegistryError> {
+    use std::collections::BTreeMap;
+
+    use chrono::Utc;
+    use mcp_example_plugins as built;
+    use mcp_flow::ExperimentConfig;
+    use mcp_registry::UploadPlugin;
+    use mcp_store::{PolicySettings, PublishOptions, Scope, StoreError};
+
+    let store = plugins.store();
     let api_host = format!("127.0.0.1:{http_port}");
     let policy = PolicySettings {
         allow_list: vec![api_host.clone()],
         ..Default::default()
     };
     match store.tenant(TENANT).await {
-        Ok(_) => store.set_tenant_policy(TENANT, policy).await?,
+        Ok(_) => plugins.set_tenant_policy(TENANT, policy).await?,
         Err(StoreError::NotFound { .. }) => {
-            store
+            plugins
                 .create_tenant(Some(TENANT), "Pizza Planet (demo)", policy)
                 .await?;
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
 
     let config = |pairs: &[(&str, String)]| -> BTreeMap<String, String> {
@@ -82,7 +96,7 @@ pub async fn install(store: &Store, http_port: u16) -> Result<String, StoreError
     // The order API's address is part of the plugin's config, which a
     // version never changes: another port is another version.
     let order_api_version = format!("1.0.0+port{http_port}");
-    let plugins = [
+    let uploads = [
         (
             "menu-intents",
             "1.0.0",
@@ -99,13 +113,13 @@ pub async fn install(store: &Store, http_port: u16) -> Result<String, StoreError
         ),
         ("trivia", "1.0.0", built::QUIZ_BYTES, config(&[])),
     ];
-    for (name, version, bytes, config) in plugins {
+    for (name, version, bytes, config) in uploads {
         match store.plugin_version(TENANT, name, version).await {
             Ok(_) => continue,
             Err(StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
-        store
+        plugins
             .upload_plugin(
                 TENANT,
                 UploadPlugin {
@@ -137,7 +151,7 @@ pub async fn install(store: &Store, http_port: u16) -> Result<String, StoreError
                 )
                 .await?;
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
 
     let experiments = store.list_experiments(TENANT).await?;

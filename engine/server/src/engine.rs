@@ -1,4 +1,4 @@
-//! One message, end to end (DESIGN.md): lock the conversation, load or
+//! One message, end to end (docs/architecture.md): lock the conversation, load or
 //! create its context, choose the flow, step the machine with the tenant's
 //! plugins, save under the lock, unlock, record the turn.
 
@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use mcp_flow::machine::{FlowTrigger, next_deadline};
 use mcp_flow::{
     ContextError, ContextStore, Conversation, ConversationKey, Event, Lease, Machine, Snapshot,
-    StepResult, StoredFlow, TurnError, TurnErrorKind,
+    StepResult, TurnError, TurnErrorKind,
 };
-use mcp_store::{Analytics, CacheUse, Store, StoreError, TurnRecord, Wakeups, track_cache};
+use mcp_registry::{PluginRegistry, RegistryError};
+use mcp_store::{
+    Analytics, CacheUse, Store, StoreError, StoredFlow, TurnRecord, Wakeups, track_cache,
+};
 use mcp_wasm::{CallRecord, PluginHost, record_calls};
 use serde_json::{Value, json};
 
@@ -31,6 +34,8 @@ pub enum EngineError {
     Context(#[from] ContextError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Plugins(#[from] RegistryError),
     #[error("the turn did not finish within {0:?}")]
     Timeout(Duration),
     #[error("the engine is at MAX_PARALLEL_EXECUTIONS and no turn finished within {0:?}")]
@@ -79,7 +84,7 @@ impl TurnOutcome {
 }
 
 /// A timeout turn, which no client asked for: streams of its conversation
-/// on this process are told (see `grpc::stream_session`).
+/// on this process are told (see `stream::stream_session`).
 #[derive(Debug, Clone)]
 pub struct TimeoutTurn {
     pub key: ConversationKey,
@@ -115,6 +120,7 @@ pub struct Engine {
     /// Timeout turns run by this process, for streams to pass on.
     pub timeouts: tokio::sync::broadcast::Sender<Arc<TimeoutTurn>>,
     store: Store,
+    plugins: PluginRegistry,
     contexts: Arc<dyn ContextStore>,
     machine: Machine<PluginHost, TokioClock>,
     settings: EngineSettings,
@@ -123,19 +129,20 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(
-        store: Store,
+        plugins: PluginRegistry,
         contexts: Arc<dyn ContextStore>,
         analytics: Analytics,
         wakeups: Wakeups,
         settings: EngineSettings,
     ) -> Engine {
-        let machine = Machine::new(store.host().clone(), TokioClock);
+        let machine = Machine::new(plugins.host().clone(), TokioClock);
         Engine {
             metrics: Arc::new(Metrics::default()),
             analytics,
             wakeups,
             timeouts: tokio::sync::broadcast::channel(256).0,
-            store,
+            store: plugins.store().clone(),
+            plugins,
             contexts,
             machine,
             permits: tokio::sync::Semaphore::new(settings.max_parallel.max(1)),
@@ -145,6 +152,10 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn plugins(&self) -> &PluginRegistry {
+        &self.plugins
     }
 
     /// Runs one message through the conversation's flow, and counts it.
@@ -336,7 +347,7 @@ impl Engine {
             conversation,
             version,
         } = self.contexts.load(lease).await?;
-        self.store.load_plugins(tenant).await?;
+        self.plugins.load_plugins(tenant).await?;
         let (flow, mut conversation) = match conversation {
             Some(conversation) => (self.pinned_flow(&conversation).await?, conversation),
             None => self.start(request).await?,
@@ -383,12 +394,12 @@ impl Engine {
             &request.conversation_id,
             &request.user_id,
             &flow.flow,
-            crate::grpc::now_ms(),
+            crate::clock::now_ms(),
         );
         conversation.flow_version = flow.version.clone();
         conversation.ab_variant = variant;
         // Publishing new plugin versions never breaks a conversation in flight.
-        for (installed, active) in self.store.host().installed(tenant) {
+        for (installed, active) in self.plugins.host().installed(tenant) {
             if active {
                 conversation
                     .plugin_versions
@@ -411,7 +422,7 @@ impl Engine {
         let tenant = conversation.tenant_id.clone();
         let state_before = conversation.current_state.clone();
         let had_deadline = next_deadline(&flow.flow, &conversation).is_some();
-        let received_at_ms = crate::grpc::now_ms();
+        let received_at_ms = crate::clock::now_ms();
         let budget = self.budget(run.deadline);
         let mut step = tokio::time::timeout(
             budget,
@@ -499,7 +510,7 @@ impl Engine {
                 .switch_flow(
                     &target.flow,
                     trigger.target_state.as_deref(),
-                    crate::grpc::now_ms(),
+                    crate::clock::now_ms(),
                 )
                 .map(|()| {
                     conversation.flow_version = target.version.clone();
@@ -538,10 +549,10 @@ impl Engine {
             let Some(conversation) = snapshot.conversation else {
                 return Ok(None);
             };
-            self.store.load_plugins(&key.tenant_id).await?;
+            self.plugins.load_plugins(&key.tenant_id).await?;
             let flow = self.pinned_flow(&conversation).await?;
             match next_deadline(&flow.flow, &conversation) {
-                Some(due) if due <= crate::grpc::now_ms() => {}
+                Some(due) if due <= crate::clock::now_ms() => {}
                 later => {
                     // A message moved it on; keep whatever is due now.
                     if let Err(e) = self.wakeups.schedule(key, later).await {
@@ -593,7 +604,7 @@ impl Engine {
             let lease = self.settings.turn_timeout * 3;
             let due = match self
                 .wakeups
-                .claim_due(crate::grpc::now_ms(), 64, lease)
+                .claim_due(crate::clock::now_ms(), 64, lease)
                 .await
             {
                 Ok(due) => due,

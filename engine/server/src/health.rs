@@ -9,7 +9,8 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
-use crate::grpc::{now_ms, timestamp};
+use crate::clock::now_ms;
+use crate::convert::timestamp;
 use crate::proto::common::HealthStatus;
 use crate::proto::health::health_server::Health;
 use crate::proto::health::*;

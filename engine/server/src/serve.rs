@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mcp_registry::{PluginRegistry, artifact_store};
 use mcp_store::{Analytics, Database, Store, StoreSettings, Wakeups, open_context_store};
 use mcp_wasm::{HostConfig, PluginHost};
 use tonic::transport::Server;
@@ -12,11 +13,11 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::admin::AdminService;
 use crate::engine::{Engine, EngineSettings};
-use crate::grpc::EngineService;
 use crate::health::HealthService;
 use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::engine::mcp_engine_server::McpEngineServer;
 use crate::proto::health::health_server::HealthServer;
+use crate::service::EngineService;
 
 /// Largest gRPC message either way: plugin uploads are the big ones.
 pub const MAX_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
@@ -98,15 +99,16 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
     let stop = shutdown()?;
     let db = Database::connect(&settings.store.database).await?;
     let host = PluginHost::new(HostConfig {
-        artifacts: Some(db.artifact_store()),
+        artifacts: Some(artifact_store(&db)),
         ..HostConfig::default()
     })?;
-    let store = Store::open(db, host).await?;
+    let store = Store::open(db).await?;
+    let plugins = PluginRegistry::new(store.clone(), host);
     let contexts = open_context_store(&settings.store.context).await?;
     let analytics = Analytics::open(&settings.store.context).await?;
     let wakeups = Wakeups::open(&settings.store.context).await?;
     let engine = Arc::new(Engine::new(
-        store.clone(),
+        plugins.clone(),
         contexts,
         analytics,
         wakeups,
@@ -152,8 +154,13 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         settings.demo,
     ));
     if settings.demo {
-        let key = crate::demo::install(&store, http_bound.port()).await?;
-        print_demo_help(&key, bound);
+        #[cfg(feature = "demo")]
+        {
+            let key = crate::demo::install(&plugins, http_bound.port()).await?;
+            print_demo_help(&key, bound);
+        }
+        #[cfg(not(feature = "demo"))]
+        return Err(NO_DEMO.into());
     }
     tracing::info!(%bound, backend = %store.db().backend(), "serving");
 
@@ -170,6 +177,7 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         .add_service(
             AdminServer::new(AdminService {
                 store,
+                plugins,
                 operator_key: settings.admin_key,
             })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -183,7 +191,13 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
     Ok(())
 }
 
+/// Why `serve --demo` cannot run in a build without the `demo` feature.
+#[cfg(not(feature = "demo"))]
+const NO_DEMO: &str = "this mcp-engine was built without the demo (cargo feature `demo`): \
+     build it with `cargo build -p mcp-engine`, which has the feature by default";
+
 /// How to talk to the demo tenant, on stdout.
+#[cfg(feature = "demo")]
 fn print_demo_help(key: &str, grpc: SocketAddr) {
     use std::io::Write;
     let server = match grpc.port() {

@@ -1,7 +1,8 @@
-//! Errors as gRPC statuses (DESIGN.md "Errors"): input errors name the
+//! Errors as gRPC statuses (docs/architecture.md, "Errors"): input errors name the
 //! field, internal causes are logged and never sent.
 
 use mcp_flow::ContextError;
+use mcp_registry::RegistryError;
 use mcp_store::StoreError;
 use tonic::Status;
 
@@ -15,7 +16,6 @@ pub fn from_store(e: StoreError) -> Status {
         StoreError::InvalidFlow(report) => {
             Status::invalid_argument(format!("definition: {report}"))
         }
-        StoreError::Plugin(e) => Status::invalid_argument(format!("component: {e}")),
         StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
         StoreError::NotFound { .. } => Status::not_found(e.to_string()),
         StoreError::Database(_) | StoreError::Migration(_) => {
@@ -23,6 +23,14 @@ pub fn from_store(e: StoreError) -> Status {
             Status::unavailable("the database is unavailable")
         }
         StoreError::Corrupt(_) => internal(&e),
+    }
+}
+
+pub fn from_registry(e: RegistryError) -> Status {
+    match e {
+        RegistryError::Store(e) => from_store(e),
+        RegistryError::Plugin(e) => Status::invalid_argument(format!("component: {e}")),
+        RegistryError::Policy(e) => Status::invalid_argument(e.to_string()),
     }
 }
 
@@ -49,6 +57,7 @@ pub fn from_engine(e: EngineError) -> Status {
         EngineError::NotFound(message) => Status::not_found(message),
         EngineError::Context(e) => from_context(e),
         EngineError::Store(e) => from_store(e),
+        EngineError::Plugins(e) => from_registry(e),
         EngineError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
         EngineError::Busy(_) => Status::resource_exhausted(e.to_string()),
     }

@@ -38,7 +38,19 @@ async fn the_quickstart_works_word_for_word() {
     };
     // These the harness does itself, so it is their text that is checked:
     // the server it starts is this build's binary, and so is the CLI on PATH.
-    assert_eq!(*serve, "cargo run --release -p mcp-engine -- serve --demo");
+    let Some((target, serve)) = serve.split_once(" && ") else {
+        panic!("the first command adds the wasm target, then serves: {serve}");
+    };
+    assert_eq!(target, "rustup target add wasm32-wasip2");
+    assert_eq!(serve, "cargo run --release -p mcp-engine -- serve --demo");
+    // The first half runs as written: with the target installed it is a
+    // no-op that must succeed.
+    let added = std::process::Command::new("bash")
+        .args(["-c", target])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .status()
+        .unwrap();
+    assert!(added.success(), "`{target}` failed");
     assert_eq!(*build, "cargo build --release -p mcp-engine");
     assert_eq!(*path, "export PATH=\"$PWD/target/release:$PATH\"");
     assert_eq!(*key, "export MCP_API_KEY=<the key the engine printed>");

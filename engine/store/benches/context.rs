@@ -13,7 +13,6 @@ use mcp_store::{
     Database, DatabaseSettings, PolicySettings, PublishOptions, Store, StoreSettings,
     open_context_store,
 };
-use mcp_wasm::{HostConfig, PluginHost};
 
 fn flow() -> Flow {
     Flow::from_json(include_str!("../../../examples/flows/pizza_order.json")).unwrap()
@@ -59,12 +58,7 @@ fn flow_lookup(c: &mut Criterion) {
         })
         .await
         .unwrap();
-        let host = PluginHost::new(HostConfig {
-            max_instances: 4,
-            ..HostConfig::default()
-        })
-        .unwrap();
-        let store = Store::open(db, host).await.unwrap();
+        let store = Store::open(db).await.unwrap();
         store
             .create_tenant(Some("bench"), "Bench", PolicySettings::default())
             .await

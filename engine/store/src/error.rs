@@ -1,7 +1,6 @@
 //! What can go wrong in the store, in terms a caller can act on.
 
 use mcp_flow::Report;
-use mcp_wasm::UploadError;
 
 /// One error for every repository operation. Input errors name what is wrong
 /// and are returned before anything is written.
@@ -15,10 +14,6 @@ pub enum StoreError {
     /// of another world; the report holds every problem with its path.
     #[error("the flow is invalid: {}", first_error(.0))]
     InvalidFlow(Report),
-
-    /// The wasm host refused the upload.
-    #[error("the plugin was refused: {0}")]
-    Plugin(#[from] UploadError),
 
     #[error("{what} {id} already exists")]
     AlreadyExists { what: &'static str, id: String },

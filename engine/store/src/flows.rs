@@ -4,9 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use mcp_flow::flow::{Issue, Severity};
-use mcp_flow::{Flow, FlowStore, FlowStoreError, Report, StoredFlow};
+use mcp_flow::{Flow, Report};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -53,6 +52,14 @@ impl Default for PublishOptions {
 }
 
 /// One stored version of a flow.
+/// A published flow version as a turn uses it: parsed, validated, immutable.
+#[derive(Debug, Clone)]
+pub struct StoredFlow {
+    pub flow_id: String,
+    pub version: String,
+    pub flow: Arc<Flow>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FlowVersion {
     pub flow_id: String,
@@ -479,49 +486,4 @@ fn flow_version(row: &AnyRow) -> Result<FlowVersion, StoreError> {
         definition,
         warnings,
     })
-}
-
-fn unavailable(
-    tenant: &str,
-    flow_id: &str,
-    version: Option<&str>,
-    e: StoreError,
-) -> FlowStoreError {
-    match e {
-        StoreError::NotFound { .. } if flow_id.is_empty() => FlowStoreError::NoDefault {
-            tenant: tenant.to_owned(),
-        },
-        StoreError::NotFound { .. } => FlowStoreError::NotFound {
-            tenant: tenant.to_owned(),
-            flow_id: flow_id.to_owned(),
-            version: version.map(str::to_owned),
-        },
-        other => FlowStoreError::Unavailable(other.to_string()),
-    }
-}
-
-impl FlowStore for Store {
-    fn flow<'a>(
-        &'a self,
-        tenant: &'a str,
-        flow_id: &'a str,
-        version: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<StoredFlow, FlowStoreError>> {
-        Box::pin(async move {
-            self.published_flow(tenant, flow_id, version)
-                .await
-                .map_err(|e| unavailable(tenant, flow_id, version, e))
-        })
-    }
-
-    fn default_flow<'a>(
-        &'a self,
-        tenant: &'a str,
-    ) -> BoxFuture<'a, Result<StoredFlow, FlowStoreError>> {
-        Box::pin(async move {
-            Store::default_flow(self, tenant)
-                .await
-                .map_err(|e| unavailable(tenant, "", None, e))
-        })
-    }
 }

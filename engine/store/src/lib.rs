@@ -7,16 +7,16 @@
 //!   port, in Redis or in this process, one writer per conversation.
 //!
 //! Every repository call names its tenant; none takes an id without one.
+//! The store keeps plugins as rows (bytes, hash, world, manifest, config)
+//! and compiled code as opaque artifacts; it never runs or inspects them.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use mcp_store::{Database, Store, StoreSettings};
-//! use mcp_wasm::{HostConfig, PluginHost};
 //!
 //! let settings = StoreSettings::from_env()?;
 //! let db = Database::connect(&settings.database).await?;
-//! let host = PluginHost::new(HostConfig { artifacts: Some(db.artifact_store()), ..HostConfig::default() })?;
-//! let store = Store::open(db, host).await?;
+//! let store = Store::open(db).await?;
 //! # Ok(()) }
 //! ```
 
@@ -38,8 +38,7 @@ pub mod wakeups;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use mcp_flow::{ExperimentConfig, Flow, StoredFlow};
-use mcp_wasm::PluginHost;
+use mcp_flow::{ExperimentConfig, Flow};
 
 pub use analytics::Analytics;
 pub use cache_use::{CacheUse, track_cache};
@@ -48,10 +47,11 @@ pub use context::{InProcessContextStore, RedisContextStore, open_context_store};
 pub use db::{Backend, Database};
 pub use error::StoreError;
 pub use experiments::{Experiment, ExperimentStatus};
-pub use flows::{FlowStatus, FlowVersion, PublishOptions};
-pub use plugins::{PluginVersion, UploadPlugin};
+pub use flows::{FlowStatus, FlowVersion, PublishOptions, StoredFlow};
+pub use mcp_flow::PolicySettings;
+pub use plugins::{EnabledPlugin, NewPlugin, PluginVersion, TenantPlugins};
 pub use settings::{ContextSettings, DatabaseSettings, SettingError, StoreSettings};
-pub use tenants::{ApiKey, IssuedKey, PolicySettings, Scope, Tenant};
+pub use tenants::{ApiKey, IssuedKey, Scope, Tenant};
 pub use transcripts::TurnRecord;
 pub use wakeups::Wakeups;
 
@@ -63,10 +63,7 @@ pub struct Store {
 
 pub(crate) struct Inner {
     db: Database,
-    host: PluginHost,
     caches: Mutex<Caches>,
-    /// One plugin load per tenant at a time.
-    plugin_loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// What is cached, and when it was last invalidated.
@@ -94,7 +91,7 @@ struct TenantCache {
     default_flow: Option<StoredFlow>,
     latest: HashMap<String, StoredFlow>,
     experiments: Option<Arc<Vec<ExperimentConfig>>>,
-    plugins_loaded: bool,
+    plugins: Option<Arc<TenantPlugins>>,
 }
 
 impl Caches {
@@ -124,7 +121,7 @@ impl Inner {
                 cache.default_flow = None;
                 cache.latest.clear();
             }
-            ChangeKind::Plugins => cache.plugins_loaded = false,
+            ChangeKind::Plugins => cache.plugins = None,
             ChangeKind::Experiments => cache.experiments = None,
         }
         tracing::debug!(tenant, ?kind, "cache invalidated");
@@ -145,20 +142,18 @@ impl Inner {
             cache.default_flow = None;
             cache.latest.clear();
             cache.experiments = None;
-            cache.plugins_loaded = false;
+            cache.plugins = None;
         }
     }
 }
 
 impl Store {
-    /// The store over a migrated database, serving plugins through `host`.
-    /// Starts following other processes' changes at once.
-    pub async fn open(db: Database, host: PluginHost) -> Result<Store, StoreError> {
+    /// The store over a migrated database. Starts following other
+    /// processes' changes at once.
+    pub async fn open(db: Database) -> Result<Store, StoreError> {
         let inner = Arc::new(Inner {
             db,
-            host,
             caches: Mutex::new(Caches::default()),
-            plugin_loads: Mutex::new(HashMap::new()),
         });
         changes::watch(&inner.db, Arc::downgrade(&inner)).await?;
         Ok(Store { inner })
@@ -172,11 +167,6 @@ impl Store {
 
     pub fn db(&self) -> &Database {
         &self.inner.db
-    }
-
-    /// The plugin host this store loads tenants' plugins into.
-    pub fn host(&self) -> &PluginHost {
-        &self.inner.host
     }
 
     /// Drops what this process cached about a tenant (a change it made).

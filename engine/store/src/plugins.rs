@@ -1,32 +1,35 @@
-//! Plugin versions: validated and compiled by the wasm host before they are
-//! stored, and loaded into the host's registry per tenant on demand.
+//! Plugin versions as rows: bytes, hash, world, manifest and config, as the
+//! plugin registry inspected them before storing. The store never runs a
+//! plugin; it returns what each tenant has enabled, cached until a change.
 //!
 //! A plugin's active version (what unpinned calls resolve to) is its most
 //! recently uploaded enabled version.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use mcp_flow::PluginWorld;
-use mcp_wasm::Manifest;
+use mcp_flow::{Manifest, PluginWorld, PolicySettings};
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::Store;
 use crate::changes::ChangeKind;
 use crate::db::now_ms;
 use crate::error::StoreError;
 use crate::tenants::{json, parse_json};
-use crate::{Store, random_hex};
 
-/// An upload, as a tenant sends it.
+/// A plugin version to store, already inspected by the plugin host.
 #[derive(Debug, Clone)]
-pub struct UploadPlugin {
+pub struct NewPlugin {
     pub name: String,
     pub version: String,
+    pub world: PluginWorld,
     pub bytes: Vec<u8>,
-    /// The world the tenant says it is; checked against what it exports.
-    pub world: Option<PluginWorld>,
+    /// SHA-256 of `bytes`, hex.
+    pub sha256: String,
+    pub manifest: Option<Manifest>,
     /// Values the plugin reads through the host `config` interface.
     pub config: BTreeMap<String, String>,
 }
@@ -47,6 +50,26 @@ pub struct PluginVersion {
     pub uploaded_at_ms: i64,
 }
 
+/// What a tenant's plugin calls may use: its policy and its enabled
+/// versions. A new value is read after every change, so two values that are
+/// the same `Arc` saw the same data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantPlugins {
+    pub policy: PolicySettings,
+    /// By name, then upload order: the last of each name is its active one.
+    pub enabled: Vec<EnabledPlugin>,
+}
+
+/// One enabled plugin version, without its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnabledPlugin {
+    pub name: String,
+    pub version: String,
+    pub world: PluginWorld,
+    pub sha256: String,
+    pub config: BTreeMap<String, String>,
+}
+
 fn check_version(version: &str) -> Result<(), StoreError> {
     let ok = !version.is_empty()
         && version.len() <= 64
@@ -63,54 +86,48 @@ fn check_version(version: &str) -> Result<(), StoreError> {
     }
 }
 
+fn already_exists(name: &str, version: &str) -> StoreError {
+    StoreError::AlreadyExists {
+        what: "plugin version",
+        id: format!("{name}@{version}"),
+    }
+}
+
 impl Store {
-    /// Validates, compiles and stores a new plugin version, which becomes the
-    /// plugin's active version. Nothing is stored if the host refuses it or
-    /// the version exists.
-    pub async fn upload_plugin(
+    /// Checks that a version could be stored: a valid name and version, an
+    /// existing tenant, and no such version yet. Cheap; the registry calls it
+    /// before compiling an upload.
+    pub async fn check_new_plugin(
         &self,
         tenant_id: &str,
-        upload: UploadPlugin,
-    ) -> Result<PluginVersion, StoreError> {
-        if !mcp_flow::flow::is_plugin_name(&upload.name) {
+        name: &str,
+        version: &str,
+    ) -> Result<(), StoreError> {
+        if !mcp_flow::flow::is_plugin_name(name) {
             return Err(StoreError::invalid(
                 "name",
                 format!(
-                    "\"{}\" must be lowercase letters, digits and '-', starting with a letter",
-                    upload.name
+                    "\"{name}\" must be lowercase letters, digits and '-', starting with a letter"
                 ),
             ));
         }
-        check_version(&upload.version)?;
+        check_version(version)?;
         self.tenant(tenant_id).await?;
-        if self
-            .plugin_row(tenant_id, &upload.name, &upload.version)
-            .await?
-            .is_some()
-        {
-            return Err(StoreError::AlreadyExists {
-                what: "plugin version",
-                id: format!("{}@{}", upload.name, upload.version),
-            });
+        if self.plugin_row(tenant_id, name, version).await?.is_some() {
+            return Err(already_exists(name, version));
         }
-        // Validate and compile under a scratch tenant (real ids cannot hold
-        // ':'), so no turn can call the version before it is stored; the
-        // compiled code stays cached for the real install below.
-        let scratch = format!("upload:{}", random_hex(8));
-        let installed = self
-            .host()
-            .install(
-                &scratch,
-                &upload.name,
-                &upload.version,
-                &upload.bytes,
-                upload.world,
-                upload.config.clone(),
-            )
-            .await;
-        self.host().uninstall(&scratch, &upload.name);
-        let installed = installed?;
+        Ok(())
+    }
 
+    /// Stores a new plugin version, which becomes the plugin's active
+    /// version, and announces the change to every process.
+    pub async fn insert_plugin(
+        &self,
+        tenant_id: &str,
+        plugin: NewPlugin,
+    ) -> Result<PluginVersion, StoreError> {
+        self.check_new_plugin(tenant_id, &plugin.name, &plugin.version)
+            .await?;
         let stored = async {
             let mut tx = self.begin_for_tenant(tenant_id).await?;
             sqlx::query(
@@ -120,43 +137,95 @@ impl Store {
                  FROM plugins WHERE tenant_id = $1 AND name = $2",
             )
             .bind(tenant_id)
-            .bind(&upload.name)
-            .bind(&upload.version)
-            .bind(installed.world.as_str())
-            .bind(&upload.bytes)
-            .bind(&installed.sha256)
-            .bind(upload.bytes.len() as i64)
-            .bind(installed.manifest.as_ref().map(json))
-            .bind(json(&upload.config))
+            .bind(&plugin.name)
+            .bind(&plugin.version)
+            .bind(plugin.world.as_str())
+            .bind(&plugin.bytes)
+            .bind(&plugin.sha256)
+            .bind(plugin.bytes.len() as i64)
+            .bind(plugin.manifest.as_ref().map(json))
+            .bind(json(&plugin.config))
             .bind(now_ms())
             .execute(&mut *tx)
             .await?;
-            self.record_change(&mut tx, tenant_id, ChangeKind::Plugins).await?;
+            self.record_change(&mut tx, tenant_id, ChangeKind::Plugins)
+                .await?;
             tx.commit().await?;
             Ok::<_, StoreError>(())
         }
         .await;
         if let Err(e) = stored {
+            // Another upload of the same version may have won the race.
             let duplicate = self
-                .plugin_row(tenant_id, &upload.name, &upload.version)
+                .plugin_row(tenant_id, &plugin.name, &plugin.version)
                 .await
                 .ok()
                 .flatten()
                 .is_some();
             return Err(if duplicate {
-                StoreError::AlreadyExists {
-                    what: "plugin version",
-                    id: format!("{}@{}", upload.name, upload.version),
-                }
+                already_exists(&plugin.name, &plugin.version)
             } else {
                 e
             });
         }
-        tracing::info!(tenant = tenant_id, plugin = %upload.name, version = %upload.version, world = %installed.world, "plugin stored");
+        tracing::info!(tenant = tenant_id, plugin = %plugin.name, version = %plugin.version, world = %plugin.world, "plugin stored");
         self.invalidate(tenant_id, ChangeKind::Plugins);
-        self.load_plugins(tenant_id).await?;
-        self.plugin_version(tenant_id, &upload.name, &upload.version)
+        self.plugin_version(tenant_id, &plugin.name, &plugin.version)
             .await
+    }
+
+    /// The tenant's policy and enabled plugin versions, from memory unless
+    /// something changed since they were last read.
+    pub async fn tenant_plugins(&self, tenant_id: &str) -> Result<Arc<TenantPlugins>, StoreError> {
+        if let Some(plugins) = self.cached(tenant_id, |c| c.plugins.clone()) {
+            return Ok(plugins);
+        }
+        crate::cache_use::note_miss();
+        let read_at = self.generation();
+        let policy = self.tenant(tenant_id).await?.policy;
+        let rows = sqlx::query(
+            "SELECT name, version, world, sha256, config FROM plugins \
+             WHERE tenant_id = $1 AND enabled = 1 ORDER BY name, seq",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.db().pool)
+        .await?;
+        let enabled = rows
+            .iter()
+            .map(|row| {
+                Ok(EnabledPlugin {
+                    name: row.try_get("name")?,
+                    version: row.try_get("version")?,
+                    world: PluginWorld::from_str(&row.try_get::<String, _>("world")?)
+                        .map_err(StoreError::Corrupt)?,
+                    sha256: row.try_get("sha256")?,
+                    config: parse_json(&row.try_get::<String, _>("config")?)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let plugins = Arc::new(TenantPlugins { policy, enabled });
+        self.cache_if_fresh(tenant_id, ChangeKind::Plugins, read_at, |cache| {
+            cache.plugins = Some(plugins.clone());
+        });
+        Ok(plugins)
+    }
+
+    /// The component bytes of one stored version.
+    pub async fn plugin_bytes(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Vec<u8>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT bytes FROM plugins WHERE tenant_id = $1 AND name = $2 AND version = $3",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.db().pool)
+        .await?
+        .ok_or_else(|| StoreError::not_found("plugin version", format!("{name}@{version}")))
     }
 
     /// Every version of every plugin of the tenant, by name then upload order.
@@ -244,106 +313,6 @@ impl Store {
             .await?;
         tx.commit().await?;
         self.invalidate(tenant_id, ChangeKind::Plugins);
-        Ok(())
-    }
-
-    /// Makes the host's registry hold exactly the tenant's enabled plugin
-    /// versions, with the right ones active, under the tenant's policy.
-    /// Does nothing if that is already so and nothing changed since; call it
-    /// before running a tenant's turn.
-    pub async fn load_plugins(&self, tenant_id: &str) -> Result<(), StoreError> {
-        if self
-            .cached(tenant_id, |c| c.plugins_loaded.then_some(()))
-            .is_some()
-        {
-            return Ok(());
-        }
-        let gate = self
-            .inner
-            .plugin_loads
-            .lock()
-            .unwrap()
-            .entry(tenant_id.to_owned())
-            .or_default()
-            .clone();
-        let _loading = gate.lock().await;
-        if self
-            .cached(tenant_id, |c| c.plugins_loaded.then_some(()))
-            .is_some()
-        {
-            return Ok(());
-        }
-        crate::cache_use::note_miss();
-        let read_at = self.generation();
-        let tenant = self.tenant(tenant_id).await?;
-        // Stored policies passed validation once; one that no longer does
-        // (an engine upgrade lowered a maximum) is not the caller's fault.
-        let policy = tenant
-            .policy
-            .validate()
-            .map_err(|e| StoreError::Corrupt(format!("tenant {tenant_id}'s policy: {e}")))?;
-        let rows = sqlx::query(
-            "SELECT name, version, seq, world, sha256, config FROM plugins \
-             WHERE tenant_id = $1 AND enabled = 1 ORDER BY name, seq",
-        )
-        .bind(tenant_id)
-        .fetch_all(&self.db().pool)
-        .await?;
-
-        let host = self.host();
-        host.set_policy(tenant_id, policy);
-        let mut wanted = HashSet::new();
-        let mut active: BTreeMap<String, String> = BTreeMap::new();
-        for row in &rows {
-            let name: String = row.try_get("name")?;
-            let version: String = row.try_get("version")?;
-            let sha256: String = row.try_get("sha256")?;
-            let world = PluginWorld::from_str(&row.try_get::<String, _>("world")?)
-                .map_err(StoreError::Corrupt)?;
-            let config: BTreeMap<String, String> =
-                parse_json(&row.try_get::<String, _>("config")?)?;
-            // A version deleted and uploaded again may keep its bytes but
-            // change its config: either difference means reinstalling.
-            let current = host.resolve_version(tenant_id, &name, &version);
-            if current.is_none_or(|p| p.sha256 != sha256 || *p.config() != config) {
-                let bytes: Vec<u8> = sqlx::query_scalar(
-                    "SELECT bytes FROM plugins WHERE tenant_id = $1 AND name = $2 AND version = $3",
-                )
-                .bind(tenant_id)
-                .bind(&name)
-                .bind(&version)
-                .fetch_one(&self.db().pool)
-                .await?;
-                host.remove_version(tenant_id, &name, &version);
-                if let Err(e) = host
-                    .install(tenant_id, &name, &version, &bytes, Some(world), config)
-                    .await
-                {
-                    // Stored plugins passed these checks once; an engine
-                    // upgrade may refuse one. Its calls fail as not found.
-                    tracing::error!(tenant = tenant_id, plugin = %name, version = %version, error = %e, "stored plugin no longer loads");
-                    continue;
-                }
-            }
-            wanted.insert((name.clone(), version.clone()));
-            active.insert(name, version);
-        }
-        for (installed, _) in host.installed(tenant_id) {
-            if !wanted.contains(&(installed.name.clone(), installed.version.clone())) {
-                host.remove_version(tenant_id, &installed.name, &installed.version);
-            }
-        }
-        for (name, version) in &active {
-            host.activate(tenant_id, name, version);
-        }
-        self.cache_if_fresh(tenant_id, ChangeKind::Plugins, read_at, |cache| {
-            cache.plugins_loaded = true;
-        });
-        tracing::debug!(
-            tenant = tenant_id,
-            versions = wanted.len(),
-            "plugins loaded"
-        );
         Ok(())
     }
 

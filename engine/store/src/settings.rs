@@ -1,4 +1,4 @@
-//! Storage settings, read from the environment (DESIGN.md "Settings").
+//! Storage settings, read from the environment (README.md, "Storage settings").
 
 use std::path::PathBuf;
 use std::time::Duration;

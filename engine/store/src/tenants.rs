@@ -1,12 +1,14 @@
 //! Tenants, their policy (limits and outbound allow-list) and their API keys.
+//!
+//! A policy is stored as given: what the plugin host can enforce is the
+//! host's to say, so the plugin registry checks a policy before it is written
+//! here and again when it is applied.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
-use mcp_flow::PluginWorld;
-use mcp_wasm::limits::MAX_MEMORY_BYTES;
-use mcp_wasm::{AllowList, LimitOverrides, TenantPolicy};
+use mcp_flow::PolicySettings;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -24,44 +26,6 @@ pub struct Tenant {
     pub name: String,
     pub policy: PolicySettings,
     pub created_at_ms: i64,
-}
-
-/// A tenant's plugin policy as stored: limit overrides per world and the
-/// hosts its tools may call.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PolicySettings {
-    #[serde(default)]
-    pub limits: HashMap<PluginWorld, LimitOverrides>,
-    #[serde(default)]
-    pub allow_list: Vec<String>,
-}
-
-impl PolicySettings {
-    /// Checks every entry; the error names the first bad one.
-    pub fn validate(&self) -> Result<TenantPolicy, StoreError> {
-        let allow_list = AllowList::parse(&self.allow_list)
-            .map_err(|message| StoreError::invalid("allow_list", message))?;
-        for (world, limits) in &self.limits {
-            if let Some(memory) = limits.memory_bytes
-                && memory > MAX_MEMORY_BYTES
-            {
-                return Err(StoreError::invalid(
-                    format!("limits.{world}.memory_bytes"),
-                    format!("{memory} is above the engine's maximum of {MAX_MEMORY_BYTES}"),
-                ));
-            }
-            if limits.fuel == Some(0) || limits.deadline_ms == Some(0) {
-                return Err(StoreError::invalid(
-                    format!("limits.{world}"),
-                    "fuel and deadline_ms must be above 0",
-                ));
-            }
-        }
-        Ok(TenantPolicy {
-            allow_list,
-            limits: self.limits.clone(),
-        })
-    }
 }
 
 /// What an API key lets its holder do.
@@ -202,7 +166,6 @@ impl Store {
         if name.is_empty() || name.len() > 200 {
             return Err(StoreError::invalid("name", "must be 1 to 200 characters"));
         }
-        policy.validate()?;
         let tenant = Tenant {
             id,
             name: name.to_owned(),
@@ -289,7 +252,6 @@ impl Store {
         tenant_id: &str,
         policy: PolicySettings,
     ) -> Result<(), StoreError> {
-        policy.validate()?;
         let mut tx = self.begin_for_tenant(tenant_id).await?;
         let updated = sqlx::query("UPDATE tenants SET limits = $1, allow_list = $2 WHERE id = $3")
             .bind(json(&policy.limits))

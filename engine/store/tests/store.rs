@@ -5,84 +5,17 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_example_plugins as built;
-use mcp_flow::{ExperimentConfig, FlowStore, PluginWorld};
+use mcp_flow::{ExperimentConfig, PluginWorld};
 use mcp_store::{
-    ExperimentStatus, FlowStatus, PolicySettings, PublishOptions, Scope, Store, StoreError,
-    TurnRecord, UploadPlugin,
+    ExperimentStatus, FlowStatus, NewPlugin, PolicySettings, PublishOptions, Scope, StoreError,
+    TenantPlugins, TurnRecord,
 };
-use mcp_wasm::{CacheStatus, UploadError};
 use serde_json::json;
 
-use common::{Backend, databases, eventually, tenant_id};
-
-fn plugin(name: &str, version: &str, path: &str) -> UploadPlugin {
-    UploadPlugin {
-        name: name.into(),
-        version: version.into(),
-        bytes: std::fs::read(path).unwrap(),
-        world: None,
-        config: BTreeMap::new(),
-    }
-}
-
-/// A flow that uses a condition plugin and an action plugin.
-fn vip_flow(version: &str) -> String {
-    json!({
-        "flow_id": "refunds", "name": "Refunds", "version": version, "initial_state": "ask",
-        "states": {
-            "ask": {
-                "type": "response",
-                "config": { "response_templates": { "default": "What did you spend?" } },
-                "transitions": [ { "condition": "any_input", "target_state": "check" } ]
-            },
-            "check": {
-                "type": "condition",
-                "transitions": [
-                    { "condition": "plugin", "plugin": "vip-check", "args": { "min_spent": 500 }, "target_state": "vip", "priority": 1 },
-                    { "condition": "default", "target_state": "done" }
-                ]
-            },
-            "vip": {
-                "type": "end",
-                "entry_actions": [ { "type": "plugin", "plugin": "price", "args": { "discount": 0.5 } } ],
-                "config": { "message": "VIP." }
-            },
-            "done": { "type": "end", "config": { "message": "Done." } }
-        }
-    })
-    .to_string()
-}
-
-fn plain_flow(flow_id: &str, version: &str) -> String {
-    json!({
-        "flow_id": flow_id, "name": flow_id, "version": version, "initial_state": "hello",
-        "states": {
-            "hello": {
-                "type": "response",
-                "config": { "response_templates": { "default": "Hello from {{ variables.v | default('x') }}" } },
-                "transitions": [ { "condition": "any_input", "target_state": "bye" } ]
-            },
-            "bye": { "type": "end", "config": { "message": "Bye." } }
-        }
-    })
-    .to_string()
-}
-
-async fn new_tenant(store: &Store, prefix: &str) -> String {
-    let id = tenant_id(prefix);
-    store
-        .create_tenant(
-            Some(&id),
-            &format!("Tenant {id}"),
-            PolicySettings::default(),
-        )
-        .await
-        .unwrap();
-    id
-}
+use common::{Backend, databases, eventually, new_tenant, plain_flow, vip_flow};
 
 async fn for_each_database<F, Fut>(test: F)
 where
@@ -153,15 +86,6 @@ async fn tenants_and_api_keys() {
             .await;
         assert!(
             matches!(&bad, Err(StoreError::Invalid { field, .. }) if field == "tenant_id"),
-            "{bad:?}"
-        );
-        let bad_policy = PolicySettings {
-            allow_list: vec!["http://x/path".into()],
-            ..Default::default()
-        };
-        let bad = store.create_tenant(None, "bad policy", bad_policy).await;
-        assert!(
-            matches!(&bad, Err(StoreError::Invalid { field, .. }) if field == "allow_list"),
             "{bad:?}"
         );
         let generated = store
@@ -291,14 +215,14 @@ async fn flows_are_validated_versioned_and_served() {
         store.publish_flow(&tenant, &plain_flow("other", "1"), PublishOptions { make_default: true, ..Default::default() }).await.unwrap();
         assert_eq!(store.default_flow(&tenant).await.unwrap().flow_id, "other");
         store.set_default_flow(&tenant, "hello").await.unwrap();
-        assert_eq!(FlowStore::default_flow(&store, &tenant).await.unwrap().flow_id, "hello");
+        assert_eq!(store.default_flow(&tenant).await.unwrap().flow_id, "hello");
         assert!(store.set_default_flow(&tenant, "missing").await.is_err());
         let versions = store.list_flow_versions(&tenant, Some("hello")).await.unwrap();
         assert_eq!(versions.iter().map(|v| v.version.as_str()).collect::<Vec<_>>(), ["2", "1"]);
         assert!(versions.iter().all(|v| v.is_default));
 
-        let missing = FlowStore::flow(&store, &tenant, "hello", Some("9")).await;
-        assert!(matches!(missing, Err(mcp_flow::FlowStoreError::NotFound { .. })), "{missing:?}");
+        let missing = store.published_flow(&tenant, "hello", Some("9")).await;
+        assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
     })
     .await;
 }
@@ -318,7 +242,7 @@ async fn lookups_tell_the_turn_whether_the_database_was_read() {
             .unwrap();
 
         let lookups = || async {
-            store.load_plugins(&tenant).await.unwrap();
+            store.tenant_plugins(&tenant).await.unwrap();
             store.default_flow(&tenant).await.unwrap();
             store
                 .published_flow(&tenant, "hello", Some("1"))
@@ -352,81 +276,67 @@ async fn lookups_tell_the_turn_whether_the_database_was_read() {
     .await;
 }
 
+/// A plugin row as the registry would store it after inspection; the store
+/// never looks inside the bytes.
+fn row(name: &str, version: &str, world: PluginWorld) -> NewPlugin {
+    let bytes = format!("component {name}@{version}").into_bytes();
+    NewPlugin {
+        name: name.into(),
+        version: version.into(),
+        world,
+        sha256: format!("{:0>64}", bytes.len()),
+        bytes,
+        manifest: None,
+        config: BTreeMap::from([("greeting".to_owned(), "hi".to_owned())]),
+    }
+}
+
 #[tokio::test]
-async fn plugins_are_validated_stored_and_loaded() {
+async fn plugin_rows_are_checked_stored_and_served() {
     for_each_database(|backend| async move {
         let store = common::store(&backend).await;
         let tenant = new_tenant(&store, "plugins").await;
 
         let stored = store
-            .upload_plugin(&tenant, plugin("vip-check", "1.0.0", built::VIP_CHECK))
+            .insert_plugin(&tenant, row("vip-check", "1.0.0", PluginWorld::Condition))
             .await
             .unwrap();
         assert_eq!(
             (stored.world, stored.enabled, stored.active),
             (PluginWorld::Condition, true, true)
         );
+        assert_eq!(stored.size, "component vip-check@1.0.0".len() as u64);
         assert_eq!(
-            stored.size,
-            std::fs::metadata(built::VIP_CHECK).unwrap().len()
+            store
+                .plugin_bytes(&tenant, "vip-check", "1.0.0")
+                .await
+                .unwrap(),
+            b"component vip-check@1.0.0"
         );
 
-        // Bad uploads are refused and change nothing.
+        // Bad rows are refused and change nothing.
         let again = store
-            .upload_plugin(&tenant, plugin("vip-check", "1.0.0", built::PRICE))
+            .insert_plugin(&tenant, row("vip-check", "1.0.0", PluginWorld::Action))
             .await;
         assert!(
             matches!(again, Err(StoreError::AlreadyExists { .. })),
             "{again:?}"
         );
-        let mut text = plugin("junk", "1", built::VIP_CHECK);
-        text.bytes = b"not wasm at all".to_vec();
-        assert!(matches!(
-            store.upload_plugin(&tenant, text).await,
-            Err(StoreError::Plugin(UploadError::NotWasm))
-        ));
-        let mut module = plugin("module", "1", built::VIP_CHECK);
-        module.bytes = b"\0asm\x01\0\0\0".to_vec();
-        let refused = store.upload_plugin(&tenant, module).await;
-        assert!(
-            matches!(refused, Err(StoreError::Plugin(UploadError::NotAComponent))),
-            "{refused:?}"
-        );
-        let mut huge = plugin("huge", "1", built::VIP_CHECK);
-        huge.bytes = vec![0; 33 << 20];
-        let refused = store.upload_plugin(&tenant, huge).await;
-        assert!(
-            matches!(
-                refused,
-                Err(StoreError::Plugin(UploadError::TooLarge { .. }))
-            ),
-            "{refused:?}"
-        );
-        let mut liar = plugin("price", "1", built::PRICE);
-        liar.world = Some(PluginWorld::Tool);
-        let refused = store.upload_plugin(&tenant, liar).await;
-        assert!(
-            matches!(
-                refused,
-                Err(StoreError::Plugin(UploadError::WrongWorld { .. }))
-            ),
-            "{refused:?}"
-        );
         let refused = store
-            .upload_plugin(&tenant, plugin("Bad_Name", "1", built::PRICE))
+            .insert_plugin(&tenant, row("Bad_Name", "1", PluginWorld::Action))
             .await;
         assert!(
             matches!(&refused, Err(StoreError::Invalid { field, .. }) if field == "name"),
             "{refused:?}"
         );
-        let refused = store
-            .upload_plugin(&tenant, plugin("misfit", "1", built::MISFIT_IMPORT))
-            .await;
+        let refused = store.check_new_plugin(&tenant, "price", "1 0").await;
         assert!(
-            matches!(
-                refused,
-                Err(StoreError::Plugin(UploadError::UnsupportedImport(_)))
-            ),
+            matches!(&refused, Err(StoreError::Invalid { field, .. }) if field == "version"),
+            "{refused:?}"
+        );
+        let refused = store.check_new_plugin("no-such-tenant", "price", "1").await;
+        assert!(
+            matches!(refused, Err(StoreError::NotFound { what: "tenant", .. })),
             "{refused:?}"
         );
         let names: Vec<_> = store
@@ -436,13 +346,14 @@ async fn plugins_are_validated_stored_and_loaded() {
             .into_iter()
             .map(|p| p.name)
             .collect();
-        assert_eq!(names, ["vip-check"], "only the good upload is stored");
+        assert_eq!(names, ["vip-check"], "only the good row is stored");
 
         // A flow using `price` as an action fails while `price` is missing,
         // and fails when the name belongs to another world.
-        let mut wrong = plugin("price", "1", built::ORDER_API);
-        wrong.world = None;
-        store.upload_plugin(&tenant, wrong).await.unwrap();
+        store
+            .insert_plugin(&tenant, row("price", "1", PluginWorld::Tool))
+            .await
+            .unwrap();
         match store
             .publish_flow(&tenant, &vip_flow("1"), PublishOptions::default())
             .await
@@ -461,7 +372,7 @@ async fn plugins_are_validated_stored_and_loaded() {
             .await
             .unwrap();
         store
-            .upload_plugin(&tenant, plugin("price", "1", built::PRICE))
+            .insert_plugin(&tenant, row("price", "1", PluginWorld::Action))
             .await
             .unwrap();
         store
@@ -471,37 +382,46 @@ async fn plugins_are_validated_stored_and_loaded() {
 
         // Versions: the newest enabled one is active; disabling moves it back.
         store
-            .upload_plugin(&tenant, plugin("vip-check", "2.0.0", built::VIP_CHECK))
+            .insert_plugin(&tenant, row("vip-check", "2.0.0", PluginWorld::Condition))
             .await
             .unwrap();
-        store.load_plugins(&tenant).await.unwrap();
+        let enabled = |plugins: &TenantPlugins| -> Vec<String> {
+            plugins
+                .enabled
+                .iter()
+                .map(|p| format!("{}@{}", p.name, p.version))
+                .collect()
+        };
+        let plugins = store.tenant_plugins(&tenant).await.unwrap();
         assert_eq!(
-            store.host().resolve(&tenant, "vip-check").unwrap().version,
-            "2.0.0"
+            enabled(&plugins),
+            ["price@1", "vip-check@1.0.0", "vip-check@2.0.0"],
+            "by name, then upload order: the last of each is active"
         );
+        assert_eq!(plugins.enabled[0].config["greeting"], "hi");
         let disabled = store
             .set_plugin_enabled(&tenant, "vip-check", "2.0.0", false)
             .await
             .unwrap();
         assert!(!disabled.enabled && !disabled.active);
-        store.load_plugins(&tenant).await.unwrap();
+        let active: Vec<_> = store
+            .list_plugins(&tenant)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.active)
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect();
+        assert_eq!(active, ["price@1", "vip-check@1.0.0"]);
         assert_eq!(
-            store.host().resolve(&tenant, "vip-check").unwrap().version,
-            "1.0.0"
-        );
-        assert!(
-            store
-                .host()
-                .resolve_version(&tenant, "vip-check", "2.0.0")
-                .is_none(),
-            "a disabled version is unloaded"
+            enabled(&store.tenant_plugins(&tenant).await.unwrap()),
+            ["price@1", "vip-check@1.0.0"],
+            "a disabled version is no longer served"
         );
         store
             .set_plugin_enabled(&tenant, "vip-check", "1.0.0", false)
             .await
             .unwrap();
-        store.load_plugins(&tenant).await.unwrap();
-        assert!(store.host().resolve(&tenant, "vip-check").is_none());
         let refused = store
             .publish_flow(&tenant, &vip_flow("2"), PublishOptions::default())
             .await;
@@ -516,13 +436,20 @@ async fn plugins_are_validated_stored_and_loaded() {
                 .is_err()
         );
 
-        // Compiled code is in the database: a fresh host loads it ready-made.
-        let fresh = common::host(store.db());
-        let inspected = fresh
-            .inspect(&std::fs::read(built::PRICE).unwrap())
+        // Compiled code is kept by its two hashes, first save wins.
+        let db = store.db();
+        assert_eq!(db.artifact("c0ffee", "engine-1").await.unwrap(), None);
+        db.save_artifact("c0ffee", "engine-1", b"compiled")
             .await
             .unwrap();
-        assert_eq!(inspected.cache, CacheStatus::Stored);
+        db.save_artifact("c0ffee", "engine-1", b"again")
+            .await
+            .unwrap();
+        assert_eq!(
+            db.artifact("c0ffee", "engine-1").await.unwrap().as_deref(),
+            Some(&b"compiled"[..])
+        );
+        assert_eq!(db.artifact("c0ffee", "engine-2").await.unwrap(), None);
     })
     .await;
 }
@@ -534,11 +461,11 @@ async fn tenants_never_see_each_other() {
         let a = new_tenant(&store, "iso-a").await;
         let b = new_tenant(&store, "iso-b").await;
         store
-            .upload_plugin(&a, plugin("vip-check", "1", built::VIP_CHECK))
+            .insert_plugin(&a, row("vip-check", "1", PluginWorld::Condition))
             .await
             .unwrap();
         store
-            .upload_plugin(&a, plugin("price", "1", built::PRICE))
+            .insert_plugin(&a, row("price", "1", PluginWorld::Action))
             .await
             .unwrap();
         store
@@ -548,13 +475,13 @@ async fn tenants_never_see_each_other() {
         store.record_turn(&a, &turn("c-1", 1)).await.unwrap();
 
         assert!(store.list_plugins(&b).await.unwrap().is_empty());
+        assert!(store.tenant_plugins(&b).await.unwrap().enabled.is_empty());
+        assert!(store.plugin_bytes(&b, "price", "1").await.is_err());
         assert!(store.list_flow_versions(&b, None).await.unwrap().is_empty());
         assert!(store.published_flow(&b, "refunds", None).await.is_err());
         assert!(store.flow_version(&b, "refunds", "1").await.is_err());
         assert!(store.default_flow(&b).await.is_err());
         assert!(store.transcript(&b, "c-1", 100).await.unwrap().is_empty());
-        store.load_plugins(&b).await.unwrap();
-        assert!(store.host().resolve(&b, "vip-check").is_none());
         assert!(
             store
                 .set_plugin_enabled(&b, "vip-check", "1", false)
@@ -570,8 +497,7 @@ async fn tenants_never_see_each_other() {
             Err(StoreError::InvalidFlow(_))
         ));
         // And A still has everything.
-        store.load_plugins(&a).await.unwrap();
-        assert!(store.host().resolve(&a, "vip-check").is_some());
+        assert_eq!(store.tenant_plugins(&a).await.unwrap().enabled.len(), 2);
         assert_eq!(store.transcript(&a, "c-1", 100).await.unwrap().len(), 1);
     })
     .await;
@@ -592,42 +518,26 @@ async fn a_change_through_one_store_reaches_another_within_a_second() {
         .unwrap();
 
         // The second store caches what it has seen...
-        two.load_plugins(&tenant).await.unwrap();
-        assert!(two.host().resolve(&tenant, "vip-check").is_none());
+        let seen = two.tenant_plugins(&tenant).await.unwrap();
+        assert!(seen.enabled.is_empty());
+        assert!(
+            Arc::ptr_eq(&seen, &two.tenant_plugins(&tenant).await.unwrap()),
+            "served from memory while nothing changed"
+        );
         assert_eq!(two.default_flow(&tenant).await.unwrap().version, "1");
 
         // ...and still serves every change made through the first within a second.
-        one.upload_plugin(&tenant, plugin("vip-check", "1", built::VIP_CHECK))
+        one.insert_plugin(&tenant, row("vip-check", "1", PluginWorld::Condition))
             .await
             .unwrap();
         let served = eventually(Duration::from_secs(1), || async {
-            two.load_plugins(&tenant).await.unwrap();
-            two.host().resolve(&tenant, "vip-check").is_some()
+            two.tenant_plugins(&tenant).await.unwrap().enabled.len() == 1
         })
         .await;
         assert!(
             served,
-            "{}: the upload did not reach the second store",
+            "{}: the new plugin did not reach the second store",
             backend.name
-        );
-        let flow = two.default_flow(&tenant).await.unwrap().flow;
-        let conversation = mcp_flow::Conversation::new(&tenant, "c", "u", &flow, 0);
-        let verdict = mcp_flow::PluginRuntime::evaluate_condition(
-            two.host(),
-            mcp_flow::PluginCall {
-                tenant_id: &tenant,
-                plugin: "vip-check",
-                version: None,
-                args: &json!({ "min_spent": 10 }),
-                conversation: &conversation,
-                event: None,
-                timeout: Duration::from_secs(5),
-            },
-        )
-        .await;
-        assert!(
-            verdict.is_ok(),
-            "the second store runs the plugin: {verdict:?}"
         );
 
         one.publish_flow(
@@ -651,13 +561,33 @@ async fn a_change_through_one_store_reaches_another_within_a_second() {
             .await
             .unwrap();
         let gone = eventually(Duration::from_secs(1), || async {
-            two.load_plugins(&tenant).await.unwrap();
-            two.host().resolve(&tenant, "vip-check").is_none()
+            two.tenant_plugins(&tenant)
+                .await
+                .unwrap()
+                .enabled
+                .is_empty()
         })
         .await;
         assert!(
             gone,
             "{}: the disabled plugin is still served by the second store",
+            backend.name
+        );
+
+        let policy = PolicySettings {
+            allow_list: vec!["api.example.com".into()],
+            ..PolicySettings::default()
+        };
+        one.set_tenant_policy(&tenant, policy.clone())
+            .await
+            .unwrap();
+        let applied = eventually(Duration::from_secs(1), || async {
+            two.tenant_plugins(&tenant).await.unwrap().policy == policy
+        })
+        .await;
+        assert!(
+            applied,
+            "{}: the new policy did not reach the second store",
             backend.name
         );
     })

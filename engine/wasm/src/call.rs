@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_flow::{
-    ActionOutput, IntentScore, PluginCall, PluginError, PluginRuntime, PluginWorld, StateOutput,
+    ActionOutput, IntentScore, Manifest, PluginCall, PluginError, PluginRuntime, PluginWorld,
+    RateLimit, StateOutput, StateTypeManifest, ToolManifest,
 };
 use serde_json::Value;
 use tracing::Instrument;
@@ -13,9 +14,7 @@ use wasmtime::{Store, Trap};
 
 use crate::bindings::types as wit;
 use crate::convert;
-use crate::host::{
-    Installed, Manifest, PluginHost, RateLimit, StateTypeManifest, ToolManifest, Typed,
-};
+use crate::host::{Installed, PluginHost, Typed};
 use crate::ledger::{self, CallRecord};
 use crate::limits::Limits;
 use crate::state::{LimitHit, StoreState};

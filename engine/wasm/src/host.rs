@@ -6,9 +6,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use mcp_flow::PluginWorld;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use mcp_flow::{LimitOverrides, Manifest, PluginWorld, PolicySettings, ToolManifest};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -18,7 +16,7 @@ use crate::allow_list::AllowList;
 use crate::bindings::{action, condition, host as host_api, intent, state_type, tool};
 use crate::breaker::{BreakerConfig, Breakers};
 use crate::cache::{ArtifactKey, ArtifactStore, CacheStatus, MemoryCache, sha256_hex};
-use crate::limits::{LimitOverrides, Limits, MAX_MEMORY_BYTES, MAX_WASM_STACK};
+use crate::limits::{Limits, MAX_MEMORY_BYTES, MAX_WASM_STACK};
 use crate::state::{CallSite, StoreState};
 
 /// How often the epoch ticks: the granularity of call deadlines.
@@ -91,39 +89,6 @@ pub enum UploadError {
     VersionExists(String),
 }
 
-/// A tool's description, for discovery (seed 002).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolManifest {
-    pub name: String,
-    pub description: String,
-    pub input_schema: Value,
-    pub output_schema: Value,
-    pub permissions: Vec<String>,
-    pub rate_limit: Option<RateLimit>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateLimit {
-    pub requests: u32,
-    pub per_seconds: u32,
-}
-
-/// A tenant state type's description.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StateTypeManifest {
-    pub name: String,
-    pub description: String,
-    pub config_schema: Value,
-}
-
-/// What describe() said, for the worlds that have one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Manifest {
-    Tool(ToolManifest),
-    StateType(StateTypeManifest),
-}
-
 /// A component that passed validation, compiled.
 #[derive(Clone)]
 pub struct Inspected {
@@ -161,6 +126,47 @@ pub struct Installed {
 pub struct TenantPolicy {
     pub allow_list: AllowList,
     pub limits: HashMap<PluginWorld, LimitOverrides>,
+}
+
+/// A policy setting this host cannot enforce, by the field that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct PolicyError {
+    pub field: String,
+    pub message: String,
+}
+
+impl TenantPolicy {
+    /// Checks stored or requested settings against this host's maxima; the
+    /// error names the first bad entry.
+    pub fn from_settings(settings: &PolicySettings) -> Result<TenantPolicy, PolicyError> {
+        let allow_list = AllowList::parse(&settings.allow_list).map_err(|message| PolicyError {
+            field: "allow_list".into(),
+            message,
+        })?;
+        for (world, limits) in &settings.limits {
+            if let Some(memory) = limits.memory_bytes
+                && memory > MAX_MEMORY_BYTES
+            {
+                return Err(PolicyError {
+                    field: format!("limits.{world}.memory_bytes"),
+                    message: format!(
+                        "{memory} is above the engine's maximum of {MAX_MEMORY_BYTES}"
+                    ),
+                });
+            }
+            if limits.fuel == Some(0) || limits.deadline_ms == Some(0) {
+                return Err(PolicyError {
+                    field: format!("limits.{world}"),
+                    message: "fuel and deadline_ms must be above 0".into(),
+                });
+            }
+        }
+        Ok(TenantPolicy {
+            allow_list,
+            limits: settings.limits.clone(),
+        })
+    }
 }
 
 /// The installed versions of one tenant's plugin.
@@ -561,7 +567,7 @@ impl PluginHost {
                 let limits = policy
                     .limits
                     .get(&world)
-                    .map_or(defaults, |o| o.apply(defaults));
+                    .map_or(defaults, |o| defaults.with(o));
                 (limits, policy.allow_list.clone())
             }
             None => (defaults, Arc::new(AllowList::default())),

@@ -18,8 +18,13 @@ pub use breaker::BreakerConfig;
 pub use cache::{ArtifactKey, ArtifactStore, CacheStatus, DirArtifactStore};
 pub use call::CallStats;
 pub use host::{
-    HostConfig, Inspected, Installed, Manifest, PluginHost, RateLimit, StateTypeManifest,
-    TenantPolicy, ToolManifest, UploadError, WIT_VERSION,
+    HostConfig, Inspected, Installed, PluginHost, PolicyError, TenantPolicy, UploadError,
+    WIT_VERSION,
 };
 pub use ledger::{CallRecord, record_calls};
-pub use limits::{LimitOverrides, Limits};
+pub use limits::Limits;
+// The plugin descriptions and policy data the host reads and enforces are
+// core's, shared with the store; re-exported for the host's users.
+pub use mcp_flow::{
+    LimitOverrides, Manifest, PolicySettings, RateLimit, StateTypeManifest, ToolManifest,
+};

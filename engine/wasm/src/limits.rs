@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mcp_flow::PluginWorld;
+use mcp_flow::{LimitOverrides, PluginWorld};
 use serde::{Deserialize, Serialize};
 
 /// The limits of one call.
@@ -64,26 +64,17 @@ impl Limits {
     }
 }
 
-/// A tenant's overrides; unset fields keep the world's default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LimitOverrides {
-    pub fuel: Option<u64>,
-    pub deadline_ms: Option<u64>,
-    pub memory_bytes: Option<usize>,
-    pub table_elements: Option<usize>,
-    pub result_bytes: Option<usize>,
-}
-
-impl LimitOverrides {
-    pub fn apply(&self, limits: Limits) -> Limits {
+impl Limits {
+    /// These limits with a tenant's overrides applied.
+    pub fn with(self, overrides: &LimitOverrides) -> Limits {
         Limits {
-            fuel: self.fuel.unwrap_or(limits.fuel),
-            deadline: self
+            fuel: overrides.fuel.unwrap_or(self.fuel),
+            deadline: overrides
                 .deadline_ms
-                .map_or(limits.deadline, Duration::from_millis),
-            memory_bytes: self.memory_bytes.unwrap_or(limits.memory_bytes),
-            table_elements: self.table_elements.unwrap_or(limits.table_elements),
-            result_bytes: self.result_bytes.unwrap_or(limits.result_bytes),
+                .map_or(self.deadline, Duration::from_millis),
+            memory_bytes: overrides.memory_bytes.unwrap_or(self.memory_bytes),
+            table_elements: overrides.table_elements.unwrap_or(self.table_elements),
+            result_bytes: overrides.result_bytes.unwrap_or(self.result_bytes),
         }
     }
 }

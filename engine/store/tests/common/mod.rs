@@ -1,6 +1,7 @@
 //! Backends for the storage tests: SQLite and the in-process context store
 //! always; PostgreSQL and Redis whenever DATABASE_URL / REDIS_URL are set
-//! (CI sets both, so nothing is skipped there).
+//! (CI sets both, so nothing is skipped there). The plugin registry's tests
+//! include this file too.
 
 #![allow(dead_code)]
 
@@ -8,8 +9,10 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use mcp_store::{ContextSettings, Database, DatabaseSettings, Store, StoreSettings};
-use mcp_wasm::{HostConfig, PluginHost};
+use mcp_store::{
+    ContextSettings, Database, DatabaseSettings, PolicySettings, Store, StoreSettings,
+};
+use serde_json::json;
 
 /// A database every test in this binary shares; tests keep apart by using
 /// tenants of their own.
@@ -93,22 +96,11 @@ fn postgres_schema(url: &str) -> String {
     .clone()
 }
 
-/// A plugin host of its own (small pool), persisting compiled code in `db`.
-pub fn host(db: &Database) -> PluginHost {
-    PluginHost::new(HostConfig {
-        max_instances: 16,
-        artifacts: Some(db.artifact_store()),
-        ..HostConfig::default()
-    })
-    .unwrap()
-}
-
 pub async fn store(backend: &Backend) -> Store {
     let db = Database::connect(&backend.settings)
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", backend.name));
-    let host = host(&db);
-    Store::open(db, host).await.unwrap()
+    Store::open(db).await.unwrap()
 }
 
 /// A tenant id no other test uses.
@@ -157,4 +149,60 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A flow that uses a condition plugin and an action plugin.
+pub fn vip_flow(version: &str) -> String {
+    json!({
+        "flow_id": "refunds", "name": "Refunds", "version": version, "initial_state": "ask",
+        "states": {
+            "ask": {
+                "type": "response",
+                "config": { "response_templates": { "default": "What did you spend?" } },
+                "transitions": [ { "condition": "any_input", "target_state": "check" } ]
+            },
+            "check": {
+                "type": "condition",
+                "transitions": [
+                    { "condition": "plugin", "plugin": "vip-check", "args": { "min_spent": 500 }, "target_state": "vip", "priority": 1 },
+                    { "condition": "default", "target_state": "done" }
+                ]
+            },
+            "vip": {
+                "type": "end",
+                "entry_actions": [ { "type": "plugin", "plugin": "price", "args": { "discount": 0.5 } } ],
+                "config": { "message": "VIP." }
+            },
+            "done": { "type": "end", "config": { "message": "Done." } }
+        }
+    })
+    .to_string()
+}
+
+pub fn plain_flow(flow_id: &str, version: &str) -> String {
+    json!({
+        "flow_id": flow_id, "name": flow_id, "version": version, "initial_state": "hello",
+        "states": {
+            "hello": {
+                "type": "response",
+                "config": { "response_templates": { "default": "Hello from {{ variables.v | default('x') }}" } },
+                "transitions": [ { "condition": "any_input", "target_state": "bye" } ]
+            },
+            "bye": { "type": "end", "config": { "message": "Bye." } }
+        }
+    })
+    .to_string()
+}
+
+pub async fn new_tenant(store: &Store, prefix: &str) -> String {
+    let id = tenant_id(prefix);
+    store
+        .create_tenant(
+            Some(&id),
+            &format!("Tenant {id}"),
+            PolicySettings::default(),
+        )
+        .await
+        .unwrap();
+    id
 }

@@ -1,241 +1,32 @@
-//! Reading a flow, validating it, and compiling what the machine needs
-//! (expressions, templates, rules, intents) once, before the first turn.
+//! Validating a flow and compiling what the machine needs (expressions,
+//! templates, rules, intents) once, before the first turn.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fmt;
+use std::collections::{HashMap, HashSet};
 
 use regex::{Regex, RegexBuilder};
-use serde::Serialize;
-use serde_json::Value;
 
 use crate::expr::Expr;
 use crate::intent::IntentMatcher;
-use crate::model::{
-    Action, ConfigError, FlowDefinition, RawState, State, StateConfig, TransitionCondition,
-};
+use crate::model::{Action, FlowDefinition, State, StateConfig, TransitionCondition};
 use crate::ports::PluginWorld;
 use crate::slots::Rule;
 use crate::template::Templates;
 
-/// How serious a problem is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// The flow cannot be published.
-    Error,
-    /// Worth a look; does not block publishing.
-    Warning,
-}
-
-/// One problem found in a flow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Issue {
-    pub severity: Severity,
-    /// Where, as a path into the flow's JSON: `states.order.transitions[1].target_state`.
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Issue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let severity = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        if self.path.is_empty() {
-            write!(f, "{severity}: {}", self.message)
-        } else {
-            write!(f, "{severity}: {}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// Every problem found in a flow, in one pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Report {
-    pub issues: Vec<Issue>,
-}
-
-impl Report {
-    pub fn errors(&self) -> impl Iterator<Item = &Issue> {
-        self.issues.iter().filter(|i| i.severity == Severity::Error)
-    }
-
-    pub fn warnings(&self) -> impl Iterator<Item = &Issue> {
-        self.issues
-            .iter()
-            .filter(|i| i.severity == Severity::Warning)
-    }
-
-    pub fn has_errors(&self) -> bool {
-        self.errors().next().is_some()
-    }
-
-    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.push(Severity::Error, path.into(), message.into());
-    }
-
-    fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.push(Severity::Warning, path.into(), message.into());
-    }
-
-    fn push(&mut self, severity: Severity, path: String, message: String) {
-        self.issues.push(Issue {
-            severity,
-            path,
-            message,
-        });
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.issues.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{issue}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Report {}
-
-/// A plugin a flow uses, for checking against what the tenant has installed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct PluginRef {
-    pub world: PluginWorld,
-    pub name: String,
-    /// Where the flow names it.
-    pub path: String,
-}
-
-/// A validated flow with everything the machine needs compiled.
-#[derive(Debug)]
-pub struct Flow {
-    definition: FlowDefinition,
-    pub(crate) exprs: HashMap<String, Expr>,
-    pub(crate) templates: Templates,
-    /// Slot rules by (state, slot).
-    pub(crate) rules: HashMap<(String, String), Rule>,
-    /// Slot extractors and handler patterns, by source.
-    pub(crate) regexes: HashMap<String, Regex>,
-    pub(crate) intents: IntentMatcher,
-    /// Transition indices of each state in the order they are tried.
-    pub(crate) order: HashMap<String, Vec<usize>>,
-    plugins: Vec<PluginRef>,
-    warnings: Vec<Issue>,
-}
+use super::cycles::automatic_cycles;
+use super::plugins::{PluginRef, is_plugin_name};
+use super::report::Report;
+use super::validated::Flow;
 
 impl Flow {
-    /// Reads and validates a flow from JSON text.
-    pub fn from_json(text: &str) -> Result<Flow, Report> {
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            let mut report = Report::default();
-            report.error("", format!("not valid JSON: {e}"));
-            report
-        })?;
-        Flow::from_value(value)
-    }
-
-    /// Reads and validates a flow from a JSON value, reporting every state
-    /// that cannot be read along with every other problem.
-    pub fn from_value(value: Value) -> Result<Flow, Report> {
-        let mut report = Report::default();
-        let Value::Object(mut top) = value else {
-            report.error("", "a flow must be a JSON object");
-            return Err(report);
-        };
-        let raw_states = match top.insert("states".into(), Value::Object(Default::default())) {
-            Some(Value::Object(states)) => states,
-            Some(_) => {
-                report.error("states", "must be an object of states by name");
-                Default::default()
-            }
-            None => {
-                report.error("states", "missing field `states`");
-                Default::default()
-            }
-        };
-        let header: Option<FlowDefinition> =
-            match serde_path_to_error::deserialize(Value::Object(top)) {
-                Ok(definition) => Some(definition),
-                Err(e) => {
-                    let path = e.path().to_string();
-                    let path = if path == "." { String::new() } else { path };
-                    report.error(path, e.into_inner().to_string());
-                    None
-                }
-            };
-        let mut states = indexmap::IndexMap::new();
-        let mut unreadable = HashSet::new();
-        for (name, raw) in raw_states {
-            match read_state(&name, raw) {
-                Ok(state) => {
-                    states.insert(name, state);
-                }
-                Err((path, message)) => {
-                    report.error(path, message);
-                    unreadable.insert(name);
-                }
-            }
-        }
-        let Some(mut definition) = header else {
-            return Err(report);
-        };
-        definition.states = states;
-        build(definition, &unreadable, report)
-    }
-
     /// Validates and compiles a flow already in memory.
     pub fn compile(definition: FlowDefinition) -> Result<Flow, Report> {
         build(definition, &HashSet::new(), Report::default())
     }
-
-    pub fn definition(&self) -> &FlowDefinition {
-        &self.definition
-    }
-
-    /// A state by name.
-    pub fn state(&self, name: &str) -> Option<&State> {
-        self.definition.states.get(name)
-    }
-
-    /// Problems that did not block compiling.
-    pub fn warnings(&self) -> &[Issue] {
-        &self.warnings
-    }
-
-    /// Every plugin the flow names, with where it names it.
-    pub fn plugins(&self) -> &[PluginRef] {
-        &self.plugins
-    }
-
-    /// The distinct (world, name) pairs the tenant must have installed.
-    pub fn required_plugins(&self) -> BTreeSet<(PluginWorld, String)> {
-        self.plugins
-            .iter()
-            .map(|p| (p.world, p.name.clone()))
-            .collect()
-    }
-
-    pub(crate) fn expr(&self, source: &str) -> &Expr {
-        &self.exprs[source]
-    }
 }
 
-/// Validates a flow and returns every problem, warnings included.
-pub fn validate(value: Value) -> Report {
-    match Flow::from_value(value) {
-        Ok(flow) => Report {
-            issues: flow.warnings,
-        },
-        Err(report) => report,
-    }
-}
-
-fn build(
+/// Checks `definition` and, if nothing blocks it, compiles it into a [`Flow`].
+/// `unreadable` states are already in `report`.
+pub(super) fn build(
     definition: FlowDefinition,
     unreadable: &HashSet<String>,
     report: Report,
@@ -257,28 +48,6 @@ fn build(
         plugins: compiled.plugins,
         warnings: compiled.report.issues,
     })
-}
-
-fn read_state(name: &str, raw: Value) -> Result<State, (String, String)> {
-    let base = format!("states.{name}");
-    let mut raw: RawState = serde_path_to_error::deserialize(raw).map_err(|e| {
-        let inner = e.path().to_string();
-        let path = if inner == "." {
-            base.clone()
-        } else {
-            format!("{base}.{inner}")
-        };
-        (path, e.into_inner().to_string())
-    })?;
-    let config = std::mem::take(&mut raw.config);
-    let config = StateConfig::parse(&raw.kind, config).map_err(|e| match e {
-        ConfigError::UnknownType(message) => (format!("{base}.type"), message),
-        ConfigError::Invalid { path, message } if path.is_empty() || path == "." => {
-            (format!("{base}.config"), message)
-        }
-        ConfigError::Invalid { path, message } => (format!("{base}.config.{path}"), message),
-    })?;
-    Ok(raw.with_config(config))
 }
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
@@ -965,119 +734,4 @@ fn transition_order(state: &State) -> Vec<usize> {
         (t.condition == TransitionCondition::Default, t.priority)
     });
     order
-}
-
-/// Whether a state hands control back to the user as soon as it is entered.
-pub(crate) fn waits_on_entry(config: &StateConfig) -> bool {
-    matches!(
-        config,
-        StateConfig::Intent(_)
-            | StateConfig::SlotFilling(_)
-            | StateConfig::Wait(_)
-            | StateConfig::Custom { .. }
-    )
-}
-
-/// Cycles of states that can follow each other within one turn without
-/// input: through states that do not wait on entry, by transitions that do
-/// not need an event. Each cycle is listed once, starting at its first state
-/// in the flow's order.
-fn automatic_cycles(d: &FlowDefinition) -> Vec<Vec<String>> {
-    let names: Vec<&String> = d.states.keys().collect();
-    let index: HashMap<&str, usize> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.as_str(), i))
-        .collect();
-    let edges: Vec<Vec<usize>> = d
-        .states
-        .values()
-        .map(|state| {
-            if waits_on_entry(&state.config) {
-                return Vec::new();
-            }
-            state
-                .transitions
-                .iter()
-                .filter(|t| !t.condition.needs_event())
-                .filter_map(|t| index.get(t.target_state.as_str()).copied())
-                .collect()
-        })
-        .collect();
-    // Tarjan's strongly connected components; any with a cycle is reported.
-    struct Tarjan<'e> {
-        edges: &'e [Vec<usize>],
-        index: Vec<Option<usize>>,
-        low: Vec<usize>,
-        on_stack: Vec<bool>,
-        stack: Vec<usize>,
-        next: usize,
-        components: Vec<Vec<usize>>,
-    }
-    impl Tarjan<'_> {
-        fn visit(&mut self, v: usize) {
-            self.index[v] = Some(self.next);
-            self.low[v] = self.next;
-            self.next += 1;
-            self.stack.push(v);
-            self.on_stack[v] = true;
-            for &w in &self.edges[v] {
-                match self.index[w] {
-                    None => {
-                        self.visit(w);
-                        self.low[v] = self.low[v].min(self.low[w]);
-                    }
-                    Some(iw) if self.on_stack[w] => self.low[v] = self.low[v].min(iw),
-                    Some(_) => {}
-                }
-            }
-            if Some(self.low[v]) == self.index[v] {
-                let mut component = Vec::new();
-                while let Some(w) = self.stack.pop() {
-                    self.on_stack[w] = false;
-                    component.push(w);
-                    if w == v {
-                        break;
-                    }
-                }
-                self.components.push(component);
-            }
-        }
-    }
-    let n = names.len();
-    let mut tarjan = Tarjan {
-        edges: &edges,
-        index: vec![None; n],
-        low: vec![0; n],
-        on_stack: vec![false; n],
-        stack: Vec::new(),
-        next: 0,
-        components: Vec::new(),
-    };
-    for v in 0..n {
-        if tarjan.index[v].is_none() {
-            tarjan.visit(v);
-        }
-    }
-    let mut cycles: Vec<Vec<String>> = tarjan
-        .components
-        .into_iter()
-        .filter(|c| c.len() > 1 || edges[c[0]].contains(&c[0]))
-        .map(|mut c| {
-            c.sort_unstable();
-            let mut names: Vec<String> = c.iter().map(|&i| names[i].clone()).collect();
-            names.push(names[0].clone());
-            names
-        })
-        .collect();
-    cycles.sort();
-    cycles
-}
-
-/// Plugin names: what the store and the wasm registry accept.
-pub fn is_plugin_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }

@@ -1,0 +1,353 @@
+//! Entering states and handing them messages: what each state type does,
+//! and following transitions through states that need no input.
+
+use serde_json::{Value, json};
+
+use crate::context::{Conversation, ConversationStatus, IntentResult, SlotProgress};
+use crate::model::{IntentConfig, Object, ResponseConfig, State, StateConfig};
+use crate::ports::{Clock, PluginRuntime};
+
+use super::integrations::IntegrationCall;
+use super::slot_filling::missing_slot;
+use super::step_result::{Message, TurnErrorKind};
+use super::transitions::Trigger;
+use super::turn::{Handled, Turn};
+use super::variables::apply_updates;
+
+/// What a state did when entered.
+enum Arrival {
+    /// Hand control back to the user.
+    Wait,
+    /// Try the state's transitions now; `failed` if its own logic failed.
+    Evaluate { failed: bool },
+    /// The conversation is over.
+    End,
+}
+
+impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
+    /// Enters `name`, then keeps going through states that need no input.
+    pub(super) async fn enter(&mut self, c: &mut Conversation, mut name: String) {
+        let flow = self.flow;
+        loop {
+            if self.halted {
+                return;
+            }
+            self.steps += 1;
+            if self.steps > flow.definition().settings.max_steps_per_turn {
+                self.halted = true;
+                let limit = flow.definition().settings.max_steps_per_turn;
+                self.error(
+                    TurnErrorKind::LoopGuard,
+                    &name,
+                    format!("stopped after entering {limit} states in one turn"),
+                );
+                return;
+            }
+            let Some(state) = flow.state(&name) else {
+                self.error(
+                    TurnErrorKind::StateNotFound,
+                    &c.current_state.clone(),
+                    format!("target state \"{name}\" is not in the flow"),
+                );
+                match self.recovery() {
+                    Some(recovery) if recovery != name => {
+                        name = recovery.to_owned();
+                        continue;
+                    }
+                    _ => return,
+                }
+            };
+            self.move_to(c, &name);
+            self.run_actions(c, &name, &state.entry_actions).await;
+            let next = match self.arrive(c, &name, state).await {
+                Arrival::Wait => return,
+                Arrival::End => {
+                    c.status = ConversationStatus::Ended;
+                    return;
+                }
+                Arrival::Evaluate { failed } => {
+                    match self.pick(c, &name, state, Trigger::Entry).await {
+                        Some(i) => self.take(c, &name, state, i).await,
+                        None => match self.recovery() {
+                            Some(recovery) if failed && recovery != name => recovery.to_owned(),
+                            _ => return,
+                        },
+                    }
+                }
+            };
+            name = next;
+        }
+    }
+
+    fn move_to(&mut self, c: &mut Conversation, name: &str) {
+        let limit = self.flow.definition().settings.history_limit as usize;
+        let previous = std::mem::replace(&mut c.current_state, name.to_owned());
+        if !previous.is_empty() {
+            c.previous_states.push(previous);
+        }
+        if c.previous_states.len() > limit {
+            let excess = c.previous_states.len() - limit;
+            c.previous_states.drain(..excess);
+        }
+        c.state_entered_at_ms = self.clock.now_ms();
+        c.slot_filling = None;
+        c.state_outcome = None;
+        self.result.visited.push(name.to_owned());
+    }
+
+    pub(super) async fn handle_input(&mut self, c: &mut Conversation) {
+        let flow = self.flow;
+        let name = c.current_state.clone();
+        let Some(state) = flow.state(&name) else {
+            return;
+        };
+        let handled = match &state.config {
+            StateConfig::Intent(config) => {
+                self.classify(c, &name, config).await;
+                Handled::Evaluate { failed: false }
+            }
+            StateConfig::SlotFilling(config) => self.fill_slots(c, &name, config),
+            StateConfig::Custom { plugin, config } => {
+                match self.custom_state(c, &name, plugin, config, true).await {
+                    Some(true) => Handled::Stay,
+                    Some(false) => Handled::Evaluate { failed: false },
+                    None => Handled::Evaluate { failed: true },
+                }
+            }
+            _ => Handled::Evaluate { failed: false },
+        };
+        let target = match handled {
+            Handled::Stay => return,
+            Handled::Goto(target) => {
+                self.run_actions(c, &name, &state.exit_actions).await;
+                target
+            }
+            Handled::Evaluate { failed } => {
+                match self.pick(c, &name, state, Trigger::Input).await {
+                    Some(i) => self.take(c, &name, state, i).await,
+                    None => match self.recovery() {
+                        Some(recovery) if failed && recovery != name => {
+                            self.run_actions(c, &name, &state.exit_actions).await;
+                            recovery.to_owned()
+                        }
+                        _ => {
+                            tracing::debug!(state = %name, "no transition matched the message; staying");
+                            return;
+                        }
+                    },
+                }
+            }
+        };
+        self.enter(c, target).await;
+    }
+
+    async fn arrive(&mut self, c: &mut Conversation, name: &str, state: &State) -> Arrival {
+        match &state.config {
+            StateConfig::Response(config) => {
+                self.respond(c, name, config);
+                Arrival::Evaluate { failed: false }
+            }
+            StateConfig::Intent(config) => {
+                if let Some(prompt) = &config.prompt
+                    && !self.input_pending
+                {
+                    self.say(c, name, prompt, "text");
+                }
+                Arrival::Wait
+            }
+            StateConfig::SlotFilling(config) => {
+                c.slot_filling = Some(SlotProgress {
+                    asking: None,
+                    retries: 0,
+                });
+                match missing_slot(c, config) {
+                    None => Arrival::Evaluate { failed: false },
+                    Some(_) if self.input_pending => Arrival::Wait,
+                    Some(slot) => {
+                        self.ask(c, name, config, &slot, None);
+                        Arrival::Wait
+                    }
+                }
+            }
+            StateConfig::Integration(config) => {
+                let mut request = Object::new();
+                if !config.endpoint.is_empty() {
+                    request.insert("endpoint".into(), json!(config.endpoint));
+                }
+                request.insert("method".into(), json!(config.method.to_uppercase()));
+                let call = IntegrationCall {
+                    integration_id: &config.integration_id,
+                    defaults: request,
+                    request_mapping: &config.request_mapping,
+                    response_mapping: &config.response_mapping,
+                    timeout_ms: config.timeout_ms,
+                    retry: &config.retry_config,
+                };
+                let failed = match self.integrate(c, name, call).await {
+                    Ok(()) => false,
+                    Err(message) => {
+                        self.error(TurnErrorKind::Integration, name, message);
+                        if let Some(template) = &config.error_handling.message {
+                            self.say(c, name, template, "text");
+                        }
+                        true
+                    }
+                };
+                Arrival::Evaluate { failed }
+            }
+            StateConfig::Condition(_) => Arrival::Evaluate { failed: false },
+            StateConfig::Wait(config) => {
+                if let Some(prompt) = &config.prompt
+                    && !self.input_pending
+                {
+                    self.say(c, name, prompt, "text");
+                }
+                Arrival::Wait
+            }
+            StateConfig::End(config) => {
+                if let Some(message) = &config.message {
+                    self.say(c, name, message, "text");
+                }
+                Arrival::End
+            }
+            StateConfig::Custom { plugin, config } => {
+                match self.custom_state(c, name, plugin, config, false).await {
+                    Some(true) => Arrival::Wait,
+                    Some(false) => Arrival::Evaluate { failed: false },
+                    None => Arrival::Evaluate { failed: true },
+                }
+            }
+        }
+    }
+
+    pub(super) fn respond(&mut self, c: &Conversation, name: &str, config: &ResponseConfig) {
+        let templates = &config.response_templates;
+        let key = [
+            c.ab_variant.as_deref(),
+            self.event.channel(),
+            Some("default"),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|key| templates.contains_key(*key));
+        let Some(template) = key
+            .and_then(|key| templates.get(key))
+            .or_else(|| templates.values().next())
+        else {
+            return;
+        };
+        let text = if config.personalization {
+            match self.flow.templates.render(template, c, Some(self.event)) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.error(TurnErrorKind::Template, name, e);
+                    return;
+                }
+            }
+        } else {
+            template.clone()
+        };
+        self.result.messages.push(Message {
+            text,
+            response_type: config.response_type.clone(),
+            state: name.to_owned(),
+            delay_ms: config.delay_ms,
+            typing_indicator: config.typing_indicator,
+        });
+    }
+
+    /// Renders a template and sends it; a failure is reported, not sent.
+    pub(super) fn say(
+        &mut self,
+        c: &Conversation,
+        name: &str,
+        template: &str,
+        response_type: &str,
+    ) {
+        match self.flow.templates.render(template, c, Some(self.event)) {
+            Ok(text) if text.trim().is_empty() => {}
+            Ok(text) => self.result.messages.push(Message {
+                text,
+                response_type: response_type.to_owned(),
+                state: name.to_owned(),
+                delay_ms: None,
+                typing_indicator: true,
+            }),
+            Err(e) => self.error(TurnErrorKind::Template, name, e),
+        }
+    }
+
+    async fn classify(&mut self, c: &mut Conversation, name: &str, config: &IntentConfig) {
+        let text = self.event.text.as_str();
+        let scores = match &config.classifier {
+            None => self.flow.intents.classify(text, &config.intent_patterns),
+            Some(plugin) => {
+                self.result.plugin_calls += 1;
+                let args = json!({ "context_aware": config.context_aware });
+                let call = self.call(c, plugin, &args, Some(self.event), 5000);
+                match self.plugins.classify_intent(call).await {
+                    Ok(mut scores) => {
+                        scores.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+                        scores
+                    }
+                    Err(e) => {
+                        self.error(TurnErrorKind::Plugin, name, e.to_string());
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        let best = scores.first();
+        let confidence = best.map_or(0.0, |s| s.confidence);
+        let confident = best.is_some() && confidence >= config.confidence_threshold;
+        let intent = IntentResult {
+            name: if confident {
+                best.map(|s| s.intent.clone())
+            } else {
+                config.fallback_intent.clone()
+            },
+            top: best.map(|s| s.intent.clone()),
+            confidence,
+            low_confidence: !confident,
+        };
+        if let Some(name) = &intent.name {
+            c.intent_history.push(name.clone());
+            let limit = self.flow.definition().settings.history_limit as usize;
+            if c.intent_history.len() > limit {
+                let excess = c.intent_history.len() - limit;
+                c.intent_history.drain(..excess);
+            }
+        }
+        self.result.intent = Some(intent.clone());
+        c.intent = Some(intent);
+    }
+
+    /// Runs a tenant state type. `Some(wait)` on success, `None` on failure.
+    async fn custom_state(
+        &mut self,
+        c: &mut Conversation,
+        name: &str,
+        plugin: &str,
+        config: &Object,
+        with_input: bool,
+    ) -> Option<bool> {
+        self.result.plugin_calls += 1;
+        let args = Value::Object(config.clone());
+        let event = with_input.then_some(self.event);
+        let call = self.call(c, plugin, &args, event, 5000);
+        match self.plugins.execute_state(call).await {
+            Ok(output) => {
+                apply_updates(c, output.updates);
+                for text in output.messages {
+                    self.push_text(name, text);
+                }
+                c.state_outcome = output.outcome;
+                Some(output.wait_for_input)
+            }
+            Err(e) => {
+                self.error(TurnErrorKind::Plugin, name, e.to_string());
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! What can go wrong between the host and the store.
+
+use mcp_store::StoreError;
+use mcp_wasm::{PolicyError, UploadError};
+
+/// A registry operation's failure: the store's, the host's refusal of an
+/// upload, or a policy the host cannot enforce. Input errors are returned
+/// before anything is written.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// The wasm host refused the upload.
+    #[error("the plugin was refused: {0}")]
+    Plugin(#[from] UploadError),
+
+    /// A limit or allow-list entry the host cannot enforce.
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+}

@@ -1,0 +1,233 @@
+//! [`PluginRegistry`]: uploads into the store through the host, and the
+//! store's plugin rows into the host's registry.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mcp_flow::{PluginWorld, PolicySettings};
+use mcp_store::{NewPlugin, PluginVersion, Store, StoreError, Tenant, TenantPlugins};
+use mcp_wasm::{PluginHost, TenantPolicy};
+
+use crate::error::RegistryError;
+
+/// An upload, as a tenant sends it.
+#[derive(Debug, Clone)]
+pub struct UploadPlugin {
+    pub name: String,
+    pub version: String,
+    pub bytes: Vec<u8>,
+    /// The world the tenant says it is; checked against what it exports.
+    pub world: Option<PluginWorld>,
+    /// Values the plugin reads through the host `config` interface.
+    pub config: BTreeMap<String, String>,
+}
+
+/// The store and the host of one engine process. Cheap to clone; clones
+/// share everything.
+#[derive(Clone)]
+pub struct PluginRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    host: PluginHost,
+    /// Per tenant, the store's plugin rows the host holds now.
+    applied: Mutex<HashMap<String, Arc<TenantPlugins>>>,
+    /// One load per tenant at a time.
+    loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl PluginRegistry {
+    pub fn new(store: Store, host: PluginHost) -> PluginRegistry {
+        PluginRegistry {
+            inner: Arc::new(Inner {
+                store,
+                host,
+                applied: Mutex::new(HashMap::new()),
+                loads: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The host turns call plugins through.
+    pub fn host(&self) -> &PluginHost {
+        &self.inner.host
+    }
+
+    /// Creates a tenant whose policy the host can enforce.
+    pub async fn create_tenant(
+        &self,
+        id: Option<&str>,
+        name: &str,
+        policy: PolicySettings,
+    ) -> Result<Tenant, RegistryError> {
+        TenantPolicy::from_settings(&policy)?;
+        Ok(self.store().create_tenant(id, name, policy).await?)
+    }
+
+    /// Replaces a tenant's limits and allow-list; every engine process
+    /// applies them to the tenant's next plugin call.
+    pub async fn set_tenant_policy(
+        &self,
+        tenant_id: &str,
+        policy: PolicySettings,
+    ) -> Result<(), RegistryError> {
+        TenantPolicy::from_settings(&policy)?;
+        Ok(self.store().set_tenant_policy(tenant_id, policy).await?)
+    }
+
+    /// Validates, compiles and stores a new plugin version, which becomes the
+    /// plugin's active version. Nothing is stored if the host refuses it or
+    /// the version exists.
+    pub async fn upload_plugin(
+        &self,
+        tenant_id: &str,
+        upload: UploadPlugin,
+    ) -> Result<PluginVersion, RegistryError> {
+        self.store()
+            .check_new_plugin(tenant_id, &upload.name, &upload.version)
+            .await?;
+        // Validate and compile under a scratch tenant (real ids cannot hold
+        // ':'), so no turn can call the version before it is stored; the
+        // compiled code stays cached for the real install below.
+        let scratch = scratch_tenant();
+        let installed = self
+            .host()
+            .install(
+                &scratch,
+                &upload.name,
+                &upload.version,
+                &upload.bytes,
+                upload.world,
+                upload.config.clone(),
+            )
+            .await;
+        self.host().uninstall(&scratch, &upload.name);
+        let installed = installed?;
+        let stored = self
+            .store()
+            .insert_plugin(
+                tenant_id,
+                NewPlugin {
+                    name: upload.name,
+                    version: upload.version,
+                    world: installed.world,
+                    bytes: upload.bytes,
+                    sha256: installed.sha256.clone(),
+                    manifest: installed.manifest.clone(),
+                    config: upload.config,
+                },
+            )
+            .await?;
+        self.load_plugins(tenant_id).await?;
+        Ok(stored)
+    }
+
+    /// Makes the host's registry hold exactly the tenant's enabled plugin
+    /// versions, with the right ones active, under the tenant's policy.
+    /// Does nothing if that is already so and nothing changed since; call it
+    /// before running a tenant's turn.
+    pub async fn load_plugins(&self, tenant_id: &str) -> Result<(), RegistryError> {
+        let plugins = self.store().tenant_plugins(tenant_id).await?;
+        if self.holds(tenant_id, &plugins) {
+            return Ok(());
+        }
+        let gate = self
+            .inner
+            .loads
+            .lock()
+            .unwrap()
+            .entry(tenant_id.to_owned())
+            .or_default()
+            .clone();
+        let _loading = gate.lock().await;
+        // Another load may have run while this one waited: apply what the
+        // store says now, never an older read over a newer one.
+        let plugins = self.store().tenant_plugins(tenant_id).await?;
+        if self.holds(tenant_id, &plugins) {
+            return Ok(());
+        }
+        self.apply(tenant_id, &plugins).await?;
+        self.inner
+            .applied
+            .lock()
+            .unwrap()
+            .insert(tenant_id.to_owned(), plugins);
+        Ok(())
+    }
+
+    fn holds(&self, tenant_id: &str, plugins: &Arc<TenantPlugins>) -> bool {
+        self.inner
+            .applied
+            .lock()
+            .unwrap()
+            .get(tenant_id)
+            .is_some_and(|applied| Arc::ptr_eq(applied, plugins))
+    }
+
+    async fn apply(&self, tenant_id: &str, plugins: &TenantPlugins) -> Result<(), RegistryError> {
+        // Stored policies passed validation once; one that no longer does
+        // (an engine upgrade lowered a maximum) is not the caller's fault.
+        let policy = TenantPolicy::from_settings(&plugins.policy)
+            .map_err(|e| StoreError::Corrupt(format!("tenant {tenant_id}'s policy: {e}")))?;
+        let host = self.host();
+        host.set_policy(tenant_id, policy);
+        let mut wanted = HashSet::new();
+        let mut active: BTreeMap<&str, &str> = BTreeMap::new();
+        for plugin in &plugins.enabled {
+            let (name, version) = (plugin.name.as_str(), plugin.version.as_str());
+            // A version deleted and uploaded again may keep its bytes but
+            // change its config: either difference means reinstalling.
+            let current = host.resolve_version(tenant_id, name, version);
+            if current.is_none_or(|p| p.sha256 != plugin.sha256 || *p.config() != plugin.config) {
+                let bytes = self.store().plugin_bytes(tenant_id, name, version).await?;
+                host.remove_version(tenant_id, name, version);
+                if let Err(e) = host
+                    .install(
+                        tenant_id,
+                        name,
+                        version,
+                        &bytes,
+                        Some(plugin.world),
+                        plugin.config.clone(),
+                    )
+                    .await
+                {
+                    // Stored plugins passed these checks once; an engine
+                    // upgrade may refuse one. Its calls fail as not found.
+                    tracing::error!(tenant = tenant_id, plugin = name, version, error = %e, "stored plugin no longer loads");
+                    continue;
+                }
+            }
+            wanted.insert((name, version));
+            active.insert(name, version);
+        }
+        for (installed, _) in host.installed(tenant_id) {
+            if !wanted.contains(&(installed.name.as_str(), installed.version.as_str())) {
+                host.remove_version(tenant_id, &installed.name, &installed.version);
+            }
+        }
+        for (name, version) in active {
+            host.activate(tenant_id, name, version);
+        }
+        tracing::debug!(
+            tenant = tenant_id,
+            versions = wanted.len(),
+            "plugins loaded"
+        );
+        Ok(())
+    }
+}
+
+/// A tenant id no real tenant can have (ids cannot hold ':'), unique in
+/// this process, whose host registry is the only one it reaches.
+fn scratch_tenant() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("upload:{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}

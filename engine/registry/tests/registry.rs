@@ -1,0 +1,422 @@
+//! The plugin registry over every database backend: uploads validated by
+//! the host before they are stored, stored versions loaded and activated per
+//! tenant, tenant policies checked, and two engine processes on one database
+//! kept in step.
+
+// The store's test backends (SQLite always, PostgreSQL when DATABASE_URL is
+// set), shared rather than copied.
+#[path = "../../store/tests/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use mcp_example_plugins as built;
+use mcp_flow::{LimitOverrides, PluginWorld, PolicySettings};
+use mcp_registry::{PluginRegistry, RegistryError, UploadPlugin, artifact_store};
+use mcp_store::{Database, PublishOptions, StoreError};
+use mcp_wasm::{CacheStatus, HostConfig, PluginHost, UploadError};
+use serde_json::json;
+
+use common::{Backend, databases, eventually, new_tenant, plain_flow, tenant_id, vip_flow};
+
+/// A plugin host of its own (small pool), persisting compiled code in `db`.
+fn host(db: &Database) -> PluginHost {
+    PluginHost::new(HostConfig {
+        max_instances: 16,
+        artifacts: Some(artifact_store(db)),
+        ..HostConfig::default()
+    })
+    .unwrap()
+}
+
+/// What one engine process holds: a store and a host over one database.
+async fn registry(backend: &Backend) -> PluginRegistry {
+    let store = common::store(backend).await;
+    let host = host(store.db());
+    PluginRegistry::new(store, host)
+}
+
+fn plugin(name: &str, version: &str, path: &str) -> UploadPlugin {
+    UploadPlugin {
+        name: name.into(),
+        version: version.into(),
+        bytes: std::fs::read(path).unwrap(),
+        world: None,
+        config: BTreeMap::new(),
+    }
+}
+
+async fn for_each_database<F, Fut>(test: F)
+where
+    F: Fn(Backend) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for backend in databases() {
+        eprintln!("-- on {}", backend.name);
+        test(backend).await;
+    }
+}
+
+#[tokio::test]
+async fn plugins_are_validated_stored_and_loaded() {
+    for_each_database(|backend| async move {
+        let registry = registry(&backend).await;
+        let store = registry.store();
+        let tenant = new_tenant(&store, "plugins").await;
+
+        let stored = registry
+            .upload_plugin(&tenant, plugin("vip-check", "1.0.0", built::VIP_CHECK))
+            .await
+            .unwrap();
+        assert_eq!(
+            (stored.world, stored.enabled, stored.active),
+            (PluginWorld::Condition, true, true)
+        );
+        assert_eq!(
+            stored.size,
+            std::fs::metadata(built::VIP_CHECK).unwrap().len()
+        );
+
+        // Bad uploads are refused and change nothing.
+        let again = registry
+            .upload_plugin(&tenant, plugin("vip-check", "1.0.0", built::PRICE))
+            .await;
+        assert!(
+            matches!(again, Err(RegistryError::Store(StoreError::AlreadyExists { .. }))),
+            "{again:?}"
+        );
+        let mut text = plugin("junk", "1", built::VIP_CHECK);
+        text.bytes = b"not wasm at all".to_vec();
+        assert!(matches!(
+            registry.upload_plugin(&tenant, text).await,
+            Err(RegistryError::Plugin(UploadError::NotWasm))
+        ));
+        let mut module = plugin("module", "1", built::VIP_CHECK);
+        module.bytes = b"\0asm\x01\0\0\0".to_vec();
+        let refused = registry.upload_plugin(&tenant, module).await;
+        assert!(
+            matches!(refused, Err(RegistryError::Plugin(UploadError::NotAComponent))),
+            "{refused:?}"
+        );
+        let mut huge = plugin("huge", "1", built::VIP_CHECK);
+        huge.bytes = vec![0; 33 << 20];
+        let refused = registry.upload_plugin(&tenant, huge).await;
+        assert!(
+            matches!(
+                refused,
+                Err(RegistryError::Plugin(UploadError::TooLarge { .. }))
+            ),
+            "{refused:?}"
+        );
+        let mut liar = plugin("price", "1", built::PRICE);
+        liar.world = Some(PluginWorld::Tool);
+        let refused = registry.upload_plugin(&tenant, liar).await;
+        assert!(
+            matches!(
+                refused,
+                Err(RegistryError::Plugin(UploadError::WrongWorld { .. }))
+            ),
+            "{refused:?}"
+        );
+        let refused = registry
+            .upload_plugin(&tenant, plugin("Bad_Name", "1", built::PRICE))
+            .await;
+        assert!(
+            matches!(&refused, Err(RegistryError::Store(StoreError::Invalid { field, .. })) if field == "name"),
+            "{refused:?}"
+        );
+        let refused = registry
+            .upload_plugin(&tenant, plugin("misfit", "1", built::MISFIT_IMPORT))
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(RegistryError::Plugin(UploadError::UnsupportedImport(_)))
+            ),
+            "{refused:?}"
+        );
+        let names: Vec<_> = store
+            .list_plugins(&tenant)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["vip-check"], "only the good upload is stored");
+
+        // A flow using `price` as an action fails while `price` is missing,
+        // and fails when the name belongs to another world.
+        let mut wrong = plugin("price", "1", built::ORDER_API);
+        wrong.world = None;
+        registry.upload_plugin(&tenant, wrong).await.unwrap();
+        match store
+            .publish_flow(&tenant, &vip_flow("1"), PublishOptions::default())
+            .await
+        {
+            Err(StoreError::InvalidFlow(report)) => {
+                let text = report.to_string();
+                assert!(
+                    text.contains("`price` is used as a action plugin but is a tool plugin"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected a world mismatch, got {other:?}"),
+        }
+        store
+            .delete_plugin_version(&tenant, "price", "1")
+            .await
+            .unwrap();
+        registry
+            .upload_plugin(&tenant, plugin("price", "1", built::PRICE))
+            .await
+            .unwrap();
+        store
+            .publish_flow(&tenant, &vip_flow("1"), PublishOptions::default())
+            .await
+            .unwrap();
+
+        // Versions: the newest enabled one is active; disabling moves it back.
+        registry
+            .upload_plugin(&tenant, plugin("vip-check", "2.0.0", built::VIP_CHECK))
+            .await
+            .unwrap();
+        registry.load_plugins(&tenant).await.unwrap();
+        assert_eq!(
+            registry.host().resolve(&tenant, "vip-check").unwrap().version,
+            "2.0.0"
+        );
+        let disabled = store
+            .set_plugin_enabled(&tenant, "vip-check", "2.0.0", false)
+            .await
+            .unwrap();
+        assert!(!disabled.enabled && !disabled.active);
+        registry.load_plugins(&tenant).await.unwrap();
+        assert_eq!(
+            registry.host().resolve(&tenant, "vip-check").unwrap().version,
+            "1.0.0"
+        );
+        assert!(
+            registry
+                .host()
+                .resolve_version(&tenant, "vip-check", "2.0.0")
+                .is_none(),
+            "a disabled version is unloaded"
+        );
+        store
+            .set_plugin_enabled(&tenant, "vip-check", "1.0.0", false)
+            .await
+            .unwrap();
+        registry.load_plugins(&tenant).await.unwrap();
+        assert!(registry.host().resolve(&tenant, "vip-check").is_none());
+        let refused = store
+            .publish_flow(&tenant, &vip_flow("2"), PublishOptions::default())
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::InvalidFlow(_))),
+            "a disabled plugin cannot be used: {refused:?}"
+        );
+        assert!(
+            store
+                .set_plugin_enabled(&tenant, "vip-check", "9", true)
+                .await
+                .is_err()
+        );
+
+        // Compiled code is in the database: a fresh host loads it ready-made.
+        let fresh = host(store.db());
+        let inspected = fresh
+            .inspect(&std::fs::read(built::PRICE).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(inspected.cache, CacheStatus::Stored);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_others_plugins() {
+    for_each_database(|backend| async move {
+        let registry = registry(&backend).await;
+        let store = registry.store();
+        let a = new_tenant(store, "iso-a").await;
+        let b = new_tenant(store, "iso-b").await;
+        registry
+            .upload_plugin(&a, plugin("vip-check", "1", built::VIP_CHECK))
+            .await
+            .unwrap();
+        registry.load_plugins(&b).await.unwrap();
+        assert!(registry.host().resolve(&b, "vip-check").is_none());
+        // And A still has everything.
+        registry.load_plugins(&a).await.unwrap();
+        assert!(registry.host().resolve(&a, "vip-check").is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_change_through_one_registry_reaches_another_within_a_second() {
+    for_each_database(|backend| async move {
+        let one = registry(&backend).await;
+        let two = registry(&backend).await;
+        let tenant = new_tenant(one.store(), "shared").await;
+        one.store()
+            .publish_flow(
+                &tenant,
+                &plain_flow("hello", "1"),
+                PublishOptions::default(),
+            )
+            .await
+            .unwrap();
+
+        // The second registry caches what it has seen...
+        two.load_plugins(&tenant).await.unwrap();
+        assert!(two.host().resolve(&tenant, "vip-check").is_none());
+        assert_eq!(
+            two.store().default_flow(&tenant).await.unwrap().version,
+            "1"
+        );
+
+        // ...and still serves every change made through the first within a second.
+        one.upload_plugin(&tenant, plugin("vip-check", "1", built::VIP_CHECK))
+            .await
+            .unwrap();
+        let served = eventually(Duration::from_secs(1), || async {
+            two.load_plugins(&tenant).await.unwrap();
+            two.host().resolve(&tenant, "vip-check").is_some()
+        })
+        .await;
+        assert!(
+            served,
+            "{}: the upload did not reach the second registry",
+            backend.name
+        );
+        let flow = two.store().default_flow(&tenant).await.unwrap().flow;
+        let conversation = mcp_flow::Conversation::new(&tenant, "c", "u", &flow, 0);
+        let verdict = mcp_flow::PluginRuntime::evaluate_condition(
+            two.host(),
+            mcp_flow::PluginCall {
+                tenant_id: &tenant,
+                plugin: "vip-check",
+                version: None,
+                args: &json!({ "min_spent": 10 }),
+                conversation: &conversation,
+                event: None,
+                timeout: Duration::from_secs(5),
+            },
+        )
+        .await;
+        assert!(
+            verdict.is_ok(),
+            "the second registry runs the plugin: {verdict:?}"
+        );
+
+        one.store()
+            .publish_flow(
+                &tenant,
+                &plain_flow("hello", "2"),
+                PublishOptions::default(),
+            )
+            .await
+            .unwrap();
+        let served = eventually(Duration::from_secs(1), || async {
+            two.store().default_flow(&tenant).await.unwrap().version == "2"
+        })
+        .await;
+        assert!(
+            served,
+            "{}: the new flow version did not reach the second registry",
+            backend.name
+        );
+
+        one.store()
+            .set_plugin_enabled(&tenant, "vip-check", "1", false)
+            .await
+            .unwrap();
+        let gone = eventually(Duration::from_secs(1), || async {
+            two.load_plugins(&tenant).await.unwrap();
+            two.host().resolve(&tenant, "vip-check").is_none()
+        })
+        .await;
+        assert!(
+            gone,
+            "{}: the disabled plugin is still served by the second registry",
+            backend.name
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn policies_the_host_cannot_enforce_are_refused_and_change_nothing() {
+    for_each_database(|backend| async move {
+        let registry = registry(&backend).await;
+        let tenant = tenant_id("policy");
+        let bad_host = PolicySettings {
+            allow_list: vec!["http://x/path".into()],
+            ..PolicySettings::default()
+        };
+        let refused = registry
+            .create_tenant(Some(&tenant), "Policy", bad_host.clone())
+            .await;
+        assert!(
+            matches!(&refused, Err(RegistryError::Policy(e)) if e.field == "allow_list"),
+            "{refused:?}"
+        );
+        assert!(
+            registry.store().tenant(&tenant).await.is_err(),
+            "no tenant was created"
+        );
+
+        registry
+            .create_tenant(Some(&tenant), "Policy", PolicySettings::default())
+            .await
+            .unwrap();
+        let too_much = PolicySettings {
+            limits: HashMap::from([(
+                PluginWorld::Tool,
+                LimitOverrides {
+                    memory_bytes: Some(1 << 40),
+                    ..LimitOverrides::default()
+                },
+            )]),
+            ..PolicySettings::default()
+        };
+        let refused = registry.set_tenant_policy(&tenant, too_much).await;
+        assert!(
+            matches!(&refused, Err(RegistryError::Policy(e)) if e.field == "limits.tool.memory_bytes"),
+            "{refused:?}"
+        );
+        let zero = PolicySettings {
+            limits: HashMap::from([(
+                PluginWorld::Condition,
+                LimitOverrides {
+                    fuel: Some(0),
+                    ..LimitOverrides::default()
+                },
+            )]),
+            ..PolicySettings::default()
+        };
+        assert!(matches!(
+            registry.set_tenant_policy(&tenant, zero).await,
+            Err(RegistryError::Policy(_))
+        ));
+        assert_eq!(
+            registry.store().tenant(&tenant).await.unwrap().policy,
+            PolicySettings::default(),
+            "the stored policy is unchanged"
+        );
+
+        let good = PolicySettings {
+            allow_list: vec!["api.example.com".into(), "127.0.0.1:8080".into()],
+            ..PolicySettings::default()
+        };
+        registry
+            .set_tenant_policy(&tenant, good.clone())
+            .await
+            .unwrap();
+        assert_eq!(registry.store().tenant(&tenant).await.unwrap().policy, good);
+        registry.load_plugins(&tenant).await.unwrap();
+    })
+    .await;
+}

@@ -1,0 +1,343 @@
+//! Every conversion between the protos and the engine's types, in one
+//! place: requests into the engine's terms (`TryFrom`, refusing with the
+//! status that names the field), results back into the seed's messages.
+
+use mcp_flow::Conversation;
+use mcp_store::{
+    ApiKey as StoredKey, Experiment as StoredExperiment, FlowStatus, FlowVersion as StoredFlow,
+    PluginVersion as StoredPlugin,
+};
+use prost_types::{Struct, Timestamp, value::Kind};
+use serde_json::Value;
+use tonic::Status;
+
+use crate::clock::now_ms;
+use crate::engine::{TimeoutTurn, TurnOutcome, TurnRequest};
+use crate::proto::admin::{ApiKey, Experiment, FlowIssue, FlowVersion, PluginVersion};
+use crate::proto::common::{self, MessageType, PerformanceMetrics};
+use crate::proto::engine::{
+    ConversationState, MessageContent, ProcessMessageRequest, ProcessMessageResponse, StreamEvent,
+};
+
+/// Longest message text accepted, in bytes.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Largest `content.metadata` accepted, as JSON text: it may carry a user
+/// profile the conversation keeps and every plugin call reads.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// The tenant a request names (empty if none).
+pub fn tenant_of(context: &Option<common::TenantContext>) -> &str {
+    context.as_ref().map_or("", |c| c.tenant_id.as_str())
+}
+
+/// A ProcessMessageRequest as the engine's turn: text and metadata within
+/// their limits, a known channel, `user_profile` apart from the event's
+/// data. The deadline comes from the call, not the message.
+impl TryFrom<&ProcessMessageRequest> for TurnRequest {
+    type Error = Status;
+
+    fn try_from(request: &ProcessMessageRequest) -> Result<TurnRequest, Status> {
+        let text = request
+            .content
+            .as_ref()
+            .map(|c| c.text.clone())
+            .unwrap_or_default();
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "content.text: {} bytes is over the limit of {MAX_TEXT_BYTES}",
+                text.len()
+            )));
+        }
+        if common::Channel::try_from(request.channel).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "channel: unknown value {}",
+                request.channel
+            )));
+        }
+        // What the channel knows travels in content.metadata: `user_profile`
+        // joins the conversation's profile; the rest (`entities`, `attributes`,
+        // …) is the event's data. `payload` is a quick reply's or button's.
+        let mut data = serde_json::Map::new();
+        let mut user_profile = serde_json::Map::new();
+        let content = request.content.as_ref();
+        if let Some(Value::Object(fields)) =
+            content.and_then(|c| c.metadata.as_ref()).map(from_struct)
+        {
+            let size = serde_json::to_string(&fields).map_or(0, |json| json.len());
+            if size > MAX_METADATA_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "content.metadata: {size} bytes of JSON is over the limit of {MAX_METADATA_BYTES}"
+                )));
+            }
+            for (key, value) in fields {
+                match (key.as_str(), value) {
+                    ("user_profile", Value::Object(profile)) => user_profile = profile,
+                    ("user_profile", _) => {
+                        return Err(Status::invalid_argument(
+                            "content.metadata.user_profile: must be an object",
+                        ));
+                    }
+                    (_, value) => {
+                        data.insert(key, value);
+                    }
+                }
+            }
+        }
+        if let Some(payload) = content
+            .map(|c| c.payload.as_str())
+            .filter(|p| !p.is_empty())
+        {
+            data.insert("payload".into(), Value::from(payload));
+        }
+        let channel = common::Channel::try_from(request.channel).unwrap_or_default();
+        data.insert(
+            "channel".into(),
+            Value::from(
+                channel
+                    .as_str_name()
+                    .trim_start_matches("CHANNEL_")
+                    .to_lowercase(),
+            ),
+        );
+        Ok(TurnRequest {
+            tenant_id: tenant_of(&request.tenant_context).to_owned(),
+            conversation_id: request.conversation_id.clone(),
+            user_id: request.user_id.clone(),
+            text,
+            data,
+            user_profile,
+            force_flow: request
+                .processing_hints
+                .as_ref()
+                .map(|h| h.force_flow.clone()),
+            deadline: None,
+        })
+    }
+}
+
+/// A finished turn as the seed's response.
+pub fn response(conversation_id: &str, outcome: TurnOutcome) -> ProcessMessageResponse {
+    let fuel_used = outcome.fuel_used();
+    let TurnOutcome {
+        step,
+        conversation,
+        duration,
+        lock_wait,
+        calls,
+        cache,
+    } = outcome;
+    let custom_metrics = serde_json::json!({
+        "fuel_used": fuel_used,
+        "plugin_calls": calls.len(),
+        "plugin_errors": calls.iter().filter(|c| c.error.is_some()).count(),
+        "plugins": calls.iter().map(|c| format!("{}@{}", c.plugin, c.version)).collect::<Vec<_>>(),
+    });
+    let text = step
+        .messages
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    ProcessMessageResponse {
+        status: Some(common::Status {
+            success: step.errors.is_empty(),
+            message: step
+                .errors
+                .first()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
+            error_code: step
+                .errors
+                .first()
+                .map(|e| format!("{:?}", e.kind))
+                .unwrap_or_default(),
+            details: None,
+        }),
+        conversation_id: conversation_id.to_owned(),
+        current_state: step.state.clone(),
+        response: Some(MessageContent {
+            r#type: MessageType::Text as i32,
+            text,
+            ..Default::default()
+        }),
+        context_updates: Some(to_struct(&step.updates)),
+        actions_performed: step.actions.iter().map(|a| a.label()).collect(),
+        conversation_state: Some(ConversationState::from(&conversation)),
+        performance_metrics: Some(PerformanceMetrics {
+            execution_time_ms: duration.as_millis() as i32,
+            queue_time_ms: lock_wait.as_millis() as i32,
+            cache_status: cache.as_str().into(),
+            custom_metrics: custom_metrics.as_object().map(to_struct),
+            ..Default::default()
+        }),
+        ab_variant: conversation.ab_variant.clone().unwrap_or_default(),
+        metadata: None,
+    }
+}
+
+impl From<&Conversation> for ConversationState {
+    fn from(c: &Conversation) -> ConversationState {
+        ConversationState {
+            current_state: c.current_state.clone(),
+            flow_id: c.flow_id.clone(),
+            flow_version: c.flow_version.clone(),
+            previous_states: c.previous_states.clone(),
+            slots: Some(to_struct(&c.slots)),
+            variables: Some(to_struct(&c.variables)),
+            user_profile: Some(to_struct(&c.user_profile)),
+            intent_history: c.intent_history.clone(),
+            current_intent: c
+                .intent
+                .as_ref()
+                .and_then(|i| i.name.clone())
+                .unwrap_or_default(),
+            intent_confidence: c.intent.as_ref().map_or(0.0, |i| i.confidence),
+            created_at: Some(timestamp(c.created_at_ms)),
+            last_activity: Some(timestamp(c.updated_at_ms)),
+            message_count: c.turn as i32,
+            error_count: c.error_count as i32,
+        }
+    }
+}
+
+/// A timeout turn as the stream event that tells its conversation's streams.
+impl From<&TimeoutTurn> for StreamEvent {
+    fn from(turn: &TimeoutTurn) -> StreamEvent {
+        let data = serde_json::json!({
+            "from": turn.state_before,
+            "to": turn.step.state,
+            "messages": turn.step.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+            "ended": turn.step.ended,
+        });
+        StreamEvent {
+            event_type: "timeout".into(),
+            conversation_id: turn.key.conversation_id.clone(),
+            event_data: Some(to_struct(data.as_object().expect("an object"))),
+            timestamp: Some(timestamp(now_ms())),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch as a protobuf Timestamp.
+pub fn timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// A JSON object as a protobuf Struct.
+pub fn to_struct(object: &serde_json::Map<String, Value>) -> Struct {
+    Struct {
+        fields: object
+            .iter()
+            .map(|(k, v)| (k.clone(), to_value(v)))
+            .collect(),
+    }
+}
+
+/// A protobuf Struct as JSON; whole numbers come back as integers.
+pub fn from_struct(s: &Struct) -> Value {
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), from_value(v)))
+            .collect(),
+    )
+}
+
+fn from_value(v: &prost_types::Value) -> Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9e15 => Value::from(*n as i64),
+        Some(Kind::NumberValue(n)) => Value::from(*n),
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(from_value).collect()),
+        Some(Kind::StructValue(s)) => from_struct(s),
+    }
+}
+
+fn to_value(value: &Value) -> prost_types::Value {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(to_value).collect(),
+        }),
+        Value::Object(object) => Kind::StructValue(to_struct(object)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A stored key as the admin API shows it; `token` only when just issued.
+pub fn api_key(key: StoredKey, token: String) -> ApiKey {
+    ApiKey {
+        key_id: key.id,
+        tenant_id: key.tenant_id,
+        name: key.name,
+        scopes: key.scopes.iter().map(|s| s.to_string()).collect(),
+        created_at_ms: key.created_at_ms,
+        revoked_at_ms: key.revoked_at_ms.unwrap_or_default(),
+        token,
+    }
+}
+
+impl From<StoredPlugin> for PluginVersion {
+    fn from(p: StoredPlugin) -> PluginVersion {
+        PluginVersion {
+            name: p.name,
+            version: p.version,
+            world: p.world.to_string(),
+            sha256: p.sha256,
+            size: p.size,
+            enabled: p.enabled,
+            active: p.active,
+            uploaded_at_ms: p.uploaded_at_ms,
+            manifest: p.manifest.and_then(|m| match serde_json::to_value(m) {
+                Ok(Value::Object(object)) => Some(to_struct(&object)),
+                _ => None,
+            }),
+        }
+    }
+}
+
+impl From<StoredFlow> for FlowVersion {
+    fn from(v: StoredFlow) -> FlowVersion {
+        FlowVersion {
+            flow_id: v.flow_id,
+            version: v.version,
+            status: match v.status {
+                FlowStatus::Draft => "draft".into(),
+                FlowStatus::Published => "published".into(),
+            },
+            is_default: v.is_default,
+            created_at_ms: v.created_at_ms,
+            published_at_ms: v.published_at_ms.unwrap_or_default(),
+            definition: v.definition,
+            warnings: v
+                .warnings
+                .into_iter()
+                .map(|i| FlowIssue {
+                    severity: "warning".into(),
+                    path: i.path,
+                    message: i.message,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<StoredExperiment> for Experiment {
+    fn from(e: StoredExperiment) -> Experiment {
+        Experiment {
+            experiment_id: e.config.experiment_id.clone(),
+            status: format!("{:?}", e.status).to_lowercase(),
+            config: serde_json::to_string(&e.config).unwrap_or_default(),
+            created_at_ms: e.created_at_ms,
+            stopped_at_ms: e.stopped_at_ms.unwrap_or_default(),
+        }
+    }
+}
