@@ -74,13 +74,15 @@ fn require_wasm_target() {
     };
     let target_lib = sysroot.join("lib/rustlib/wasm32-wasip2/lib");
     if !target_lib.is_dir() {
-        panic!(
-            "\n\nThe Rust toolchain at {} has no wasm32-wasip2 target, which the example \
-             plugins (the demo and the tests) are built for.\n\
-             Add it with:\n\n    rustup target add wasm32-wasip2\n\n\
-             or build the engine without the demo: cargo build -p mcp-engine --no-default-features\n",
+        // Cargo shows a failed build script's stderr; a panic would add a
+        // backtrace to the one line that matters.
+        eprintln!(
+            "The Rust toolchain at {} has no wasm32-wasip2 target, which the example plugins \
+             (the demo and the tests) are built for. Add it with:\n\n    rustup target add wasm32-wasip2\n\n\
+             or build the engine without the demo: cargo build -p mcp-engine --no-default-features",
             sysroot.display()
         );
+        std::process::exit(1);
     }
 }
 

@@ -63,7 +63,7 @@ async fn plugins_are_validated_stored_and_loaded() {
     for_each_database(|backend| async move {
         let registry = registry(&backend).await;
         let store = registry.store();
-        let tenant = new_tenant(&store, "plugins").await;
+        let tenant = new_tenant(store, "plugins").await;
 
         let stored = registry
             .upload_plugin(&tenant, plugin("vip-check", "1.0.0", built::VIP_CHECK))

@@ -8,9 +8,9 @@ use std::time::Duration;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::engine::Engine;
 use crate::clock::now_ms;
 use crate::convert::timestamp;
+use crate::engine::Engine;
 use crate::proto::common::HealthStatus;
 use crate::proto::health::health_server::Health;
 use crate::proto::health::*;

@@ -50,7 +50,7 @@ struct Family {
 const UPTIME: &str = "mcp_uptime_seconds";
 
 /// Every family, in the order `/metrics` shows them.
-const FAMILIES: [Family; 10] = [
+static FAMILIES: [Family; 10] = [
     Family {
         name: "mcp_turns_total",
         kind: Kind::Counter,
