@@ -195,22 +195,16 @@ impl Engine {
             Ok(_) => "turn_errors",
             Err(_) => "failed",
         };
-        metrics.add(
-            "mcp_turns_total",
-            vec![("tenant", tenant.clone()), ("outcome", outcome.into())],
-            1.0,
-        );
-        metrics.observe(
-            "mcp_turn_duration_seconds",
-            vec![("tenant", tenant.clone())],
-            started.elapsed(),
-        );
+        metrics.turns.with_label_values(&[&tenant, outcome]).inc();
+        metrics
+            .turn_duration
+            .with_label_values(&[&tenant])
+            .observe(started.elapsed().as_secs_f64());
         if let Ok(outcome) = &result {
-            metrics.observe(
-                "mcp_lock_wait_seconds",
-                vec![("tenant", tenant.clone())],
-                outcome.lock_wait,
-            );
+            metrics
+                .lock_wait
+                .with_label_values(&[&tenant])
+                .observe(outcome.lock_wait.as_secs_f64());
             self.count_turn_errors(&tenant, &outcome.step);
         }
         let _entered = span.enter();
@@ -234,33 +228,33 @@ impl Engine {
     fn count_plugin_calls(&self, tenant: &str, calls: &[CallRecord]) {
         let metrics = &self.metrics;
         for call in calls {
-            let labels = vec![
-                ("tenant", tenant.to_owned()),
-                ("plugin", call.plugin.clone()),
-            ];
-            let mut with_outcome = labels.clone();
-            with_outcome.push(("outcome", call.error.unwrap_or("ok").to_owned()));
-            metrics.add("mcp_plugin_calls_total", with_outcome, 1.0);
+            let labels = [tenant, call.plugin.as_str()];
+            let outcome = call.error.unwrap_or("ok");
+            metrics
+                .plugin_calls
+                .with_label_values(&[tenant, &call.plugin, outcome])
+                .inc();
             if call.error.is_some() {
-                metrics.add("mcp_plugin_errors_total", labels.clone(), 1.0);
+                metrics.plugin_errors.with_label_values(&labels).inc();
             }
-            metrics.add(
-                "mcp_plugin_fuel_total",
-                labels.clone(),
-                call.fuel_used as f64,
-            );
-            metrics.observe("mcp_plugin_call_duration_seconds", labels, call.duration);
+            metrics
+                .plugin_fuel
+                .with_label_values(&labels)
+                .inc_by(call.fuel_used);
+            metrics
+                .plugin_call_duration
+                .with_label_values(&labels)
+                .observe(call.duration.as_secs_f64());
         }
     }
 
     fn count_turn_errors(&self, tenant: &str, step: &StepResult) {
         for error in &step.errors {
             let kind = format!("{:?}", error.kind).to_lowercase();
-            self.metrics.add(
-                "mcp_turn_errors_total",
-                vec![("tenant", tenant.to_owned()), ("kind", kind)],
-                1.0,
-            );
+            self.metrics
+                .turn_errors
+                .with_label_values(&[tenant, &kind])
+                .inc();
         }
     }
 
@@ -582,11 +576,10 @@ impl Engine {
         self.unlock(lease).await;
         self.count_plugin_calls(&key.tenant_id, &calls);
         if let Ok(Some(turn)) = &result {
-            self.metrics.add(
-                "mcp_timeouts_delivered_total",
-                vec![("tenant", key.tenant_id.clone())],
-                1.0,
-            );
+            self.metrics
+                .timeouts_delivered
+                .with_label_values(&[&key.tenant_id])
+                .inc();
             self.count_turn_errors(&key.tenant_id, &turn.step);
         }
         result

@@ -3,16 +3,13 @@
 //! otherwise) and, with the demo on, the demo's order API
 //! (`/demo/orders/{id}`); anything else is 404.
 //!
-//! Connections are served by hyper's HTTP/1 with two timeouts
-//! ([`HttpTimeouts`]): a client that starts a request but does not finish
-//! its headers in time is disconnected, and so is a connection that sits
-//! with no request (no byte either way, no request in flight) for too long.
+//! Connections are served by hyper's HTTP/1 with a header-read timeout
+//! ([`HEADER_READ_TIMEOUT`]). Its timer runs whenever a connection waits for
+//! a request's head (from the connection's start, and again after each
+//! response), so it disconnects both a client that is slow over its headers
+//! and a keep-alive connection left idle with no request.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,47 +17,22 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
+use tokio::net::TcpListener;
 
 use crate::engine::Engine;
 
-/// How long a client may take over a request's headers, from their first
-/// byte: past it, the connection is closed.
+/// How long a connection may wait for a complete request head: from when
+/// it opens or finishes a response, to the end of the next request's
+/// headers. Past it the connection is closed, so it is also the idle
+/// timeout of keep-alive connections.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long a connection may stay open with no request: no byte read or
-/// written and no request being answered. A scraper that comes back every
-/// minute keeps its connection.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long to wait before accepting again when accepting failed (out of
 /// file descriptors, say), rather than spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The HTTP port's connection timeouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpTimeouts {
-    /// See [`HEADER_READ_TIMEOUT`].
-    pub header_read: Duration,
-    /// See [`IDLE_TIMEOUT`].
-    pub idle: Duration,
-}
-
-impl Default for HttpTimeouts {
-    fn default() -> HttpTimeouts {
-        HttpTimeouts {
-            header_read: HEADER_READ_TIMEOUT,
-            idle: IDLE_TIMEOUT,
-        }
-    }
-}
 
 #[derive(Clone)]
 struct AppState {
@@ -81,27 +53,23 @@ pub fn router(engine: Arc<Engine>, started: std::time::Instant, demo: bool) -> R
         .with_state(AppState { engine, started })
 }
 
-/// Serves until the process ends, with the default timeouts; with `demo`,
-/// the demo tenant's order API too (`/demo/orders/{id}`).
+/// Serves until the process ends; with `demo`, the demo tenant's order API
+/// too (`/demo/orders/{id}`).
 pub async fn serve_http(
     listener: TcpListener,
     engine: Arc<Engine>,
     started: std::time::Instant,
     demo: bool,
 ) {
-    serve(
-        listener,
-        router(engine, started, demo),
-        HttpTimeouts::default(),
-    )
-    .await
+    serve(listener, router(engine, started, demo), HEADER_READ_TIMEOUT).await
 }
 
-/// Serves `app` on `listener` (HTTP/1.1) until the process ends.
-pub async fn serve(listener: TcpListener, app: Router, timeouts: HttpTimeouts) {
+/// Serves `app` on `listener` (HTTP/1.1) until the process ends, closing
+/// connections that take longer than `header_read` to send a request head.
+pub async fn serve(listener: TcpListener, app: Router, header_read: Duration) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read);
+        .header_read_timeout(header_read);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -111,174 +79,13 @@ pub async fn serve(listener: TcpListener, app: Router, timeouts: HttpTimeouts) {
                 continue;
             }
         };
-        tokio::spawn(serve_connection(
-            http.clone(),
-            stream,
-            app.clone(),
-            timeouts.idle,
-        ));
-    }
-}
-
-/// One connection, until the client closes it, a timeout does, or it
-/// fails.
-async fn serve_connection(http: http1::Builder, stream: TcpStream, app: Router, idle: Duration) {
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched {
-        inner: stream,
-        activity: activity.clone(),
-    });
-    let app = TowerToHyperService::new(app);
-    let service = {
-        let activity = activity.clone();
-        service_fn(move |request: hyper::Request<Incoming>| {
-            let busy = Busy::start(activity.clone());
-            let response = app.call(request);
-            async move {
-                let response = response.await;
-                drop(busy);
-                response
-            }
-        })
-    };
-    let connection = http.serve_connection(io, service);
-    let mut connection = std::pin::pin!(connection);
-    loop {
-        let now = Instant::now();
-        let deadline = if activity.busy() {
-            now + idle
-        } else {
-            activity.last() + idle
-        };
-        if deadline <= now {
-            // Closes at once when between requests (hyper's graceful
-            // shutdown of an idle HTTP/1 connection).
-            connection.as_mut().graceful_shutdown();
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "HTTP connection");
             }
-            return;
-        }
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "HTTP connection");
-                }
-                return;
-            }
-            () = tokio::time::sleep_until(deadline) => {}
-        }
-    }
-}
-
-/// When a connection last moved a byte, and how many of its requests are
-/// being answered.
-struct Activity {
-    opened: Instant,
-    /// Nanoseconds from `opened` to the last byte read or written.
-    last: AtomicU64,
-    busy: AtomicUsize,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            opened: Instant::now(),
-            last: AtomicU64::new(0),
-            busy: AtomicUsize::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let nanos = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last.store(nanos, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.opened + Duration::from_nanos(self.last.load(Ordering::Relaxed))
-    }
-
-    fn busy(&self) -> bool {
-        self.busy.load(Ordering::Relaxed) > 0
-    }
-}
-
-/// A request being answered, for as long as it lives.
-struct Busy(Arc<Activity>);
-
-impl Busy {
-    fn start(activity: Arc<Activity>) -> Busy {
-        activity.busy.fetch_add(1, Ordering::Relaxed);
-        Busy(activity)
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A connection's stream that notes when bytes go either way.
-struct Watched {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
-        }
-        result
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write(cx, data);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, data);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        });
     }
 }
 
@@ -336,20 +143,19 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
-    /// Longer than any test waits for: a test that reaches it has failed.
-    const NEVER: Duration = Duration::from_secs(600);
     /// How long a test waits for the server to close a connection before
     /// it fails (a guard against hanging, not a measure of speed).
     const GUARD: Duration = Duration::from_secs(20);
 
-    async fn start(timeouts: HttpTimeouts) -> std::net::SocketAddr {
+    async fn start(header_read: Duration) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let app = Router::new()
             .route("/hello", get(|| async { "hello\n" }))
             .fallback(not_found);
-        tokio::spawn(serve(listener, app, timeouts));
+        tokio::spawn(serve(listener, app, header_read));
         address
     }
 
@@ -401,11 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_stops_mid_headers_is_disconnected() {
-        let address = start(HttpTimeouts {
-            header_read: Duration::from_millis(200),
-            idle: NEVER,
-        })
-        .await;
+        let address = start(Duration::from_millis(200)).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         stream
             .write_all(b"GET /hello HTTP/1.1\r\nHost: test\r\nX-Half")
@@ -416,11 +218,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_stops_mid_request_line_is_disconnected() {
-        let address = start(HttpTimeouts {
-            header_read: Duration::from_millis(200),
-            idle: NEVER,
-        })
-        .await;
+        let address = start(Duration::from_millis(200)).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         stream.write_all(b"GET /hel").await.unwrap();
         assert!(closed_by_server(&mut stream).await);
@@ -428,11 +226,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_keep_alive_connection_is_closed() {
-        let address = start(HttpTimeouts {
-            header_read: NEVER,
-            idle: Duration::from_secs(1),
-        })
-        .await;
+        let address = start(Duration::from_secs(1)).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         for _ in 0..2 {
             stream
@@ -450,18 +244,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_that_never_sends_is_closed() {
-        let address = start(HttpTimeouts {
-            header_read: NEVER,
-            idle: Duration::from_secs(1),
-        })
-        .await;
+        let address = start(Duration::from_secs(1)).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         assert!(closed_by_server(&mut stream).await);
     }
 
     #[tokio::test]
     async fn a_keep_alive_connection_serves_requests_until_closed_and_unknown_paths_are_404() {
-        let address = start(HttpTimeouts::default()).await;
+        let address = start(HEADER_READ_TIMEOUT).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         stream
             .write_all(b"GET /nowhere HTTP/1.1\r\nHost: test\r\n\r\n")
@@ -482,16 +272,5 @@ mod tests {
         let mut rest = Vec::new();
         stream.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
-    }
-
-    #[test]
-    fn default_timeouts_are_the_named_constants() {
-        assert_eq!(
-            HttpTimeouts::default(),
-            HttpTimeouts {
-                header_read: HEADER_READ_TIMEOUT,
-                idle: IDLE_TIMEOUT,
-            }
-        );
     }
 }

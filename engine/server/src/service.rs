@@ -220,7 +220,7 @@ impl McpEngine for EngineService {
             .metrics
             .samples()
             .into_iter()
-            .filter(|s| s.labels.iter().any(|(k, v)| *k == "tenant" && v == tenant))
+            .filter(|s| s.labels.iter().any(|(k, v)| k == "tenant" && v == tenant))
             .filter(|s| {
                 request.metric_names.is_empty()
                     || request
@@ -239,7 +239,7 @@ impl McpEngine for EngineService {
                 labels: Some(to_struct(
                     &s.labels
                         .into_iter()
-                        .map(|(k, v)| (k.to_owned(), Value::String(v)))
+                        .map(|(k, v)| (k, Value::String(v)))
                         .collect(),
                 )),
             })

@@ -165,7 +165,7 @@ async fn the_demo_tenant_takes_orders_tracks_them_and_plays_trivia() {
     for plugin in ["menu-intents", "vip-check", "price", "order-api", "trivia"] {
         assert!(
             metrics.contains(&format!(
-                "mcp_plugin_calls_total{{tenant=\"demo\",plugin=\"{plugin}\",outcome=\"ok\"}}"
+                "mcp_plugin_calls_total{{outcome=\"ok\",plugin=\"{plugin}\",tenant=\"demo\"}}"
             )),
             "{plugin}: {metrics}"
         );

@@ -591,7 +591,7 @@ async fn whole_story(engine: &Engine) {
     assert_eq!(code, 200);
     assert!(
         text.contains(&format!(
-            "mcp_turns_total{{tenant=\"{acme}\",outcome=\"ok\"}}"
+            "mcp_turns_total{{outcome=\"ok\",tenant=\"{acme}\"}}"
         )),
         "{text}"
     );

@@ -71,18 +71,18 @@ async fn a_turn_reports_its_plugin_calls_fuel_and_cache_use() {
 
     let (_, text) = http_get(&engine.http, "/metrics").await;
     let series = format!(
-        "mcp_plugin_calls_total{{tenant=\"{tenant}\",plugin=\"vip-check\",outcome=\"ok\"}} 2"
+        "mcp_plugin_calls_total{{outcome=\"ok\",plugin=\"vip-check\",tenant=\"{tenant}\"}} 2"
     );
     assert!(text.contains(&series), "{text}");
     assert!(
         text.contains(&format!(
-            "mcp_plugin_fuel_total{{tenant=\"{tenant}\",plugin=\"vip-check\"}}"
+            "mcp_plugin_fuel_total{{plugin=\"vip-check\",tenant=\"{tenant}\"}}"
         )),
         "{text}"
     );
     assert!(
         text.contains(&format!(
-            "mcp_plugin_call_duration_seconds_count{{tenant=\"{tenant}\",plugin=\"vip-check\"}} 2"
+            "mcp_plugin_call_duration_seconds_count{{plugin=\"vip-check\",tenant=\"{tenant}\"}} 2"
         )),
         "{text}"
     );
@@ -689,8 +689,11 @@ async fn every_call_refuses_missing_and_foreign_keys_and_bad_input() {
 
     // No conversation was started by any of it.
     let (_, text) = http_get(&engine.http, "/metrics").await;
+    let acme_label = format!("tenant=\"{acme}\"");
     assert!(
-        !text.contains(&format!("mcp_turns_total{{tenant=\"{acme}\"")),
+        !text
+            .lines()
+            .any(|line| line.starts_with("mcp_turns_total{") && line.contains(&acme_label)),
         "{text}"
     );
 }
