@@ -6,11 +6,10 @@ use std::str::FromStr;
 use mcp_flow::{ExperimentConfig, PluginWorld};
 use mcp_registry::{PluginRegistry, UploadPlugin};
 use mcp_store::{FlowStatus, PolicySettings, PublishOptions, Scope, Store};
-use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{authenticate, authorize, is_operator};
-use crate::convert::{self, from_struct, to_struct};
+use crate::convert::{self, from_struct};
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::*;
 use crate::status::{from_registry, from_store};
@@ -195,22 +194,12 @@ impl Admin for AdminService {
             .load_plugins(tenant)
             .await
             .map_err(from_registry)?;
-        let object = |v: &Value| match v {
-            Value::Object(o) => Some(to_struct(o)),
-            _ => None,
-        };
         let tools = self
             .plugins
             .host()
             .tools(tenant)
             .into_iter()
-            .map(|t| Tool {
-                input_schema: object(&t.input_schema),
-                output_schema: object(&t.output_schema),
-                name: t.name,
-                description: t.description,
-                permissions: t.permissions,
-            })
+            .map(Tool::from)
             .collect();
         Ok(Response::new(ListToolsResponse { tools }))
     }
@@ -362,26 +351,8 @@ impl Admin for AdminService {
             .transcript(&r.tenant_id, &r.conversation_id, limit)
             .await
             .map_err(from_store)?;
-        let object = |v: &Value| match v {
-            Value::Object(o) => Some(to_struct(o)),
-            _ => None,
-        };
         Ok(Response::new(GetTranscriptResponse {
-            turns: turns
-                .into_iter()
-                .map(|t| Turn {
-                    started_at_ms: t.started_at_ms,
-                    turn: t.turn,
-                    input: object(&t.input),
-                    output: object(&t.output),
-                    flow_id: t.flow_id,
-                    flow_version: t.flow_version,
-                    state_before: t.state_before,
-                    state_after: t.state_after,
-                    received_at_ms: t.received_at_ms,
-                    duration_us: t.duration_us,
-                })
-                .collect(),
+            turns: turns.into_iter().map(Turn::from).collect(),
         }))
     }
 }

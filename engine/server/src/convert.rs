@@ -2,10 +2,10 @@
 //! place: requests into the engine's terms (`TryFrom`, refusing with the
 //! status that names the field), results back into the seed's messages.
 
-use mcp_flow::Conversation;
+use mcp_flow::{Conversation, ToolManifest};
 use mcp_store::{
     ApiKey as StoredKey, Experiment as StoredExperiment, FlowStatus, FlowVersion as StoredFlow,
-    PluginVersion as StoredPlugin,
+    PluginVersion as StoredPlugin, TurnRecord,
 };
 use prost_types::{Struct, Timestamp, value::Kind};
 use serde_json::Value;
@@ -13,10 +13,12 @@ use tonic::Status;
 
 use crate::clock::now_ms;
 use crate::engine::{TimeoutTurn, TurnOutcome, TurnRequest};
-use crate::proto::admin::{ApiKey, Experiment, FlowIssue, FlowVersion, PluginVersion};
+use crate::metrics::Sample;
+use crate::proto::admin::{ApiKey, Experiment, FlowIssue, FlowVersion, PluginVersion, Tool, Turn};
 use crate::proto::common::{self, MessageType, PerformanceMetrics};
 use crate::proto::engine::{
-    ConversationState, MessageContent, ProcessMessageRequest, ProcessMessageResponse, StreamEvent,
+    ConversationState, MessageContent, MetricData, MetricPoint, ProcessMessageRequest,
+    ProcessMessageResponse, StreamEvent,
 };
 
 /// Longest message text accepted, in bytes.
@@ -218,6 +220,38 @@ impl From<&TimeoutTurn> for StreamEvent {
     }
 }
 
+/// The stream event saying a message moved its conversation from `before`
+/// (none for a new conversation) to the state in `response`.
+pub fn state_changed(before: Option<&str>, response: &ProcessMessageResponse) -> StreamEvent {
+    let data = serde_json::json!({ "from": before, "to": response.current_state });
+    StreamEvent {
+        event_type: "state_changed".into(),
+        conversation_id: response.conversation_id.clone(),
+        event_data: Some(to_struct(data.as_object().expect("an object"))),
+        timestamp: Some(timestamp(now_ms())),
+    }
+}
+
+/// One of the engine's series as GetMetrics reports it, read at `now`.
+pub fn metric_data(sample: Sample, now: Timestamp) -> MetricData {
+    MetricData {
+        name: sample.name,
+        r#type: sample.kind.into(),
+        points: vec![MetricPoint {
+            timestamp: Some(now),
+            value: sample.value,
+            attributes: None,
+        }],
+        labels: Some(to_struct(
+            &sample
+                .labels
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        )),
+    }
+}
+
 /// Milliseconds since the Unix epoch as a protobuf Timestamp.
 pub fn timestamp(ms: i64) -> Timestamp {
     Timestamp {
@@ -339,5 +373,42 @@ impl From<StoredExperiment> for Experiment {
             created_at_ms: e.created_at_ms,
             stopped_at_ms: e.stopped_at_ms.unwrap_or_default(),
         }
+    }
+}
+
+impl From<ToolManifest> for Tool {
+    fn from(t: ToolManifest) -> Tool {
+        Tool {
+            input_schema: object(&t.input_schema),
+            output_schema: object(&t.output_schema),
+            name: t.name,
+            description: t.description,
+            permissions: t.permissions,
+        }
+    }
+}
+
+impl From<TurnRecord> for Turn {
+    fn from(t: TurnRecord) -> Turn {
+        Turn {
+            started_at_ms: t.started_at_ms,
+            turn: t.turn,
+            input: object(&t.input),
+            output: object(&t.output),
+            flow_id: t.flow_id,
+            flow_version: t.flow_version,
+            state_before: t.state_before,
+            state_after: t.state_after,
+            received_at_ms: t.received_at_ms,
+            duration_us: t.duration_us,
+        }
+    }
+}
+
+/// A JSON value as a Struct if it is an object.
+fn object(value: &Value) -> Option<Struct> {
+    match value {
+        Value::Object(o) => Some(to_struct(o)),
+        _ => None,
     }
 }

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use mcp_store::Scope;
-use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{authenticate, authorize};
 use crate::clock::now_ms;
-use crate::convert::{tenant_of, timestamp, to_struct};
+use crate::convert::{metric_data, tenant_of, timestamp};
 use crate::engine::Engine;
 use crate::proto::common::{self, HealthStatus};
 use crate::proto::engine::mcp_engine_server::McpEngine;
@@ -228,21 +227,7 @@ impl McpEngine for EngineService {
                         .iter()
                         .any(|n| s.name.starts_with(n.as_str()))
             })
-            .map(|s| MetricData {
-                name: s.name,
-                r#type: s.kind.into(),
-                points: vec![MetricPoint {
-                    timestamp: Some(now),
-                    value: s.value,
-                    attributes: None,
-                }],
-                labels: Some(to_struct(
-                    &s.labels
-                        .into_iter()
-                        .map(|(k, v)| (k, Value::String(v)))
-                        .collect(),
-                )),
-            })
+            .map(|sample| metric_data(sample, now))
             .collect();
         Ok(Response::new(GetMetricsResponse {
             status: Some(common::Status {

@@ -8,7 +8,7 @@ use tonic::Status;
 
 use crate::auth::authorize;
 use crate::clock::now_ms;
-use crate::convert::{tenant_of, timestamp, to_struct};
+use crate::convert::{state_changed, tenant_of};
 use crate::engine::Engine;
 use crate::proto::common;
 use crate::proto::engine::*;
@@ -130,16 +130,8 @@ pub async fn stream_session(
                 match turn(engine, message, None).await {
                     Ok(response) => {
                         let changed = before.as_deref() != Some(response.current_state.as_str());
-                        let event = (changed && wanted("state_changed")).then(|| StreamEvent {
-                            event_type: "state_changed".into(),
-                            conversation_id: response.conversation_id.clone(),
-                            event_data: Some(to_struct(
-                                serde_json::json!({ "from": before, "to": response.current_state })
-                                    .as_object()
-                                    .expect("an object"),
-                            )),
-                            timestamp: Some(timestamp(now_ms())),
-                        });
+                        let event = (changed && wanted("state_changed"))
+                            .then(|| state_changed(before.as_deref(), &response));
                         let mut ok = outgoing
                             .send(reply(ResponseType::MessageResponse(response)))
                             .await
