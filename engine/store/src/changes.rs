@@ -1,5 +1,5 @@
 //! Telling every engine process on the database that a tenant's flows,
-//! plugins or experiments changed, so none serves a stale cache.
+//! plugins, experiments or API keys changed, so none serves a stale cache.
 //!
 //! Every change is written to the `changes` table in the transaction that
 //! makes it. On PostgreSQL the same transaction also sends NOTIFY, which is
@@ -27,6 +27,8 @@ pub enum ChangeKind {
     /// Plugin versions, their enabled flag, or the tenant's plugin policy.
     Plugins,
     Experiments,
+    /// API keys created or revoked.
+    Keys,
 }
 
 impl ChangeKind {
@@ -35,6 +37,7 @@ impl ChangeKind {
             ChangeKind::Flows => "flows",
             ChangeKind::Plugins => "plugins",
             ChangeKind::Experiments => "experiments",
+            ChangeKind::Keys => "keys",
         }
     }
 
@@ -43,6 +46,7 @@ impl ChangeKind {
             ChangeKind::Flows,
             ChangeKind::Plugins,
             ChangeKind::Experiments,
+            ChangeKind::Keys,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == s)

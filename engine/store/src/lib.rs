@@ -29,6 +29,7 @@ pub mod db;
 pub mod error;
 pub mod experiments;
 pub mod flows;
+mod key_cache;
 pub mod plugins;
 pub mod settings;
 pub mod tenants;
@@ -39,6 +40,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use mcp_flow::{ExperimentConfig, Flow};
+
+use key_cache::KeyCache;
 
 pub use analytics::Analytics;
 pub use cache_use::{CacheUse, track_cache};
@@ -83,6 +86,10 @@ struct Caches {
     tenants: HashMap<String, TenantCache>,
     /// Published flow versions never change, so parsed ones stay valid.
     parsed: HashMap<(String, String, String), Arc<Flow>>,
+    /// Verified API keys by id, with their secrets' hashes.
+    keys: KeyCache<(ApiKey, String)>,
+    /// When any tenant's keys last changed.
+    keys_invalidated: u64,
 }
 
 #[derive(Default)]
@@ -114,6 +121,10 @@ impl Inner {
         let mut caches = self.caches.lock().unwrap();
         caches.generation += 1;
         let generation = caches.generation;
+        if kind == ChangeKind::Keys {
+            caches.keys.forget_tenant(tenant);
+            caches.keys_invalidated = generation;
+        }
         let cache = caches.tenants.entry(tenant.to_owned()).or_default();
         cache.invalidated.insert(kind, generation);
         match kind {
@@ -123,6 +134,7 @@ impl Inner {
             }
             ChangeKind::Plugins => cache.plugins = None,
             ChangeKind::Experiments => cache.experiments = None,
+            ChangeKind::Keys => {}
         }
         tracing::debug!(tenant, ?kind, "cache invalidated");
     }
@@ -138,6 +150,7 @@ impl Inner {
         let mut caches = self.caches.lock().unwrap();
         caches.generation += 1;
         caches.all_invalidated = caches.generation;
+        caches.keys.clear();
         for cache in caches.tenants.values_mut() {
             cache.default_flow = None;
             cache.latest.clear();

@@ -294,6 +294,7 @@ impl Store {
             created_at_ms: now_ms(),
             revoked_at_ms: None,
         };
+        let mut tx = self.begin_for_tenant(tenant_id).await?;
         sqlx::query(
             "INSERT INTO api_keys (id, tenant_id, name, secret_hash, scopes, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -304,20 +305,58 @@ impl Store {
         .bind(secret_hash(&secret))
         .bind(scopes_text(&key.scopes))
         .bind(key.created_at_ms)
-        .execute(&self.db().pool)
+        .execute(&mut *tx)
         .await?;
+        // Processes may remember this id as unknown; the change drops that.
+        self.record_change(&mut tx, tenant_id, ChangeKind::Keys)
+            .await?;
+        tx.commit().await?;
+        self.invalidate(tenant_id, ChangeKind::Keys);
         let token = format!("{KEY_PREFIX}_{}_{secret}", key.id);
         Ok(IssuedKey { key, token })
     }
 
     /// The key a presented token belongs to, if it is valid and not revoked.
-    /// The secret is compared in constant time.
+    /// The secret is compared in constant time. Lookups are cached (see
+    /// `key_cache`): a known key is checked with no database round trip.
     pub async fn verify_api_key(&self, token: &str) -> Result<Option<ApiKey>, StoreError> {
         let mut parts = token.trim().splitn(3, '_');
         let (Some(KEY_PREFIX), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next())
         else {
             return Ok(None);
         };
+        let cached = {
+            let caches = self.inner.caches.lock().unwrap();
+            (!caches.deaf).then(|| caches.keys.get(id)).flatten()
+        };
+        let found = match cached {
+            Some(found) => found,
+            None => {
+                let read_at = self.generation();
+                let found = self.stored_key(id).await?;
+                let mut caches = self.inner.caches.lock().unwrap();
+                // A lookup that raced a change of any key is not kept.
+                if !caches.deaf && caches.keys_invalidated.max(caches.all_invalidated) <= read_at {
+                    let entry = found
+                        .as_ref()
+                        .map(|(key, hash)| (key.tenant_id.clone(), (key.clone(), hash.clone())));
+                    caches.keys.put(id, entry);
+                }
+                found
+            }
+        };
+        let Some((key, stored)) = found else {
+            return Ok(None);
+        };
+        let presented = secret_hash(secret);
+        if !bool::from(presented.as_bytes().ct_eq(stored.as_bytes())) {
+            return Ok(None);
+        }
+        Ok(Some(key))
+    }
+
+    /// A key that is not revoked, with its secret's hash.
+    async fn stored_key(&self, id: &str) -> Result<Option<(ApiKey, String)>, StoreError> {
         let row = sqlx::query(
             "SELECT id, tenant_id, name, secret_hash, scopes, created_at FROM api_keys \
              WHERE id = $1 AND revoked_at IS NULL",
@@ -328,12 +367,7 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let stored: String = row.try_get("secret_hash")?;
-        let presented = secret_hash(secret);
-        if !bool::from(presented.as_bytes().ct_eq(stored.as_bytes())) {
-            return Ok(None);
-        }
-        Ok(Some(ApiKey {
+        let key = ApiKey {
             id: row.try_get("id")?,
             tenant_id: row.try_get("tenant_id")?,
             name: row.try_get("name")?,
@@ -341,7 +375,8 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             created_at_ms: row.try_get("created_at")?,
             revoked_at_ms: None,
-        }))
+        };
+        Ok(Some((key, row.try_get("secret_hash")?)))
     }
 
     pub async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>, StoreError> {
@@ -367,19 +402,25 @@ impl Store {
             .collect()
     }
 
-    /// Revokes one of the tenant's keys; it is refused from the next call on.
+    /// Revokes one of the tenant's keys: this process refuses it from the
+    /// next call on, every other one within a second (the change feed).
     pub async fn revoke_api_key(&self, tenant_id: &str, key_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_for_tenant(tenant_id).await?;
         let revoked = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(tenant_id)
         .bind(key_id)
-        .execute(&self.db().pool)
+        .execute(&mut *tx)
         .await?;
         if revoked.rows_affected() == 0 {
             return Err(StoreError::not_found("api key", key_id));
         }
+        self.record_change(&mut tx, tenant_id, ChangeKind::Keys)
+            .await?;
+        tx.commit().await?;
+        self.invalidate(tenant_id, ChangeKind::Keys);
         Ok(())
     }
 }

@@ -701,3 +701,68 @@ async fn concurrent_writes_for_one_tenant_all_land() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn verified_keys_are_served_from_memory_and_revocations_reach_every_process() {
+    for_each_database(|backend| async move {
+        let one = common::store(&backend).await;
+        let tenant = new_tenant(&one, "keycache").await;
+        let issued = one
+            .create_api_key(&tenant, "ci", &[Scope::Messages])
+            .await
+            .unwrap();
+        // Opened after the key's creation, so that change's message (which
+        // would drop what it caches) never reaches it.
+        let two = common::store(&backend).await;
+        let unknown = "mcpk_0123456789abcdef_nosuchsecret";
+        assert!(two.verify_api_key(&issued.token).await.unwrap().is_some());
+        assert_eq!(two.verify_api_key(unknown).await.unwrap(), None);
+
+        // Removed behind the stores' backs (no change recorded): the second
+        // store still knows the key, so it did not ask the database again.
+        let pool = sqlx::AnyPool::connect(backend.settings.url.as_deref().unwrap())
+            .await
+            .unwrap();
+        let removed = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+            .bind(&issued.key.id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(removed.rows_affected(), 1);
+        assert!(
+            two.verify_api_key(&issued.token).await.unwrap().is_some(),
+            "served from memory"
+        );
+        let mut wrong = issued.token.clone();
+        wrong.push('x');
+        assert_eq!(
+            two.verify_api_key(&wrong).await.unwrap(),
+            None,
+            "a cached key still needs its secret"
+        );
+
+        // A key revoked through the first store is refused by the second
+        // within a second.
+        let second = one
+            .create_api_key(&tenant, "second", &[Scope::Messages])
+            .await
+            .unwrap();
+        assert!(two.verify_api_key(&second.token).await.unwrap().is_some());
+        one.revoke_api_key(&tenant, &second.key.id).await.unwrap();
+        assert_eq!(
+            one.verify_api_key(&second.token).await.unwrap(),
+            None,
+            "at once where it was revoked"
+        );
+        let refused = eventually(Duration::from_secs(1), || async {
+            two.verify_api_key(&second.token).await.unwrap().is_none()
+        })
+        .await;
+        assert!(
+            refused,
+            "{}: the revocation did not reach the second store",
+            backend.name
+        );
+    })
+    .await;
+}

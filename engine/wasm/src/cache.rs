@@ -1,6 +1,6 @@
 //! Compiled components, cached by content hash and the engine's
 //! compatibility hash: in memory, and in a store that outlives the process
-//! (a directory here; the store crate persists them in the database).
+//! (a directory here; the plugin registry keeps them in the database).
 
 use std::collections::HashMap;
 use std::future::Future;
