@@ -1,26 +1,63 @@
 //! A gRPC load generator: many conversations of the demo tenant at once,
-//! against a running engine, reporting throughput and latency percentiles.
+//! reporting throughput and latency percentiles, and a bare echo server of
+//! the same proto to hold the engine against.
 //!
 //! ```sh
 //! mcp-engine serve --demo                      # prints the demo's key
+//! # the engine alone
 //! MCP_API_KEY=<key> cargo run --release -p mcp-engine --example loadgen -- \
-//!     --concurrency 32 --conversations 2000
+//!     run --concurrency 32 --conversations 2000
+//! # a bare echo of ProcessMessage, then the engine, with the same client
+//! MCP_API_KEY=<key> cargo run --release -p mcp-engine --example loadgen -- \
+//!     compare --concurrency 16 --conversations 2000
 //! ```
 //!
 //! Each conversation orders a pizza from the demo's flow (five turns: intent
 //! plugin, slots, VIP condition, price action, end state), so a turn here is
 //! a real one: lock, load, step with plugins, save, transcript, analytics.
+//! The echo answers each message with its own text and does nothing else:
+//! what is left is the cost of gRPC, the client and the machine.
 
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use mcp_engine::proto::common::TenantContext;
+use clap::{Args, Parser, Subcommand};
+use futures::Stream;
+use mcp_engine::proto::common::{self, TenantContext};
 use mcp_engine::proto::engine::mcp_engine_client::McpEngineClient;
-use mcp_engine::proto::engine::{MessageContent, ProcessMessageRequest};
-use tonic::transport::Channel;
+use mcp_engine::proto::engine::mcp_engine_server::{McpEngine, McpEngineServer};
+use mcp_engine::proto::engine::*;
+use tokio::io::AsyncBufReadExt;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Request, Response, Status};
 
 #[derive(Parser)]
 struct Options {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load a running engine (or any server of the same proto).
+    Run(Load),
+    /// Serve a bare echo of ProcessMessage on `--listen` until killed.
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:50061")]
+        listen: SocketAddr,
+    },
+    /// Load a bare echo (started as a child process), then the engine at
+    /// `--server`, and print both and their ratio.
+    Compare(Load),
+}
+
+#[derive(Args, Clone)]
+struct Load {
     #[arg(long, env = "MCP_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
     #[arg(long, env = "MCP_API_KEY", hide_env_values = true)]
@@ -46,45 +83,128 @@ const SCRIPT: [&str; 5] = [
     "yes",
 ];
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let options = Options::parse();
-    let mut channels = Vec::new();
-    for _ in 0..options.connections.max(1) {
-        channels.push(
-            Channel::from_shared(options.server.clone())?
-                .connect()
-                .await?,
+/// What one load run measured.
+struct Report {
+    turns: usize,
+    errors: usize,
+    elapsed: Duration,
+    /// Sorted.
+    latencies: Vec<Duration>,
+}
+
+impl Report {
+    fn throughput(&self) -> f64 {
+        self.turns as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn at(&self, quantile: f64) -> Duration {
+        let last = self.latencies.len().saturating_sub(1);
+        self.latencies
+            .get(((self.latencies.len() as f64 * quantile) as usize).min(last))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn print(&self, name: &str, load: &Load) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{name}: {} turns ({} conversations, concurrency {}) in {:.2} s: {:.0} turns/s, {} errors",
+            self.turns,
+            load.conversations,
+            load.concurrency,
+            self.elapsed.as_secs_f64(),
+            self.throughput(),
+            self.errors
+        );
+        println!(
+            "{name}: latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(self.at(0.50)),
+            ms(self.at(0.90)),
+            ms(self.at(0.99)),
+            ms(self.latencies.last().copied().unwrap_or_default())
         );
     }
-    let run = format!("load-{}", std::process::id());
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    match Options::parse().command {
+        Command::Run(load) => {
+            let report = run(&load).await?;
+            report.print("engine", &load);
+        }
+        Command::Echo { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            println!("echo listening on {}", listener.local_addr()?);
+            serve_echo(listener).await?;
+        }
+        Command::Compare(load) => compare(load).await?,
+    }
+    Ok(())
+}
+
+async fn compare(load: Load) -> Result<(), Box<dyn std::error::Error>> {
+    let mut echo = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["echo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = tokio::io::BufReader::new(echo.stdout.take().expect("piped")).lines();
+    let line = lines.next_line().await?.ok_or("the echo server did not start")?;
+    let address = line
+        .strip_prefix("echo listening on ")
+        .ok_or_else(|| format!("unexpected line from the echo server: {line}"))?;
+    let echo_load = Load {
+        server: format!("http://{address}"),
+        ..load.clone()
+    };
+    let bare = run(&echo_load).await?;
+    echo.kill().await?;
+    let engine = run(&load).await?;
+    bare.print("echo", &load);
+    engine.print("engine", &load);
+    let ratio = |engine: f64, echo: f64| if echo > 0.0 { engine / echo } else { 0.0 };
+    println!(
+        "engine/echo: throughput {:.2}, p50 {:.2}, p99 {:.2}",
+        ratio(engine.throughput(), bare.throughput()),
+        ratio(
+            engine.at(0.50).as_secs_f64(),
+            bare.at(0.50).as_secs_f64()
+        ),
+        ratio(
+            engine.at(0.99).as_secs_f64(),
+            bare.at(0.99).as_secs_f64()
+        ),
+    );
+    Ok(())
+}
+
+/// Plays `load.conversations` demo conversations against `load.server`,
+/// `load.concurrency` at once.
+async fn run(load: &Load) -> Result<Report, Box<dyn std::error::Error>> {
+    let mut channels = Vec::new();
+    for _ in 0..load.connections.max(1) {
+        channels.push(Channel::from_shared(load.server.clone())?.connect().await?);
+    }
+    let run = format!("load-{}-{}", std::process::id(), rand_suffix());
+    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
-    for worker in 0..options.concurrency {
+    for worker in 0..load.concurrency.max(1) {
         let client = McpEngineClient::new(channels[worker % channels.len()].clone());
-        let (next, run, options) = (
-            next.clone(),
-            run.clone(),
-            (
-                options.tenant.clone(),
-                options.key.clone(),
-                options.conversations,
-            ),
-        );
+        let (next, run, load) = (next.clone(), run.clone(), load.clone());
         workers.push(tokio::spawn(async move {
-            let (tenant, key, total) = options;
             let mut latencies = Vec::new();
             let mut errors = 0usize;
             loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= total {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= load.conversations {
                     break;
                 }
                 for text in SCRIPT {
-                    let mut request = tonic::Request::new(ProcessMessageRequest {
+                    let mut request = Request::new(ProcessMessageRequest {
                         tenant_context: Some(TenantContext {
-                            tenant_id: tenant.clone(),
+                            tenant_id: load.tenant.clone(),
                             ..Default::default()
                         }),
                         conversation_id: format!("{run}-{n}"),
@@ -95,9 +215,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }),
                         ..Default::default()
                     });
-                    request
-                        .metadata_mut()
-                        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+                    request.metadata_mut().insert(
+                        "authorization",
+                        format!("Bearer {}", load.key).parse().unwrap(),
+                    );
                     let sent = Instant::now();
                     match client.clone().process_message(request).await {
                         Ok(response)
@@ -125,26 +246,92 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let at = |q: f64| -> Duration {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    println!(
-        "{} turns ({} conversations, concurrency {}) in {:.2} s: {:.0} turns/s, {errors} errors",
-        latencies.len(),
-        options.conversations,
-        options.concurrency,
-        elapsed.as_secs_f64(),
-        latencies.len() as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        at(0.50).as_secs_f64() * 1e3,
-        at(0.90).as_secs_f64() * 1e3,
-        at(0.99).as_secs_f64() * 1e3,
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
-    );
-    Ok(())
+    Ok(Report {
+        turns: latencies.len(),
+        errors,
+        elapsed,
+        latencies,
+    })
+}
+
+/// Distinguishes conversation ids of runs in one process.
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// ProcessMessage answered with the message's own text, nothing else.
+struct Echo;
+
+async fn serve_echo(listener: tokio::net::TcpListener) -> Result<(), tonic::transport::Error> {
+    // TCP_NODELAY as the engine sets it, so both answer without waiting on
+    // delayed ACKs.
+    Server::builder()
+        .add_service(McpEngineServer::new(Echo))
+        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+        .await
+}
+
+type EchoStream = Pin<Box<dyn Stream<Item = Result<ConversationStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl McpEngine for Echo {
+    async fn process_message(
+        &self,
+        request: Request<ProcessMessageRequest>,
+    ) -> Result<Response<ProcessMessageResponse>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(ProcessMessageResponse {
+            status: Some(common::Status {
+                success: true,
+                ..Default::default()
+            }),
+            conversation_id: request.conversation_id,
+            response: request.content,
+            ..Default::default()
+        }))
+    }
+
+    async fn get_conversation_state(
+        &self,
+        _: Request<GetConversationStateRequest>,
+    ) -> Result<Response<GetConversationStateResponse>, Status> {
+        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+    }
+
+    async fn reset_conversation(
+        &self,
+        _: Request<ResetConversationRequest>,
+    ) -> Result<Response<ResetConversationResponse>, Status> {
+        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+    }
+
+    type StreamConversationStream = EchoStream;
+
+    async fn stream_conversation(
+        &self,
+        _: Request<tonic::Streaming<ConversationStreamRequest>>,
+    ) -> Result<Response<EchoStream>, Status> {
+        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+    }
+
+    async fn batch_process_messages(
+        &self,
+        _: Request<BatchProcessMessagesRequest>,
+    ) -> Result<Response<BatchProcessMessagesResponse>, Status> {
+        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+    }
+
+    async fn health_check(&self, _: Request<()>) -> Result<Response<HealthCheckResponse>, Status> {
+        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+    }
+
+    async fn get_metrics(
+        &self,
+        _: Request<GetMetricsRequest>,
+    ) -> Result<Response<GetMetricsResponse>, Status> {
+        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+    }
 }
