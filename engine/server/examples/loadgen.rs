@@ -150,7 +150,10 @@ async fn compare(load: Load) -> Result<(), Box<dyn std::error::Error>> {
         .kill_on_drop(true)
         .spawn()?;
     let mut lines = tokio::io::BufReader::new(echo.stdout.take().expect("piped")).lines();
-    let line = lines.next_line().await?.ok_or("the echo server did not start")?;
+    let line = lines
+        .next_line()
+        .await?
+        .ok_or("the echo server did not start")?;
     let address = line
         .strip_prefix("echo listening on ")
         .ok_or_else(|| format!("unexpected line from the echo server: {line}"))?;
@@ -167,14 +170,8 @@ async fn compare(load: Load) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "engine/echo: throughput {:.2}, p50 {:.2}, p99 {:.2}",
         ratio(engine.throughput(), bare.throughput()),
-        ratio(
-            engine.at(0.50).as_secs_f64(),
-            bare.at(0.50).as_secs_f64()
-        ),
-        ratio(
-            engine.at(0.99).as_secs_f64(),
-            bare.at(0.99).as_secs_f64()
-        ),
+        ratio(engine.at(0.50).as_secs_f64(), bare.at(0.50).as_secs_f64()),
+        ratio(engine.at(0.99).as_secs_f64(), bare.at(0.99).as_secs_f64()),
     );
     Ok(())
 }
@@ -265,6 +262,8 @@ fn rand_suffix() -> u128 {
 /// ProcessMessage answered with the message's own text, nothing else.
 struct Echo;
 
+const ECHO_ONLY: &str = "the echo answers ProcessMessage only";
+
 async fn serve_echo(listener: tokio::net::TcpListener) -> Result<(), tonic::transport::Error> {
     // TCP_NODELAY as the engine sets it, so both answer without waiting on
     // delayed ACKs.
@@ -298,14 +297,14 @@ impl McpEngine for Echo {
         &self,
         _: Request<GetConversationStateRequest>,
     ) -> Result<Response<GetConversationStateResponse>, Status> {
-        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+        Err(Status::unimplemented(ECHO_ONLY))
     }
 
     async fn reset_conversation(
         &self,
         _: Request<ResetConversationRequest>,
     ) -> Result<Response<ResetConversationResponse>, Status> {
-        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+        Err(Status::unimplemented(ECHO_ONLY))
     }
 
     type StreamConversationStream = EchoStream;
@@ -314,24 +313,24 @@ impl McpEngine for Echo {
         &self,
         _: Request<tonic::Streaming<ConversationStreamRequest>>,
     ) -> Result<Response<EchoStream>, Status> {
-        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+        Err(Status::unimplemented(ECHO_ONLY))
     }
 
     async fn batch_process_messages(
         &self,
         _: Request<BatchProcessMessagesRequest>,
     ) -> Result<Response<BatchProcessMessagesResponse>, Status> {
-        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+        Err(Status::unimplemented(ECHO_ONLY))
     }
 
     async fn health_check(&self, _: Request<()>) -> Result<Response<HealthCheckResponse>, Status> {
-        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+        Err(Status::unimplemented(ECHO_ONLY))
     }
 
     async fn get_metrics(
         &self,
         _: Request<GetMetricsRequest>,
     ) -> Result<Response<GetMetricsResponse>, Status> {
-        Err(Status::unimplemented("the echo answers ProcessMessage only"))
+        Err(Status::unimplemented(ECHO_ONLY))
     }
 }
