@@ -96,6 +96,10 @@ impl ServerSettings {
 }
 
 pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::Error>> {
+    #[cfg(not(feature = "demo"))]
+    if settings.demo {
+        return Err(NO_DEMO.into());
+    }
     let stop = shutdown()?;
     let db = Database::connect(&settings.store.database).await?;
     let host = PluginHost::new(HostConfig {
@@ -153,14 +157,10 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         std::time::Instant::now(),
         settings.demo,
     ));
+    #[cfg(feature = "demo")]
     if settings.demo {
-        #[cfg(feature = "demo")]
-        {
-            let key = crate::demo::install(&plugins, http_bound.port()).await?;
-            print_demo_help(&key, bound);
-        }
-        #[cfg(not(feature = "demo"))]
-        return Err(NO_DEMO.into());
+        let key = crate::demo::install(&plugins, http_bound.port()).await?;
+        print_demo_help(&key, bound);
     }
     tracing::info!(%bound, backend = %store.db().backend(), "serving");
 
