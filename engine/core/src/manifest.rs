@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A tool's description, for discovery (seed 002).
+/// A tool's description, for discovery and for agents calling it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolManifest {
     pub name: String,

@@ -1,5 +1,5 @@
 //! The ports the outer crates implement: the plugin runtime (mcp-wasm) and a
-//! clock (the server's, or a test's). The storage ports are in [`crate::storage`].
+//! clock (the server's, or a test's). The storage port is in [`crate::storage`].
 
 use std::future::Future;
 use std::time::Duration;

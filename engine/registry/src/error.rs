@@ -16,6 +16,11 @@ pub enum RegistryError {
     Plugin(#[from] UploadError),
 
     /// A limit or allow-list entry the host cannot enforce.
-    #[error("{0}")]
+    #[error(transparent)]
     Policy(#[from] PolicyError),
+
+    /// A stored policy this host no longer accepts (an upgrade lowered a
+    /// maximum): not the caller's fault, so not reported as their input.
+    #[error("tenant {tenant}'s stored policy: {error}")]
+    StalePolicy { tenant: String, error: PolicyError },
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mcp_flow::{PluginWorld, PolicySettings};
+use mcp_store::tenants::check_tenant_id;
 use mcp_store::{NewPlugin, PluginVersion, Store, StoreError, Tenant, TenantPlugins};
 use mcp_wasm::{PluginHost, TenantPolicy};
 
@@ -67,6 +68,10 @@ impl PluginRegistry {
         name: &str,
         policy: PolicySettings,
     ) -> Result<Tenant, RegistryError> {
+        // The id is named first when both it and the policy are wrong.
+        if let Some(id) = id {
+            check_tenant_id(id)?;
+        }
         TenantPolicy::from_settings(&policy)?;
         Ok(self.store().create_tenant(id, name, policy).await?)
     }
@@ -119,7 +124,6 @@ impl PluginRegistry {
                     version: upload.version,
                     world: installed.world,
                     bytes: upload.bytes,
-                    sha256: installed.sha256.clone(),
                     manifest: installed.manifest.clone(),
                     config: upload.config,
                 },
@@ -132,11 +136,11 @@ impl PluginRegistry {
     /// Makes the host's registry hold exactly the tenant's enabled plugin
     /// versions, with the right ones active, under the tenant's policy.
     /// Does nothing if that is already so and nothing changed since; call it
-    /// before running a tenant's turn.
-    pub async fn load_plugins(&self, tenant_id: &str) -> Result<(), RegistryError> {
+    /// before running a tenant's turn. Returns whether it had work to do.
+    pub async fn load_plugins(&self, tenant_id: &str) -> Result<bool, RegistryError> {
         let plugins = self.store().tenant_plugins(tenant_id).await?;
         if self.holds(tenant_id, &plugins) {
-            return Ok(());
+            return Ok(false);
         }
         let gate = self
             .inner
@@ -151,7 +155,7 @@ impl PluginRegistry {
         // store says now, never an older read over a newer one.
         let plugins = self.store().tenant_plugins(tenant_id).await?;
         if self.holds(tenant_id, &plugins) {
-            return Ok(());
+            return Ok(false);
         }
         self.apply(tenant_id, &plugins).await?;
         self.inner
@@ -159,7 +163,7 @@ impl PluginRegistry {
             .lock()
             .unwrap()
             .insert(tenant_id.to_owned(), plugins);
-        Ok(())
+        Ok(true)
     }
 
     fn holds(&self, tenant_id: &str, plugins: &Arc<TenantPlugins>) -> bool {
@@ -174,8 +178,12 @@ impl PluginRegistry {
     async fn apply(&self, tenant_id: &str, plugins: &TenantPlugins) -> Result<(), RegistryError> {
         // Stored policies passed validation once; one that no longer does
         // (an engine upgrade lowered a maximum) is not the caller's fault.
-        let policy = TenantPolicy::from_settings(&plugins.policy)
-            .map_err(|e| StoreError::Corrupt(format!("tenant {tenant_id}'s policy: {e}")))?;
+        let policy = TenantPolicy::from_settings(&plugins.policy).map_err(|error| {
+            RegistryError::StalePolicy {
+                tenant: tenant_id.to_owned(),
+                error,
+            }
+        })?;
         let host = self.host();
         host.set_policy(tenant_id, policy);
         let mut wanted = HashSet::new();
@@ -186,7 +194,13 @@ impl PluginRegistry {
             // change its config: either difference means reinstalling.
             let current = host.resolve_version(tenant_id, name, version);
             if current.is_none_or(|p| p.sha256 != plugin.sha256 || *p.config() != plugin.config) {
-                let bytes = self.store().plugin_bytes(tenant_id, name, version).await?;
+                let bytes = match self.store().plugin_bytes(tenant_id, name, version).await {
+                    Ok(bytes) => bytes,
+                    // Deleted since the rows were read: its change brings a
+                    // new load, which will not want it.
+                    Err(StoreError::NotFound { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                };
                 host.remove_version(tenant_id, name, version);
                 if let Err(e) = host
                     .install(

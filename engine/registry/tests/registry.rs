@@ -181,7 +181,10 @@ async fn plugins_are_validated_stored_and_loaded() {
             .upload_plugin(&tenant, plugin("vip-check", "2.0.0", built::VIP_CHECK))
             .await
             .unwrap();
-        registry.load_plugins(&tenant).await.unwrap();
+        // Once this process has heard of its own change (PostgreSQL
+        // announces it back), a load with nothing changed has no work.
+        let idle = || async { !registry.load_plugins(&tenant).await.unwrap() };
+        assert!(eventually(Duration::from_secs(1), idle).await);
         assert_eq!(
             registry.host().resolve(&tenant, "vip-check").unwrap().version,
             "2.0.0"
@@ -191,7 +194,11 @@ async fn plugins_are_validated_stored_and_loaded() {
             .await
             .unwrap();
         assert!(!disabled.enabled && !disabled.active);
-        registry.load_plugins(&tenant).await.unwrap();
+        assert!(
+            registry.load_plugins(&tenant).await.unwrap(),
+            "a change is work"
+        );
+        assert!(eventually(Duration::from_secs(1), idle).await);
         assert_eq!(
             registry.host().resolve(&tenant, "vip-check").unwrap().version,
             "1.0.0"
@@ -386,6 +393,9 @@ async fn policies_the_host_cannot_enforce_are_refused_and_change_nothing() {
             "the stored policy is unchanged"
         );
 
+        assert!(registry.load_plugins(&tenant).await.unwrap());
+        let idle = || async { !registry.load_plugins(&tenant).await.unwrap() };
+        assert!(eventually(Duration::from_secs(1), idle).await);
         let good = PolicySettings {
             allow_list: vec!["api.example.com".into(), "127.0.0.1:8080".into()],
             ..PolicySettings::default()
@@ -395,7 +405,10 @@ async fn policies_the_host_cannot_enforce_are_refused_and_change_nothing() {
             .await
             .unwrap();
         assert_eq!(registry.store().tenant(&tenant).await.unwrap().policy, good);
-        registry.load_plugins(&tenant).await.unwrap();
+        assert!(
+            registry.load_plugins(&tenant).await.unwrap(),
+            "a new policy is applied to the host"
+        );
     })
     .await;
 }

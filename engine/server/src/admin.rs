@@ -1,15 +1,11 @@
 //! The admin API (proto/admin.proto): what tenants and operators do.
 
-use std::collections::BTreeMap;
-use std::str::FromStr;
-
-use mcp_flow::{ExperimentConfig, PluginWorld};
 use mcp_registry::{PluginRegistry, UploadPlugin};
-use mcp_store::{FlowStatus, PolicySettings, PublishOptions, Scope, Store};
+use mcp_store::{PolicySettings, PublishOptions, Scope, Store};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{authenticate, authorize, is_operator};
-use crate::convert::{self, from_struct};
+use crate::convert;
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::*;
 use crate::status::{from_registry, from_store};
@@ -43,15 +39,7 @@ impl Admin for AdminService {
     ) -> Result<Response<CreateTenantResponse>, Status> {
         is_operator(&request, self.operator_key.as_deref())?;
         let request = request.into_inner();
-        let limits = match &request.limits {
-            None => Default::default(),
-            Some(limits) => serde_json::from_value(from_struct(limits))
-                .map_err(|e| Status::invalid_argument(format!("limits: {e}")))?,
-        };
-        let policy = PolicySettings {
-            limits,
-            allow_list: request.allow_list,
-        };
+        let policy = PolicySettings::try_from(&request)?;
         let id = Some(request.tenant_id.as_str()).filter(|id| !id.is_empty());
         let tenant = self
             .plugins
@@ -77,12 +65,7 @@ impl Admin for AdminService {
         self.authorize(&request, &request.get_ref().tenant_id, Scope::Admin)
             .await?;
         let request = request.into_inner();
-        let scopes = request
-            .scopes
-            .iter()
-            .map(|s| Scope::from_str(s))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(from_store)?;
+        let scopes = convert::scopes(&request.scopes)?;
         let issued = self
             .store
             .create_api_key(&request.tenant_id, &request.name, &scopes)
@@ -113,26 +96,11 @@ impl Admin for AdminService {
     ) -> Result<Response<PluginVersion>, Status> {
         self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite)
             .await?;
-        let request = request.into_inner();
-        let world = match request.world.as_str() {
-            "" => None,
-            world => Some(
-                PluginWorld::from_str(world)
-                    .map_err(|e| Status::invalid_argument(format!("world: {e}")))?,
-            ),
-        };
+        let mut request = request.into_inner();
+        let tenant = std::mem::take(&mut request.tenant_id);
         let stored = self
             .plugins
-            .upload_plugin(
-                &request.tenant_id,
-                UploadPlugin {
-                    name: request.name,
-                    version: request.version,
-                    bytes: request.component,
-                    world,
-                    config: request.config.into_iter().collect::<BTreeMap<_, _>>(),
-                },
-            )
+            .upload_plugin(&tenant, UploadPlugin::try_from(request)?)
             .await
             .map_err(from_registry)?;
         Ok(Response::new(stored.into()))
@@ -211,14 +179,7 @@ impl Admin for AdminService {
         self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite)
             .await?;
         let r = request.into_inner();
-        let options = PublishOptions {
-            status: if r.draft {
-                FlowStatus::Draft
-            } else {
-                FlowStatus::Published
-            },
-            make_default: r.make_default,
-        };
+        let options = PublishOptions::from(&r);
         let stored = self
             .store
             .publish_flow(&r.tenant_id, &r.definition, options)
@@ -281,8 +242,7 @@ impl Admin for AdminService {
         self.authorize(&request, &request.get_ref().tenant_id, Scope::FlowsWrite)
             .await?;
         let r = request.into_inner();
-        let config: ExperimentConfig = serde_json::from_str(&r.config)
-            .map_err(|e| Status::invalid_argument(format!("config: {e}")))?;
+        let config = convert::experiment_config(&r.config)?;
         let stored = self
             .store
             .create_experiment(&r.tenant_id, config)

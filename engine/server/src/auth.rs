@@ -5,7 +5,7 @@ use mcp_store::{ApiKey, Scope, Store};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
 
-/// The caller's key, checked against the database.
+/// The caller's key, checked by the store (from memory when it can).
 pub async fn authenticate<T>(store: &Store, request: &Request<T>) -> Result<ApiKey, Status> {
     let token = bearer(request)?;
     match store.verify_api_key(token).await {

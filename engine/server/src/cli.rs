@@ -300,13 +300,8 @@ pub async fn chat(
 ) -> Outcome {
     let api_key = key(api_key)?;
     let mut client = McpEngineClient::new(channel(server).await?);
-    let conversation = conversation.unwrap_or_else(|| {
-        format!(
-            "chat-{}-{}",
-            std::process::id(),
-            mcp_flow::Clock::now_ms(&crate::clock::TokioClock)
-        )
-    });
+    let conversation = conversation
+        .unwrap_or_else(|| format!("chat-{}-{}", std::process::id(), crate::clock::now_ms()));
     eprintln!("conversation {conversation}; type a message, end with Ctrl-D");
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();

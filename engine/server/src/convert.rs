@@ -2,10 +2,15 @@
 //! place: requests into the engine's terms (`TryFrom`, refusing with the
 //! status that names the field), results back into the seed's messages.
 
-use mcp_flow::{Conversation, ToolManifest};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use mcp_flow::{Conversation, ExperimentConfig, PluginWorld, PolicySettings, ToolManifest};
+use mcp_registry::UploadPlugin;
 use mcp_store::{
-    ApiKey as StoredKey, Experiment as StoredExperiment, FlowStatus, FlowVersion as StoredFlow,
-    PluginVersion as StoredPlugin, TurnRecord,
+    ApiKey as StoredKey, Experiment as StoredExperiment, FlowStatus,
+    FlowVersion as StoredFlowVersion, PluginVersion as StoredPlugin, PublishOptions, Scope,
+    TurnRecord,
 };
 use prost_types::{Struct, Timestamp, value::Kind};
 use serde_json::Value;
@@ -14,7 +19,10 @@ use tonic::Status;
 use crate::clock::now_ms;
 use crate::engine::{TimeoutTurn, TurnOutcome, TurnRequest};
 use crate::metrics::Sample;
-use crate::proto::admin::{ApiKey, Experiment, FlowIssue, FlowVersion, PluginVersion, Tool, Turn};
+use crate::proto::admin::{
+    ApiKey, CreateTenantRequest, Experiment, FlowIssue, FlowVersion, PluginVersion,
+    PublishFlowRequest, Tool, Turn, UploadPluginRequest,
+};
 use crate::proto::common::{self, MessageType, PerformanceMetrics};
 use crate::proto::engine::{
     ConversationState, MessageContent, MetricData, MetricPoint, ProcessMessageRequest,
@@ -338,8 +346,8 @@ impl From<StoredPlugin> for PluginVersion {
     }
 }
 
-impl From<StoredFlow> for FlowVersion {
-    fn from(v: StoredFlow) -> FlowVersion {
+impl From<StoredFlowVersion> for FlowVersion {
+    fn from(v: StoredFlowVersion) -> FlowVersion {
         FlowVersion {
             flow_id: v.flow_id,
             version: v.version,
@@ -411,4 +419,70 @@ fn object(value: &Value) -> Option<Struct> {
         Value::Object(o) => Some(to_struct(o)),
         _ => None,
     }
+}
+
+/// A new tenant's policy: `limits` (per world, as JSON) and `allow_list`.
+impl TryFrom<&CreateTenantRequest> for PolicySettings {
+    type Error = Status;
+
+    fn try_from(request: &CreateTenantRequest) -> Result<PolicySettings, Status> {
+        let limits = match &request.limits {
+            None => Default::default(),
+            Some(limits) => serde_json::from_value(from_struct(limits))
+                .map_err(|e| Status::invalid_argument(format!("limits: {e}")))?,
+        };
+        Ok(PolicySettings {
+            limits,
+            allow_list: request.allow_list.clone(),
+        })
+    }
+}
+
+/// An upload; an empty `world` lets the component say which it serves.
+impl TryFrom<UploadPluginRequest> for UploadPlugin {
+    type Error = Status;
+
+    fn try_from(request: UploadPluginRequest) -> Result<UploadPlugin, Status> {
+        let world = match request.world.as_str() {
+            "" => None,
+            world => Some(
+                PluginWorld::from_str(world)
+                    .map_err(|e| Status::invalid_argument(format!("world: {e}")))?,
+            ),
+        };
+        Ok(UploadPlugin {
+            name: request.name,
+            version: request.version,
+            bytes: request.component,
+            world,
+            config: request.config.into_iter().collect::<BTreeMap<_, _>>(),
+        })
+    }
+}
+
+impl From<&PublishFlowRequest> for PublishOptions {
+    fn from(request: &PublishFlowRequest) -> PublishOptions {
+        PublishOptions {
+            status: if request.draft {
+                FlowStatus::Draft
+            } else {
+                FlowStatus::Published
+            },
+            make_default: request.make_default,
+        }
+    }
+}
+
+/// Scope names, each one the engine knows.
+pub fn scopes(names: &[String]) -> Result<Vec<Scope>, Status> {
+    names
+        .iter()
+        .map(|name| Scope::from_str(name))
+        .collect::<Result<_, _>>()
+        .map_err(crate::status::from_store)
+}
+
+/// An experiment's configuration, as JSON text.
+pub fn experiment_config(json: &str) -> Result<ExperimentConfig, Status> {
+    serde_json::from_str(json).map_err(|e| Status::invalid_argument(format!("config: {e}")))
 }

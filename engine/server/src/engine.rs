@@ -154,10 +154,6 @@ impl Engine {
         &self.store
     }
 
-    pub fn plugins(&self) -> &PluginRegistry {
-        &self.plugins
-    }
-
     /// Runs one message through the conversation's flow, and counts it.
     ///
     /// The turn runs in a task of its own: a caller that stops waiting (a

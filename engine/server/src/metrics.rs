@@ -3,7 +3,8 @@
 //!
 //! The series live in a `prometheus::Registry` of the engine's own (tests
 //! run several engines in one process). A turn's updates are atomic adds on
-//! its series; the crate's encoder writes the text.
+//! its series, found under a read lock of their family (no lock is shared
+//! by all turns, none is exclusive); the crate's encoder writes the text.
 
 use std::time::Duration;
 

@@ -133,7 +133,7 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
 
     let health_v2 = HealthServer::new(HealthService {
         engine: engine.clone(),
-        started_at_ms: mcp_flow::Clock::now_ms(&crate::clock::TokioClock),
+        started_at_ms: crate::clock::now_ms(),
     });
     let listener = tokio::net::TcpListener::bind(settings.grpc_addr).await?;
     let bound = listener.local_addr()?;

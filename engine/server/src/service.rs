@@ -193,7 +193,7 @@ impl McpEngine for EngineService {
         &self,
         _request: Request<()>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
-        let now = mcp_flow::Clock::now_ms(&crate::clock::TokioClock);
+        let now = now_ms();
         Ok(Response::new(HealthCheckResponse {
             status: HealthStatus::HealthServing as i32,
             service_name: "mcp-engine".into(),

@@ -31,6 +31,7 @@ pub fn from_registry(e: RegistryError) -> Status {
         RegistryError::Store(e) => from_store(e),
         RegistryError::Plugin(e) => Status::invalid_argument(format!("component: {e}")),
         RegistryError::Policy(e) => Status::invalid_argument(e.to_string()),
+        RegistryError::StalePolicy { .. } => internal(&e),
     }
 }
 

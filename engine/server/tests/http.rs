@@ -1,5 +1,5 @@
-//! The HTTP port of the real binary: `/metrics` with every family before
-//! any turn, `/healthz`, the demo's order API only with the demo on, and
+//! The HTTP port of the real binary: `/metrics` (only the uptime before any
+//! turn; the other series appear with their first value), `/healthz`, the demo's order API only with the demo on, and
 //! 404 for anything else. (Its timeouts are tested in `http.rs`'s unit
 //! tests, with short ones; `/metrics` after turns in e2e.rs and turns.rs.)
 

@@ -51,7 +51,6 @@ impl Default for PublishOptions {
     }
 }
 
-/// One stored version of a flow.
 /// A published flow version as a turn uses it: parsed, validated, immutable.
 #[derive(Debug, Clone)]
 pub struct StoredFlow {
@@ -60,6 +59,7 @@ pub struct StoredFlow {
     pub flow: Arc<Flow>,
 }
 
+/// One stored version of a flow.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FlowVersion {
     pub flow_id: String,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use mcp_flow::{Manifest, PluginWorld, PolicySettings};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -27,8 +28,6 @@ pub struct NewPlugin {
     pub version: String,
     pub world: PluginWorld,
     pub bytes: Vec<u8>,
-    /// SHA-256 of `bytes`, hex.
-    pub sha256: String,
     pub manifest: Option<Manifest>,
     /// Values the plugin reads through the host `config` interface.
     pub config: BTreeMap<String, String>,
@@ -141,7 +140,7 @@ impl Store {
             .bind(&plugin.version)
             .bind(plugin.world.as_str())
             .bind(&plugin.bytes)
-            .bind(&plugin.sha256)
+            .bind(hex::encode(Sha256::digest(&plugin.bytes)))
             .bind(plugin.bytes.len() as i64)
             .bind(plugin.manifest.as_ref().map(json))
             .bind(json(&plugin.config))

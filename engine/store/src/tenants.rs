@@ -113,6 +113,13 @@ pub struct IssuedKey {
 
 const KEY_PREFIX: &str = "mcpk";
 
+/// Bytes of randomness in a key's id, which is their lowercase hex.
+const KEY_ID_BYTES: usize = 8;
+
+fn is_key_id(id: &str) -> bool {
+    id.len() == 2 * KEY_ID_BYTES && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Tenant ids appear in Redis keys and URLs: letters, digits, `-` and `_`.
 pub fn check_tenant_id(id: &str) -> Result<(), StoreError> {
     let ok = !id.is_empty()
@@ -283,8 +290,7 @@ impl Store {
                 "a key needs at least one scope",
             ));
         }
-        self.tenant(tenant_id).await?;
-        let id = random_hex(8);
+        let id = random_hex(KEY_ID_BYTES);
         let secret = random_hex(32);
         let key = ApiKey {
             id,
@@ -325,6 +331,10 @@ impl Store {
         else {
             return Ok(None);
         };
+        // Only an id as issued is worth a lookup (or a cache entry).
+        if !is_key_id(id) {
+            return Ok(None);
+        }
         let cached = {
             let caches = self.inner.caches.lock().unwrap();
             (!caches.deaf).then(|| caches.keys.get(id)).flatten()

@@ -284,7 +284,6 @@ fn row(name: &str, version: &str, world: PluginWorld) -> NewPlugin {
         name: name.into(),
         version: version.into(),
         world,
-        sha256: format!("{:0>64}", bytes.len()),
         bytes,
         manifest: None,
         config: BTreeMap::from([("greeting".to_owned(), "hi".to_owned())]),
