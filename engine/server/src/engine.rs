@@ -537,6 +537,8 @@ impl Engine {
         let result = async {
             let snapshot = self.contexts.load(&lease).await?;
             let Some(conversation) = snapshot.conversation else {
+                // Reset, expired or lost: nothing will ever be due for it.
+                self.unschedule(key).await;
                 return Ok(None);
             };
             self.plugins.load_plugins(&key.tenant_id).await?;
@@ -723,11 +725,20 @@ impl Engine {
                     EngineError::NotFound(format!("conversation {conversation_id} not found"))
                 })?;
             self.contexts.delete(&lease, snapshot.version).await?;
+            self.unschedule(&key).await;
             Ok(previous)
         }
         .await;
         let _ = self.contexts.unlock(lease).await;
         result
+    }
+
+    /// Forgets the conversation's next timeout; a failure only means one
+    /// more claim that finds nothing due.
+    async fn unschedule(&self, key: &ConversationKey) {
+        if let Err(e) = self.wakeups.schedule(key, None).await {
+            tracing::warn!(conversation = %key, error = %e, "timeout not cleared");
+        }
     }
 }
 

@@ -737,3 +737,81 @@ async fn a_turn_past_the_clients_deadline_is_deadline_exceeded_and_unlocks() {
         "Your order is shipped."
     );
 }
+
+/// The due time `mcp:wakeups` holds for a conversation, if any.
+async fn wakeup_of(
+    redis: &mut redis::aio::MultiplexedConnection,
+    tenant: &str,
+    conversation: &str,
+) -> Option<f64> {
+    redis::cmd("ZSCORE")
+        .arg("mcp:wakeups")
+        .arg(format!("{tenant}:{conversation}"))
+        .query_async(redis)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn timeouts_of_reset_or_vanished_conversations_are_removed() {
+    let (Ok(database), Ok(redis_url)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL"))
+    else {
+        return;
+    };
+    let env = HashMap::from([
+        (
+            "DATABASE_URL",
+            postgres_schema_url(&database, "mcp_test_turns_wakeups").await,
+        ),
+        ("REDIS_URL", redis_url.clone()),
+    ]);
+    let engine = start(env).await;
+    let (mut admin, mut client) = clients(&engine).await;
+    let (tenant, key) = new_tenant(&mut admin, "unscheduled", &[]).await;
+    publish(&mut admin, &key, &tenant, &waiting_flow()).await;
+    let mut redis = redis::Client::open(redis_url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+
+    // Reset while a timeout is pending: the timeout goes with it.
+    client
+        .process_message(authed(message(&tenant, "reset", "hello"), &key))
+        .await
+        .unwrap();
+    assert!(wakeup_of(&mut redis, &tenant, "reset").await.is_some());
+    client
+        .reset_conversation(authed(
+            ResetConversationRequest {
+                tenant_context: tenant_ctx(&tenant),
+                conversation_id: "reset".into(),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(wakeup_of(&mut redis, &tenant, "reset").await, None);
+
+    // Context gone from Redis (expired, flushed): once its timeout is
+    // claimed and finds nothing, it is not claimed again and again.
+    client
+        .process_message(authed(message(&tenant, "vanished", "hello"), &key))
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("conversation:{{{tenant}:vanished}}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while wakeup_of(&mut redis, &tenant, "vanished").await.is_some() && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        wakeup_of(&mut redis, &tenant, "vanished").await,
+        None,
+        "the claim of a vanished conversation clears its timeout"
+    );
+}
