@@ -31,6 +31,7 @@ pub mod experiments;
 pub mod flows;
 mod key_cache;
 pub mod plugins;
+mod redis_retry;
 pub mod settings;
 pub mod tenants;
 pub mod transcripts;

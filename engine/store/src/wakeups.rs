@@ -22,6 +22,7 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use crate::analytics::redis_connection;
+use crate::redis_retry::once_more;
 use crate::settings::ContextSettings;
 
 /// The Redis sorted set of due times.
@@ -72,24 +73,18 @@ impl Wakeups {
         let member = member(key);
         match self {
             Wakeups::Redis { connection, .. } => {
-                let mut connection = connection.clone();
-                let result: Result<i64, _> = match due_at_ms {
-                    Some(at) => {
-                        redis::cmd("ZADD")
-                            .arg(KEY)
-                            .arg(at)
-                            .arg(&member)
-                            .query_async(&mut connection)
-                            .await
+                // Setting or clearing a score is safe to repeat.
+                let result: Result<i64, _> = once_more(|| {
+                    let mut command = redis::cmd(if due_at_ms.is_some() { "ZADD" } else { "ZREM" });
+                    command.arg(KEY);
+                    if let Some(at) = due_at_ms {
+                        command.arg(at);
                     }
-                    None => {
-                        redis::cmd("ZREM")
-                            .arg(KEY)
-                            .arg(&member)
-                            .query_async(&mut connection)
-                            .await
-                    }
-                };
+                    command.arg(&member);
+                    let mut connection = connection.clone();
+                    async move { command.query_async(&mut connection).await }
+                })
+                .await;
                 result
                     .map(drop)
                     .map_err(|e| format!("scheduling a timeout: {e}"))

@@ -8,6 +8,9 @@
 //! - `lock:conversation:{tenant:id}`: the holder's random token, with a TTL
 //!
 //! Tenant ids cannot contain ':', so the tag is unambiguous.
+//!
+//! A command whose connection dropped (Redis restarted, say) is sent once
+//! more on the reconnected one; every command here is safe to repeat.
 
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
 use super::{acquire, check_key};
+use crate::redis_retry::once_more;
 use crate::settings::ContextSettings;
 
 /// Writes (or, with empty data, deletes) the context if the caller still
@@ -46,6 +50,20 @@ end
 return {0, next}
 "#;
 
+/// Takes the lock for ARGV[1] with a TTL of ARGV[2] ms; 1 if the caller
+/// holds it now. Taking it again with the same token renews it, so a
+/// retry after a dropped reply cannot lock the caller out.
+const LOCK: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 1
+end
+return 0
+"#;
+
 /// Deletes the lock only if it is still the caller's.
 const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -56,6 +74,7 @@ return 0
 
 pub struct RedisContextStore {
     connection: ConnectionManager,
+    lock: Script,
     write: Script,
     unlock: Script,
     lock_timeout: Duration,
@@ -81,6 +100,7 @@ impl RedisContextStore {
             .map_err(|e| ContextError::Unavailable(format!("connecting to Redis: {e}")))?;
         Ok(RedisContextStore {
             connection,
+            lock: Script::new(LOCK),
             write: Script::new(WRITE),
             unlock: Script::new(UNLOCK),
             lock_timeout: settings.lock_timeout,
@@ -92,22 +112,34 @@ impl RedisContextStore {
     async fn write(&self, lease: &Lease, data: String, expected: u64) -> Result<u64, ContextError> {
         let (context, lock) = keys(&lease.key);
         let idle_ms = self.idle_ttl.map_or(0, |ttl| ttl.as_millis() as u64);
-        let (status, version): (u8, u64) = self
-            .write
-            .key(lock)
-            .key(context)
-            .arg(&lease.token)
-            .arg(expected)
-            .arg(data)
-            .arg(idle_ms)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+        let attempt = || {
+            let mut invocation = self.write.prepare_invoke();
+            invocation
+                .key(&lock)
+                .key(&context)
+                .arg(&lease.token)
+                .arg(expected)
+                .arg(&data)
+                .arg(idle_ms);
+            let mut connection = self.connection.clone();
+            async move { invocation.invoke_async::<(u8, u64)>(&mut connection).await }
+        };
+        let (status, version, retried) = match attempt().await {
+            Ok((status, version)) => (status, version, false),
+            Err(e) if e.is_connection_dropped() => {
+                let (status, version) = attempt().await.map_err(unavailable)?;
+                (status, version, true)
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
         match status {
             0 => Ok(version),
             1 => Err(ContextError::LockLost {
                 key: lease.key.clone(),
             }),
+            // Still the lock's holder (the script checked), so the version
+            // after ours is our own write, whose reply was lost.
+            _ if retried && version == expected + 1 => Ok(version),
             _ => Err(ContextError::Conflict {
                 key: lease.key.clone(),
                 expected,
@@ -118,13 +150,14 @@ impl RedisContextStore {
 
     async fn snapshot(&self, key: &ConversationKey) -> Result<Snapshot, ContextError> {
         let (context, _) = keys(key);
-        let (version, data): (Option<u64>, Option<String>) = redis::cmd("HMGET")
-            .arg(context)
-            .arg("version")
-            .arg("data")
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+        let (version, data): (Option<u64>, Option<String>) = once_more(|| {
+            let mut command = redis::cmd("HMGET");
+            command.arg(&context).arg("version").arg("data");
+            let mut connection = self.connection.clone();
+            async move { command.query_async(&mut connection).await }
+        })
+        .await
+        .map_err(unavailable)?;
         let conversation = match data {
             None => None,
             Some(json) => Some(
@@ -161,20 +194,18 @@ impl ContextStore for RedisContextStore {
             self.lock_timeout,
             self.lock_ttl,
             move |token| {
-                let mut connection = self.connection.clone();
                 let (_, lock) = keys(key);
                 let ttl_ms = self.lock_ttl.as_millis() as u64;
                 async move {
-                    let set: Option<String> = redis::cmd("SET")
-                        .arg(lock)
-                        .arg(token)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl_ms)
-                        .query_async(&mut connection)
-                        .await
-                        .map_err(unavailable)?;
-                    Ok(set.is_some())
+                    let held: i64 = once_more(|| {
+                        let mut invocation = self.lock.prepare_invoke();
+                        invocation.key(&lock).arg(&token).arg(ttl_ms);
+                        let mut connection = self.connection.clone();
+                        async move { invocation.invoke_async(&mut connection).await }
+                    })
+                    .await
+                    .map_err(unavailable)?;
+                    Ok(held == 1)
                 }
             },
         ))
@@ -207,13 +238,14 @@ impl ContextStore for RedisContextStore {
     fn unlock(&self, lease: Lease) -> BoxFuture<'_, Result<(), ContextError>> {
         Box::pin(async move {
             let (_, lock) = keys(&lease.key);
-            let _: i64 = self
-                .unlock
-                .key(lock)
-                .arg(&lease.token)
-                .invoke_async(&mut self.connection.clone())
-                .await
-                .map_err(unavailable)?;
+            let _: i64 = once_more(|| {
+                let mut invocation = self.unlock.prepare_invoke();
+                invocation.key(&lock).arg(&lease.token);
+                let mut connection = self.connection.clone();
+                async move { invocation.invoke_async(&mut connection).await }
+            })
+            .await
+            .map_err(unavailable)?;
             Ok(())
         })
     }
