@@ -54,4 +54,4 @@ pub use ports::{
     ActionOutput, Clock, NoPlugins, PluginCall, PluginError, PluginRuntime, PluginWorld,
     StateOutput,
 };
-pub use storage::{ContextError, ContextStore, ConversationKey, Lease, Snapshot};
+pub use storage::{ContextError, ContextStore, ConversationKey, Lease, Snapshot, Write};

@@ -93,37 +93,50 @@ pub enum ContextError {
     Unavailable(String),
 }
 
+/// What a commit writes: the conversation (or, with `None`, its absence: a
+/// reset), as `version`, if the stored version is still `expected`.
+///
+/// `version` is normally `expected + 1`; a conversation resumed from a
+/// durable copy continues that copy's versions instead, so they never go
+/// backwards.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    pub conversation: Option<&'a Conversation>,
+    pub expected: u64,
+    pub version: u64,
+}
+
 /// Live conversation context with one writer per conversation at a time.
 ///
-/// A turn is `lock` → `load` → step → `save(expected = loaded version)` →
-/// `unlock`. Reads for display use `peek`, which takes no lock.
+/// A turn is two steps, one round trip each: `acquire` (lock and read) →
+/// step → `commit` (fenced write and unlock). A turn that runs long
+/// `renew`s its lease; a turn that writes nothing `release`s it. Reads for
+/// display use `peek`, which takes no lock.
 pub trait ContextStore: Send + Sync {
-    /// Waits (with backoff, up to the store's lock timeout) for the
-    /// conversation's lock.
-    fn lock<'a>(&'a self, key: &'a ConversationKey) -> BoxFuture<'a, Result<Lease, ContextError>>;
+    /// Takes the conversation's lock and reads what is stored, in one step.
+    /// A busy conversation is waited for (with backoff) up to `wait`, or the
+    /// store's own lock timeout if that is shorter.
+    fn acquire<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<(Lease, Snapshot), ContextError>>;
 
-    /// The conversation as stored, and its version.
-    fn load<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Snapshot, ContextError>>;
+    /// Extends the lease by its time to live, if it still holds.
+    fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), ContextError>>;
 
-    /// Writes the conversation if the lease still holds and the stored version
-    /// is still `expected`; returns the new version.
-    fn save<'a>(
+    /// Writes `write` if the lease still holds and the stored version is
+    /// still `write.expected`, and releases the lock, in one step. The lock
+    /// is released on a version conflict too.
+    fn commit<'a>(
         &'a self,
         lease: &'a Lease,
-        conversation: &'a Conversation,
-        expected: u64,
-    ) -> BoxFuture<'a, Result<u64, ContextError>>;
-
-    /// Forgets the conversation (a reset), under the same checks as `save`.
-    fn delete<'a>(
-        &'a self,
-        lease: &'a Lease,
-        expected: u64,
+        write: Write<'a>,
     ) -> BoxFuture<'a, Result<(), ContextError>>;
 
-    /// Releases the lock if this lease still holds it; a lease that expired
-    /// releases nothing (the lock may be someone else's by now).
-    fn unlock(&self, lease: Lease) -> BoxFuture<'_, Result<(), ContextError>>;
+    /// Releases the lock without writing, if this lease still holds it; a
+    /// lease that expired releases nothing (the lock may be someone else's).
+    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), ContextError>>;
 
     /// Reads without locking: for state queries, never for a turn.
     fn peek<'a>(

@@ -1,24 +1,31 @@
-//! One message, end to end (docs/architecture.md): lock the conversation, load or
-//! create its context, choose the flow, step the machine with the tenant's
-//! plugins, save under the lock, unlock, record the turn.
+//! One message, end to end (docs/architecture.md): lock the conversation and
+//! load its context (one round trip), or create it, choose the flow, step the
+//! machine with the tenant's plugins, commit and unlock (one round trip); the
+//! durable copy, transcript and analytics follow behind the reply.
+//!
+//! A turn has one deadline, the smaller of STATE_EXECUTION_TIMEOUT_MS and the
+//! client's, for all of it: the permit, the lock, the step, a trigger_flow.
+//! Its lease is renewed while it runs and a turn that loses it stops.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mcp_flow::machine::{FlowTrigger, next_deadline};
 use mcp_flow::{
-    ContextError, ContextStore, Conversation, ConversationKey, Event, Lease, Machine, Snapshot,
-    StepResult, TurnError, TurnErrorKind,
+    ContextError, ContextStore, Conversation, ConversationKey, Event, EventKind, Lease, Machine,
+    StepResult, TurnError, TurnErrorKind, Write,
 };
 use mcp_registry::{PluginRegistry, RegistryError};
 use mcp_store::{
-    Analytics, CacheUse, Store, StoreError, StoredFlow, TurnRecord, Wakeups, track_cache,
+    Analytics, CacheUse, DurableWriter, Reservation, Store, StoreError, StoredFlow, TurnRecord,
+    TurnWrite, Wakeups, track_cache,
 };
 use mcp_wasm::{CallRecord, PluginHost, record_calls};
 use serde_json::{Value, json};
 
 use crate::clock::TokioClock;
-use crate::metrics::Metrics;
+use crate::metrics::{DataPathFigures, Metrics};
 
 /// Why a turn or a query failed; the gRPC layer maps each to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +108,9 @@ pub struct EngineSettings {
     pub max_parallel: usize,
     /// ENABLE_AB_TESTING: new conversations are allocated to experiments.
     pub ab_testing: bool,
+    /// CONVERSATION_IDLE_TTL_SECONDS: a durable copy older than this is not
+    /// resumed (the context store forgot it for idling, not by accident).
+    pub idle_ttl: Option<Duration>,
 }
 
 impl Default for EngineSettings {
@@ -109,14 +119,25 @@ impl Default for EngineSettings {
             turn_timeout: Duration::from_secs(10),
             max_parallel: 100,
             ab_testing: true,
+            idle_ttl: None,
         }
     }
+}
+
+/// Where a turn's data goes: the live context, the durable copy and
+/// transcript behind it, analytics, and wait-state deadlines.
+pub struct DataPath {
+    pub contexts: Arc<dyn ContextStore>,
+    pub durable: DurableWriter,
+    pub analytics: Analytics,
+    pub wakeups: Wakeups,
 }
 
 pub struct Engine {
     pub metrics: Arc<Metrics>,
     pub analytics: Analytics,
     pub wakeups: Wakeups,
+    pub durable: DurableWriter,
     /// Timeout turns run by this process, for streams to pass on.
     pub timeouts: tokio::sync::broadcast::Sender<Arc<TimeoutTurn>>,
     store: Store,
@@ -128,22 +149,17 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
-        plugins: PluginRegistry,
-        contexts: Arc<dyn ContextStore>,
-        analytics: Analytics,
-        wakeups: Wakeups,
-        settings: EngineSettings,
-    ) -> Engine {
+    pub fn new(plugins: PluginRegistry, data: DataPath, settings: EngineSettings) -> Engine {
         let machine = Machine::new(plugins.host().clone(), TokioClock);
         Engine {
             metrics: Arc::new(Metrics::default()),
-            analytics,
-            wakeups,
+            analytics: data.analytics,
+            wakeups: data.wakeups,
+            durable: data.durable,
             timeouts: tokio::sync::broadcast::channel(256).0,
             store: plugins.store().clone(),
             plugins,
-            contexts,
+            contexts: data.contexts,
             machine,
             permits: tokio::sync::Semaphore::new(settings.max_parallel.max(1)),
             settings,
@@ -254,27 +270,24 @@ impl Engine {
         }
     }
 
-    /// What is left of the turn timeout, or of the client's deadline if
-    /// that comes first.
-    fn budget(&self, deadline: Option<Instant>) -> Duration {
-        let timeout = self.settings.turn_timeout;
-        match deadline {
-            Some(deadline) => timeout.min(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .saturating_sub(DEADLINE_MARGIN),
-            ),
-            None => timeout,
+    /// When a turn starting now must be done: the turn timeout, or the
+    /// client's deadline (less a margin to answer in) if that comes first.
+    fn deadline(&self, client: Option<Instant>) -> Instant {
+        let own = Instant::now() + self.settings.turn_timeout;
+        match client {
+            Some(client) => own.min(client.checked_sub(DEADLINE_MARGIN).unwrap_or(client)),
+            None => own,
         }
     }
 
     /// A permit to run a turn (MAX_PARALLEL_EXECUTIONS), waiting at most
-    /// `wait`.
+    /// until `deadline`.
     async fn permit(
         &self,
-        wait: Duration,
+        deadline: Instant,
     ) -> Result<tokio::sync::SemaphorePermit<'_>, EngineError> {
-        tokio::time::timeout(wait, self.permits.acquire())
+        let wait = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout_at(deadline.into(), self.permits.acquire())
             .await
             .map_err(|_| EngineError::Busy(wait))
             .map(|permit| permit.expect("the semaphore is never closed"))
@@ -288,75 +301,133 @@ impl Engine {
             });
         }
         let started = Instant::now();
-        let _permit = self.permit(self.budget(request.deadline)).await?;
+        let deadline = self.deadline(request.deadline);
+        let _permit = self.permit(deadline).await?;
+        // Before anything changes: a turn whose record could not be kept
+        // is refused, not acknowledged and lost.
+        let reservation = self.durable.reserve()?;
         let key = ConversationKey::new(&request.tenant_id, &request.conversation_id);
-        let lease = self
-            .lock_within(&key, self.budget(request.deadline))
-            .await?;
-        let result = self.locked_turn(&lease, &request, started).await;
-        self.unlock(lease.clone()).await;
+        let (lease, loaded) = self.acquire(&key, deadline).await?;
+        let stepped = self
+            .hold(&lease, deadline, async {
+                self.plugins.load_plugins(&request.tenant_id).await?;
+                let (flow, mut conversation) = match loaded.conversation.clone() {
+                    Some(conversation) => (self.pinned_flow(&conversation).await?, conversation),
+                    None => self.start(&request).await?,
+                };
+                conversation
+                    .user_profile
+                    .extend(request.user_profile.clone());
+                let mut event = Event::message(&request.text);
+                for (name, value) in &request.data {
+                    event = event.with_data(name, value.clone());
+                }
+                let input = json!({ "text": request.text, "data": request.data });
+                Ok(self.step(flow, conversation, &event, input).await)
+            })
+            .await;
+        let run = Run {
+            lease: &lease,
+            loaded: &loaded,
+            started,
+            deadline,
+            reservation,
+        };
+        let result = match stepped {
+            Ok(stepped) => self.finish(run, stepped).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            // Nothing was committed, or the commit already let go; a lock
+            // no longer ours is left alone.
+            self.release(lease.clone()).await;
+        }
         let mut outcome = result?;
         outcome.lock_wait = lease.waited;
         Ok(outcome)
     }
 
-    /// The conversation's lock, waiting no longer than `budget` (the lock
-    /// store's own timeout may be shorter).
-    async fn lock_within(
+    /// The conversation's lock and context, waiting for a busy conversation
+    /// until `deadline`. A conversation the context store does not know is
+    /// resumed from its durable copy, if it has one.
+    async fn acquire(
         &self,
         key: &ConversationKey,
-        budget: Duration,
-    ) -> Result<Lease, EngineError> {
-        match tokio::time::timeout(budget, self.contexts.lock(key)).await {
-            Ok(lease) => Ok(lease?),
-            Err(_) => Err(ContextError::LockTimeout {
-                key: key.clone(),
-                waited: budget,
+        deadline: Instant,
+    ) -> Result<(Lease, Loaded), EngineError> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let (lease, snapshot) = self.contexts.acquire(key, wait).await?;
+        if snapshot.version > 0 {
+            return Ok((
+                lease,
+                Loaded {
+                    conversation: snapshot.conversation,
+                    expected: snapshot.version,
+                    base: snapshot.version,
+                },
+            ));
+        }
+        let idle_since = self
+            .settings
+            .idle_ttl
+            .map(|ttl| crate::clock::now_ms() - ttl.as_millis() as i64);
+        let durable = match self.durable.load(key, idle_since).await {
+            Ok(durable) => durable,
+            Err(e) => {
+                self.release(lease).await;
+                return Err(e.into());
             }
-            .into()),
+        };
+        if durable.conversation.is_some() {
+            tracing::info!(conversation = %key, version = durable.version, "resumed from the durable copy");
+            self.metrics
+                .resumed
+                .with_label_values(&[&key.tenant_id])
+                .inc();
         }
+        Ok((
+            lease,
+            Loaded {
+                conversation: durable.conversation,
+                expected: 0,
+                base: durable.version,
+            },
+        ))
     }
 
-    /// A lease that expired releases nothing; any failure to unlock is
-    /// healed by the lock's time to live.
-    async fn unlock(&self, lease: Lease) {
-        let key = lease.key.clone();
-        if let Err(e) = self.contexts.unlock(lease).await {
-            tracing::warn!(conversation = %key, error = %e, "unlock failed");
-        }
-    }
-
-    async fn locked_turn(
+    /// Runs `work` under the lease until `deadline`, renewing the lease
+    /// every third of its time to live. A lease that cannot be renewed
+    /// stops the work: it must not go on to write.
+    async fn hold<T>(
         &self,
         lease: &Lease,
-        request: &TurnRequest,
-        started: Instant,
-    ) -> Result<TurnOutcome, EngineError> {
-        let tenant = request.tenant_id.as_str();
-        let Snapshot {
-            conversation,
-            version,
-        } = self.contexts.load(lease).await?;
-        self.plugins.load_plugins(tenant).await?;
-        let (flow, mut conversation) = match conversation {
-            Some(conversation) => (self.pinned_flow(&conversation).await?, conversation),
-            None => self.start(request).await?,
+        deadline: Instant,
+        work: impl Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        let renewals = async {
+            loop {
+                tokio::time::sleep(lease.ttl / 3).await;
+                if let Err(e) = self.contexts.renew(lease).await {
+                    return e;
+                }
+            }
         };
-        conversation
-            .user_profile
-            .extend(request.user_profile.clone());
-        let mut event = Event::message(&request.text);
-        for (name, value) in &request.data {
-            event = event.with_data(name, value.clone());
+        let budget = deadline.saturating_duration_since(Instant::now());
+        tokio::select! {
+            done = tokio::time::timeout_at(deadline.into(), work) => {
+                done.map_err(|_| EngineError::Timeout(budget))?
+            }
+            lost = renewals => Err(lost.into()),
         }
-        let input = json!({ "text": request.text, "data": request.data });
-        let run = Run {
-            lease,
-            version,
-            started,
-            deadline: request.deadline,
-        };
-        self.advance(run, flow, conversation, &event, input).await
+    }
+
+    /// Releases a lease without writing; any failure is healed by the
+    /// lock's time to live.
+    async fn release(&self, lease: Lease) {
+        let key = lease.key.clone();
+        if let Err(e) = self.contexts.release(lease).await {
+            tracing::warn!(conversation = %key, error = %e, "unlock failed");
+        }
     }
 
     /// The flow version a conversation is pinned to.
@@ -399,40 +470,70 @@ impl Engine {
         Ok((flow, conversation))
     }
 
-    /// Steps the machine with `event`, follows a `trigger_flow`, saves under
-    /// the lease, schedules the next timeout, records the turn.
-    async fn advance(
+    /// Steps the machine with `event` and follows a `trigger_flow`.
+    async fn step(
         &self,
-        run: Run<'_>,
         flow: StoredFlow,
         mut conversation: Conversation,
         event: &Event,
         input: Value,
-    ) -> Result<TurnOutcome, EngineError> {
-        let tenant = conversation.tenant_id.clone();
+    ) -> Stepped {
         let state_before = conversation.current_state.clone();
         let had_deadline = next_deadline(&flow.flow, &conversation).is_some();
         let received_at_ms = crate::clock::now_ms();
-        let budget = self.budget(run.deadline);
-        let mut step = tokio::time::timeout(
-            budget,
-            self.machine.step(&flow.flow, &mut conversation, event),
-        )
-        .await
-        .map_err(|_| EngineError::Timeout(budget))?;
+        let mut step = self
+            .machine
+            .step(&flow.flow, &mut conversation, event)
+            .await;
         if let Some(trigger) = step.trigger_flow.clone() {
             self.follow_trigger(&mut conversation, &mut step, &trigger)
                 .await;
         }
+        Stepped {
+            flow,
+            conversation,
+            step,
+            state_before,
+            had_deadline,
+            received_at_ms,
+            input,
+            kind: event.kind,
+        }
+    }
+
+    /// Commits a stepped turn and unlocks (one round trip), then schedules
+    /// the next timeout and hands the durable copy, the transcript entry
+    /// and the analytics event to their writers.
+    async fn finish(&self, run: Run<'_>, stepped: Stepped) -> Result<TurnOutcome, EngineError> {
+        let Stepped {
+            flow,
+            conversation,
+            step,
+            state_before,
+            had_deadline,
+            received_at_ms,
+            input,
+            kind,
+        } = stepped;
+        let version = run.loaded.base + 1;
         self.contexts
-            .save(run.lease, &conversation, run.version)
+            .commit(
+                run.lease,
+                Write {
+                    conversation: Some(&conversation),
+                    expected: run.loaded.expected,
+                    version,
+                },
+            )
             .await?;
+        let key = &run.lease.key;
+        let tenant = key.tenant_id.clone();
         let wake_at = step.wake_at_ms;
         // Most turns neither had nor have a deadline: no round trip for them.
         if (wake_at.is_some() || had_deadline)
-            && let Err(e) = self.wakeups.schedule(&run.lease.key, wake_at).await
+            && let Err(e) = self.wakeups.schedule(key, wake_at).await
         {
-            tracing::warn!(conversation = %run.lease.key, error = %e, "timeout not scheduled");
+            tracing::warn!(conversation = %key, error = %e, "timeout not scheduled");
         }
 
         let duration = run.started.elapsed();
@@ -449,13 +550,8 @@ impl Engine {
             received_at_ms,
             duration_us: duration.as_micros() as u64,
         };
-        // The turn happened; a transcript that cannot be written is logged,
-        // not turned into a failed reply.
-        if let Err(e) = self.store.record_turn(&tenant, &record).await {
-            tracing::warn!(tenant, conversation = %record.conversation_id, error = %e, "transcript not recorded");
-        }
         let analytics = json!({
-            "type": if event.kind == mcp_flow::EventKind::Timeout { "timeout_turn" } else { "turn" },
+            "type": if kind == EventKind::Timeout { "timeout_turn" } else { "turn" },
             "tenant_id": tenant,
             "conversation_id": record.conversation_id,
             "turn": record.turn,
@@ -470,7 +566,15 @@ impl Engine {
             "received_at_ms": received_at_ms,
             "duration_us": record.duration_us,
         });
-        self.analytics.publish(&tenant, &analytics).await;
+        self.analytics.publish(&tenant, &analytics);
+        let write = TurnWrite {
+            key: key.clone(),
+            version,
+            conversation: Some(conversation.clone()),
+            updated_at_ms: crate::clock::now_ms(),
+            transcript: Some(record),
+        };
+        self.keep(run.reservation, write, run.deadline).await?;
         Ok(TurnOutcome {
             step,
             conversation,
@@ -479,6 +583,20 @@ impl Engine {
             calls: Vec::new(),
             cache: CacheUse::Hit,
         })
+    }
+
+    /// Hands a committed turn to the durable writer; with sync durability
+    /// waits (until the turn's deadline) for it to be in the database.
+    async fn keep(
+        &self,
+        reservation: Reservation,
+        write: TurnWrite,
+        deadline: Instant,
+    ) -> Result<(), EngineError> {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout_at(deadline.into(), self.durable.write(reservation, write))
+            .await
+            .map_err(|_| EngineError::Timeout(budget))
     }
 
     /// Moves the conversation to the flow a `trigger_flow` action named
@@ -532,38 +650,49 @@ impl Engine {
         key: &ConversationKey,
     ) -> Result<Option<TimeoutTurn>, EngineError> {
         let started = Instant::now();
-        let _permit = self.permit(self.settings.turn_timeout).await?;
-        let lease = self.contexts.lock(key).await?;
+        let deadline = self.deadline(None);
+        let _permit = self.permit(deadline).await?;
+        let reservation = self.durable.reserve()?;
+        let (lease, loaded) = self.acquire(key, deadline).await?;
         let result = async {
-            let snapshot = self.contexts.load(&lease).await?;
-            let Some(conversation) = snapshot.conversation else {
+            let Some(conversation) = loaded.conversation.clone() else {
                 // Reset, expired or lost: nothing will ever be due for it.
                 self.unschedule(key).await;
                 return Ok(None);
             };
-            self.plugins.load_plugins(&key.tenant_id).await?;
-            let flow = self.pinned_flow(&conversation).await?;
-            match next_deadline(&flow.flow, &conversation) {
-                Some(due) if due <= crate::clock::now_ms() => {}
-                later => {
-                    // A message moved it on; keep whatever is due now.
-                    if let Err(e) = self.wakeups.schedule(key, later).await {
-                        tracing::warn!(conversation = %key, error = %e, "timeout not scheduled");
+            let stepped = self
+                .hold(&lease, deadline, async {
+                    self.plugins.load_plugins(&key.tenant_id).await?;
+                    let flow = self.pinned_flow(&conversation).await?;
+                    match next_deadline(&flow.flow, &conversation) {
+                        Some(due) if due <= crate::clock::now_ms() => {}
+                        later => {
+                            // A message moved it on; keep whatever is due now.
+                            if let Err(e) = self.wakeups.schedule(key, later).await {
+                                tracing::warn!(conversation = %key, error = %e, "timeout not scheduled");
+                            }
+                            return Ok(None);
+                        }
                     }
-                    return Ok(None);
-                }
-            }
-            let state_before = conversation.current_state.clone();
+                    let input = json!({ "timeout": true });
+                    Ok(Some(
+                        self.step(flow, conversation, &Event::timeout(), input)
+                            .await,
+                    ))
+                })
+                .await?;
+            let Some(stepped) = stepped else {
+                return Ok(None);
+            };
+            let state_before = stepped.state_before.clone();
             let run = Run {
                 lease: &lease,
-                version: snapshot.version,
+                loaded: &loaded,
                 started,
-                deadline: None,
+                deadline,
+                reservation,
             };
-            let input = json!({ "timeout": true });
-            let outcome = self
-                .advance(run, flow, conversation, &Event::timeout(), input)
-                .await?;
+            let outcome = self.finish(run, stepped).await?;
             Ok(Some(TimeoutTurn {
                 key: key.clone(),
                 state_before,
@@ -571,7 +700,9 @@ impl Engine {
             }))
         };
         let ((result, _cache), calls) = record_calls(track_cache(result)).await;
-        self.unlock(lease).await;
+        if !matches!(result, Ok(Some(_))) {
+            self.release(lease).await;
+        }
         self.count_plugin_calls(&key.tenant_id, &calls);
         if let Ok(Some(turn)) = &result {
             self.metrics
@@ -662,12 +793,22 @@ impl Engine {
         Ok((self.store.default_flow(tenant).await?, None))
     }
 
+    /// The figures of the writers behind the reply, for /metrics.
+    pub fn data_path_figures(&self) -> DataPathFigures {
+        let stats = self.durable.stats();
+        DataPathFigures {
+            durable_backlog: self.durable.backlog(),
+            durable_failing: stats.failing.load(Ordering::Relaxed),
+            durable_batches: stats.batches.load(Ordering::Relaxed),
+            durable_dropped: stats.dropped.load(Ordering::Relaxed),
+            analytics_lost: self.analytics.lost(),
+        }
+    }
+
     /// Each dependency's name, kind, round-trip time, and error if it failed.
-    pub async fn probe_dependencies(
-        &self,
-    ) -> Vec<(&'static str, &'static str, Duration, Option<String>)> {
+    pub async fn probe_dependencies(&self) -> Vec<Probe> {
         let started = Instant::now();
-        let database = sqlx_probe(&self.store).await;
+        let database = self.store.ping().await.err().map(|e| e.to_string());
         let database_time = started.elapsed();
         let started = Instant::now();
         let context = self
@@ -677,14 +818,49 @@ impl Engine {
             .err()
             .map(|e| e.to_string());
         vec![
-            (
-                "database",
-                self.store.db().backend().to_string().leak(),
-                database_time,
-                database,
-            ),
-            ("context_store", "context", started.elapsed(), context),
+            Probe {
+                name: "database",
+                kind: self.store.db().backend().to_string().leak(),
+                time: database_time,
+                error: database,
+            },
+            Probe {
+                name: "context_store",
+                kind: "context",
+                time: started.elapsed(),
+                error: context,
+            },
         ]
+    }
+
+    /// How well the engine can serve, and why not fully: without the
+    /// context store no turn runs (down); without the database live
+    /// conversations still turn from memory and the durable writer queues
+    /// (degraded).
+    pub async fn health(&self) -> Health {
+        let probes = self.probe_dependencies().await;
+        let mut down = Vec::new();
+        let mut degraded = Vec::new();
+        for probe in &probes {
+            if let Some(error) = &probe.error {
+                let reason = format!("{}: {error}", probe.name);
+                match probe.name {
+                    "context_store" => down.push(reason),
+                    _ => degraded.push(reason),
+                }
+            }
+        }
+        if self.durable.stats().failing.load(Ordering::Relaxed) {
+            degraded.push(format!(
+                "durable writer: {} turns wait for the database",
+                self.durable.backlog()
+            ));
+        }
+        Health {
+            probes,
+            down,
+            degraded,
+        }
     }
 
     /// The conversation as stored, without locking it.
@@ -715,22 +891,35 @@ impl Engine {
 
     async fn reset_locked(&self, key: ConversationKey) -> Result<String, EngineError> {
         let conversation_id = key.conversation_id.clone();
-        let lease = self.contexts.lock(&key).await?;
-        let result = async {
-            let snapshot = self.contexts.load(&lease).await?;
-            let previous = snapshot
-                .conversation
-                .map(|c| c.current_state)
-                .ok_or_else(|| {
-                    EngineError::NotFound(format!("conversation {conversation_id} not found"))
-                })?;
-            self.contexts.delete(&lease, snapshot.version).await?;
-            self.unschedule(&key).await;
-            Ok(previous)
+        let deadline = self.deadline(None);
+        let reservation = self.durable.reserve()?;
+        let (lease, loaded) = self.acquire(&key, deadline).await?;
+        let Some(previous) = loaded.conversation.as_ref().map(|c| c.current_state.clone()) else {
+            self.release(lease).await;
+            return Err(EngineError::NotFound(format!(
+                "conversation {conversation_id} not found"
+            )));
+        };
+        let version = loaded.base + 1;
+        let write = Write {
+            conversation: None,
+            expected: loaded.expected,
+            version,
+        };
+        if let Err(e) = self.contexts.commit(&lease, write).await {
+            self.release(lease).await;
+            return Err(e.into());
         }
-        .await;
-        let _ = self.contexts.unlock(lease).await;
-        result
+        self.unschedule(&key).await;
+        let write = TurnWrite {
+            key,
+            version,
+            conversation: None,
+            updated_at_ms: crate::clock::now_ms(),
+            transcript: None,
+        };
+        self.keep(reservation, write, deadline).await?;
+        Ok(previous)
     }
 
     /// Forgets the conversation's next timeout; a failure only means one
@@ -742,13 +931,73 @@ impl Engine {
     }
 }
 
-/// What a turn runs under: its lease, the context version it read, when it
-/// began and the client's deadline.
+/// One dependency's probe.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub time: Duration,
+    pub error: Option<String>,
+}
+
+/// The engine's health: serving if both lists are empty.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub probes: Vec<Probe>,
+    /// Why no turn can run.
+    pub down: Vec<String>,
+    /// What is not working while turns still run.
+    pub degraded: Vec<String>,
+}
+
+impl Health {
+    /// "serving", "degraded" or "down".
+    pub fn state(&self) -> &'static str {
+        if !self.down.is_empty() {
+            "down"
+        } else if !self.degraded.is_empty() {
+            "degraded"
+        } else {
+            "serving"
+        }
+    }
+
+    /// Every reason, the worst first.
+    pub fn reasons(&self) -> impl Iterator<Item = &String> {
+        self.down.iter().chain(&self.degraded)
+    }
+}
+
+/// What a turn found when it took the lock.
+struct Loaded {
+    conversation: Option<Conversation>,
+    /// The context store's version, which the commit must still find.
+    expected: u64,
+    /// The version the turn's write follows: the context store's, or the
+    /// durable copy's when the conversation was resumed from it.
+    base: u64,
+}
+
+/// What a turn runs under: its lease and what it loaded, when it began,
+/// its deadline, and its place in the durable writer's queue.
 struct Run<'a> {
     lease: &'a Lease,
-    version: u64,
+    loaded: &'a Loaded,
     started: Instant,
-    deadline: Option<Instant>,
+    deadline: Instant,
+    reservation: Reservation,
+}
+
+/// A turn stepped and not yet committed.
+struct Stepped {
+    flow: StoredFlow,
+    conversation: Conversation,
+    step: StepResult,
+    state_before: String,
+    had_deadline: bool,
+    received_at_ms: i64,
+    input: Value,
+    kind: EventKind,
 }
 
 /// Runs `future` as a task of its own and waits for it; dropping the wait
@@ -762,6 +1011,3 @@ async fn detached<T: Send + 'static>(future: impl Future<Output = T> + Send + 's
     }
 }
 
-async fn sqlx_probe(store: &Store) -> Option<String> {
-    store.ping().await.err().map(|e| e.to_string())
-}

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::now_ms;
 use crate::convert::timestamp;
-use crate::engine::Engine;
+use crate::engine::{self, Engine};
 use crate::proto::common::HealthStatus;
 use crate::proto::health::health_server::Health;
 use crate::proto::health::*;
@@ -37,16 +37,11 @@ impl HealthService {
         if !KNOWN.contains(&service) {
             return HealthStatus::HealthServiceUnknown;
         }
-        let failing = self
-            .engine
-            .probe_dependencies()
-            .await
-            .iter()
-            .any(|(_, _, _, error)| error.is_some());
-        if failing {
-            HealthStatus::HealthNotServing
-        } else {
+        // Degraded still serves turns.
+        if self.engine.health().await.down.is_empty() {
             HealthStatus::HealthServing
+        } else {
+            HealthStatus::HealthNotServing
         }
     }
 }
@@ -116,21 +111,23 @@ impl Health for HealthService {
         request: Request<DetailedHealthRequest>,
     ) -> Result<Response<DetailedHealthResponse>, Status> {
         let request = request.into_inner();
-        let probes = self.engine.probe_dependencies().await;
-        let failing = probes.iter().any(|(_, _, _, error)| error.is_some());
+        let health = self.engine.health().await;
+        let details = details(&health);
+        let failing = !health.down.is_empty();
         let dependencies = if request.include_dependencies {
-            probes
+            health
+                .probes
                 .into_iter()
-                .map(|(name, kind, time, error)| DependencyHealth {
-                    name: name.into(),
-                    r#type: kind.into(),
-                    status: if error.is_some() {
+                .map(|probe| DependencyHealth {
+                    name: probe.name.into(),
+                    r#type: probe.kind.into(),
+                    status: if probe.error.is_some() {
                         HealthStatus::HealthNotServing
                     } else {
                         HealthStatus::HealthServing
                     } as i32,
-                    response_time_ms: time.as_millis() as i32,
-                    error_message: error.unwrap_or_default(),
+                    response_time_ms: probe.time.as_millis() as i32,
+                    error_message: probe.error.unwrap_or_default(),
                     last_check: Some(now()),
                 })
                 .collect()
@@ -150,7 +147,30 @@ impl Health for HealthService {
             dependencies,
             resource_usage: None,
             metrics: None,
-            details: None,
+            details: Some(details),
         }))
+    }
+}
+
+/// `{"state": "serving" | "degraded" | "down", "reasons": [...]}`: the seed's
+/// statuses have no "degraded", so it is told here.
+fn details(health: &engine::Health) -> prost_types::Struct {
+    use prost_types::value::Kind;
+    let text = |s: &str| prost_types::Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    };
+    let reasons = health.reasons().map(|r| text(r)).collect();
+    prost_types::Struct {
+        fields: [
+            ("state".to_owned(), text(health.state())),
+            (
+                "reasons".to_owned(),
+                prost_types::Value {
+                    kind: Some(Kind::ListValue(prost_types::ListValue { values: reasons })),
+                },
+            ),
+        ]
+        .into_iter()
+        .collect(),
     }
 }

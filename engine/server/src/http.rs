@@ -1,6 +1,7 @@
 //! The operator's HTTP port, an axum `Router`: `/metrics` (Prometheus
-//! text), `/healthz` (200 when the database and context store answer, 503
-//! otherwise) and, with the demo on, the demo's order API
+//! text), `/healthz` (200 "ok" when the database and context store answer,
+//! 200 "degraded" and why when only the context store does, 503 "down" and
+//! why when it does not) and, with the demo on, the demo's order API
 //! (`/demo/orders/{id}`); anything else is 404.
 //!
 //! Connections are served by hyper's HTTP/1 with a header-read timeout
@@ -93,26 +94,24 @@ async fn metrics(State(state): State<AppState>) -> Response {
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4",
-        state.engine.metrics.render(state.started.elapsed()),
+        state
+            .engine
+            .metrics
+            .render(state.started.elapsed(), state.engine.data_path_figures()),
     )
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    let failing: Vec<String> = state
-        .engine
-        .probe_dependencies()
-        .await
-        .into_iter()
-        .filter_map(|(name, _, _, error)| error.map(|e| format!("{name}: {e}")))
-        .collect();
-    if failing.is_empty() {
-        respond(StatusCode::OK, "text/plain", "ok\n".to_owned())
-    } else {
-        respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            failing.join("\n") + "\n",
-        )
+    let health = state.engine.health().await;
+    let mut text = health.state().to_owned() + "\n";
+    for reason in health.reasons() {
+        text += &format!("{reason}\n");
+    }
+    match health.state() {
+        "serving" => respond(StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        // Still answering turns: a load balancer should keep sending them.
+        "degraded" => respond(StatusCode::OK, "text/plain", text),
+        _ => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", text),
     }
 }
 

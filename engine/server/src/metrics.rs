@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use prometheus::proto::{LabelPair, MetricFamily, MetricType};
-use prometheus::{Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -38,7 +40,35 @@ pub struct Metrics {
     pub turn_duration: HistogramVec,
     /// `mcp_lock_wait_seconds`: tenant.
     pub lock_wait: HistogramVec,
+    /// `mcp_conversations_resumed_total`: tenant. Conversations the
+    /// context store had lost, resumed from their durable copy.
+    pub resumed: IntCounterVec,
     uptime: Gauge,
+    /// Read from the data path's writers at each scrape.
+    data_path: DataPathGauges,
+}
+
+/// What the writers behind the reply report (see [`DataPathFigures`]).
+struct DataPathGauges {
+    durable_backlog: IntGauge,
+    durable_failing: IntGauge,
+    durable_batches: IntGauge,
+    durable_dropped: IntGauge,
+    analytics_lost: IntGauge,
+}
+
+/// The figures of the writers behind the reply, at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DataPathFigures {
+    /// Turns queued for the database and not yet committed: what a crash
+    /// would lose with CONTEXT_DURABILITY=async.
+    pub durable_backlog: u64,
+    /// Whether the durable writer's last attempt failed.
+    pub durable_failing: bool,
+    pub durable_batches: u64,
+    /// Turns the database refused for good.
+    pub durable_dropped: u64,
+    pub analytics_lost: u64,
 }
 
 /// One series, for GetMetrics: a counter, or a histogram's count or sum.
@@ -68,6 +98,13 @@ impl Default for Metrics {
                 .register(Box::new(histogram.clone()))
                 .expect("each series registered once");
             histogram
+        };
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("a valid gauge");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("each series registered once");
+            gauge
         };
         let metrics = Metrics {
             turns: counter(
@@ -115,8 +152,35 @@ impl Default for Metrics {
                 "Time a turn waited for its conversation's lock.",
                 &["tenant"],
             ),
+            resumed: counter(
+                "mcp_conversations_resumed_total",
+                "Conversations the context store had lost, resumed from the database, by tenant.",
+                &["tenant"],
+            ),
             uptime: Gauge::new("mcp_uptime_seconds", "Seconds since the engine started.")
                 .expect("a valid gauge"),
+            data_path: DataPathGauges {
+                durable_backlog: gauge(
+                    "mcp_durable_backlog_turns",
+                    "Turns committed and queued for the database, not yet written: what a crash would lose.",
+                ),
+                durable_failing: gauge(
+                    "mcp_durable_failing",
+                    "1 while the durable writer cannot reach the database.",
+                ),
+                durable_batches: gauge(
+                    "mcp_durable_batches",
+                    "Transactions the durable writer has committed.",
+                ),
+                durable_dropped: gauge(
+                    "mcp_durable_dropped_turns",
+                    "Turns the database refused for good (their tenant was deleted).",
+                ),
+                analytics_lost: gauge(
+                    "mcp_analytics_lost_events",
+                    "Analytics events dropped: queue full or refused by Redis.",
+                ),
+            },
             registry,
         };
         metrics
@@ -128,9 +192,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The Prometheus text exposition format, uptime included.
-    pub fn render(&self, uptime: Duration) -> String {
+    /// The Prometheus text exposition format, uptime and the data path's
+    /// figures included.
+    pub fn render(&self, uptime: Duration, data_path: DataPathFigures) -> String {
         self.uptime.set(uptime.as_secs_f64());
+        let gauges = &self.data_path;
+        gauges.durable_backlog.set(data_path.durable_backlog as i64);
+        gauges
+            .durable_failing
+            .set(i64::from(data_path.durable_failing));
+        gauges.durable_batches.set(data_path.durable_batches as i64);
+        gauges.durable_dropped.set(data_path.durable_dropped as i64);
+        gauges.analytics_lost.set(data_path.analytics_lost as i64);
         let mut text = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut text)
@@ -194,7 +267,7 @@ mod tests {
         let turn = metrics.turn_duration.with_label_values(&["a"]);
         turn.observe(Duration::from_millis(3).as_secs_f64());
         turn.observe(Duration::from_millis(300).as_secs_f64());
-        let text = metrics.render(Duration::from_secs(1));
+        let text = metrics.render(Duration::from_secs(1), DataPathFigures::default());
         assert!(
             text.contains("mcp_turns_total{outcome=\"ok\",tenant=\"a\\\"b\"} 2"),
             "{text}"
@@ -230,7 +303,7 @@ mod tests {
             .plugin_call_duration
             .with_label_values(&["a", "q"])
             .observe(0.25);
-        metrics.render(Duration::from_secs(3));
+        metrics.render(Duration::from_secs(3), DataPathFigures::default());
         let samples = metrics.samples();
         let labels = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs
@@ -272,7 +345,7 @@ mod tests {
         assert_eq!(one.samples().len(), 1);
         assert!(two.samples().is_empty());
         assert!(
-            !two.render(Duration::ZERO)
+            !two.render(Duration::ZERO, DataPathFigures::default())
                 .contains("mcp_timeouts_delivered_total{")
         );
     }
@@ -290,7 +363,7 @@ mod tests {
                 });
             }
         });
-        let text = metrics.render(Duration::ZERO);
+        let text = metrics.render(Duration::ZERO, DataPathFigures::default());
         assert!(
             text.contains("mcp_turns_total{outcome=\"ok\",tenant=\"a\"} 4000"),
             "{text}"

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_registry::{PluginRegistry, artifact_store};
-use mcp_store::{Analytics, Database, Store, StoreSettings, Wakeups, open_context_store};
+use mcp_store::{
+    Analytics, Database, DurableWriter, Store, StoreSettings, Wakeups, open_context_store,
+};
 use mcp_wasm::{HostConfig, PluginHost};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::admin::AdminService;
-use crate::engine::{Engine, EngineSettings};
+use crate::engine::{DataPath, Engine, EngineSettings};
 use crate::health::HealthService;
 use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::engine::mcp_engine_server::McpEngineServer;
@@ -80,6 +82,7 @@ impl ServerSettings {
             })
             .transpose()?
             .unwrap_or(8002);
+        let store = StoreSettings::from_env().map_err(|e| e.to_string())?;
         Ok(ServerSettings {
             grpc_addr,
             http_addr: SocketAddr::new(grpc_addr.ip(), http_port),
@@ -88,8 +91,9 @@ impl ServerSettings {
                 turn_timeout: Duration::from_millis(number("STATE_EXECUTION_TIMEOUT_MS", 10_000)?),
                 max_parallel: number("MAX_PARALLEL_EXECUTIONS", 100)? as usize,
                 ab_testing,
+                idle_ttl: store.context.idle_ttl,
             },
-            store: StoreSettings::from_env().map_err(|e| e.to_string())?,
+            store,
             demo: false,
         })
     }
@@ -106,18 +110,15 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         artifacts: Some(artifact_store(&db)),
         ..HostConfig::default()
     })?;
-    let store = Store::open(db).await?;
+    let store = Store::open(db.clone()).await?;
     let plugins = PluginRegistry::new(store.clone(), host);
-    let contexts = open_context_store(&settings.store.context).await?;
-    let analytics = Analytics::open(&settings.store.context).await?;
-    let wakeups = Wakeups::open(&settings.store.context).await?;
-    let engine = Arc::new(Engine::new(
-        plugins.clone(),
-        contexts,
-        analytics,
-        wakeups,
-        settings.engine.clone(),
-    ));
+    let data = DataPath {
+        contexts: open_context_store(&settings.store.context).await?,
+        durable: DurableWriter::start(db, &settings.store.durable),
+        analytics: Analytics::open(&settings.store.context).await?,
+        wakeups: Wakeups::open(&settings.store.context).await?,
+    };
+    let engine = Arc::new(Engine::new(plugins.clone(), data, settings.engine.clone()));
     tokio::spawn(engine.clone().run_timeouts(TIMEOUT_POLL_INTERVAL));
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -22,6 +22,9 @@ pub fn from_store(e: StoreError) -> Status {
             tracing::error!(error = %e, "database failure");
             Status::unavailable("the database is unavailable")
         }
+        StoreError::Unavailable(reason) => {
+            Status::unavailable(format!("the database is unavailable: {reason}"))
+        }
         StoreError::Corrupt(_) => internal(&e),
     }
 }

@@ -14,7 +14,6 @@ use mcp_engine::proto::admin::*;
 use mcp_engine::proto::engine::*;
 use prost_types::value::Kind;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 fn number(metrics: &mcp_engine::proto::common::PerformanceMetrics, field: &str) -> f64 {
@@ -367,76 +366,22 @@ async fn wait_state_timeouts_fire_on_postgres_and_redis() {
     timeouts_fire_with_no_message(&engine).await;
 }
 
-/// An order API that answers each request only when told to.
-struct SlowApi {
-    address: String,
-    arrived: tokio::sync::mpsc::Receiver<()>,
-    release: tokio::sync::mpsc::Sender<()>,
-}
-
-async fn slow_api() -> SlowApi {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (arrived_tx, arrived) = tokio::sync::mpsc::channel(8);
-    let (release, mut release_rx) = tokio::sync::mpsc::channel::<()>(8);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = socket.read(&mut buf).await;
-            let _ = arrived_tx.send(()).await;
-            release_rx.recv().await;
-            let body = r#"{"status":"shipped"}"#;
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-        }
-    });
-    SlowApi {
-        address,
-        arrived,
-        release,
-    }
-}
-
-fn order_flow() -> serde_json::Value {
-    json!({
-        "flow_id": "orders", "name": "Orders", "version": "1", "initial_state": "lookup",
-        "states": {
-            "lookup": {
-                "type": "integration",
-                "config": {
-                    "integration_id": "order-api",
-                    "timeout_ms": 30000,
-                    "request_mapping": { "order_id": "'AB1234'" },
-                    "response_mapping": { "slots.status": "result.status" }
-                },
-                "transitions": [
-                    { "condition": "integration_success", "target_state": "status" },
-                    { "condition": "integration_error", "target_state": "status" }
-                ]
-            },
-            "status": { "type": "end", "config": { "message": "Your order is {{ slots.status }}." } }
-        }
-    })
-}
-
-async fn tenant_on_slow_api(engine: &Engine, api: &SlowApi) -> (String, String) {
-    let (mut admin, _) = clients(engine).await;
-    let (tenant, key) = new_tenant(&mut admin, "slow", std::slice::from_ref(&api.address)).await;
-    let config = HashMap::from([("base_url".to_owned(), format!("http://{}", api.address))]);
-    upload(
-        &mut admin,
-        &key,
-        &tenant,
-        "order-api",
-        mcp_example_plugins::ORDER_API,
-        config,
-    )
-    .await;
-    publish(&mut admin, &key, &tenant, &order_flow()).await;
-    (tenant, key)
+#[tokio::test]
+async fn wait_state_timeouts_fire_on_a_redis_cluster() {
+    let Ok(database) = std::env::var("DATABASE_URL") else {
+        return;
+    };
+    let cluster = mcp_testkit::ThrowawayRedisCluster::start();
+    let env = HashMap::from([
+        (
+            "DATABASE_URL",
+            postgres_schema_url(&database, "mcp_test_turns_cluster").await,
+        ),
+        ("REDIS_URL", cluster.url()),
+        ("REDIS_CLUSTER", "true".to_owned()),
+    ]);
+    let engine = start(env).await;
+    timeouts_fire_with_no_message(&engine).await;
 }
 
 #[tokio::test]
@@ -758,11 +703,9 @@ async fn timeouts_of_reset_or_vanished_conversations_are_removed() {
     else {
         return;
     };
+    let database = postgres_schema_url(&database, "mcp_test_turns_wakeups").await;
     let env = HashMap::from([
-        (
-            "DATABASE_URL",
-            postgres_schema_url(&database, "mcp_test_turns_wakeups").await,
-        ),
+        ("DATABASE_URL", database.clone()),
         ("REDIS_URL", redis_url.clone()),
     ]);
     let engine = start(env).await;
@@ -794,8 +737,9 @@ async fn timeouts_of_reset_or_vanished_conversations_are_removed() {
         .unwrap();
     assert_eq!(wakeup_of(&mut redis, &tenant, "reset").await, None);
 
-    // Context gone from Redis (expired, flushed): once its timeout is
-    // claimed and finds nothing, it is not claimed again and again.
+    // Context gone from Redis and the database (idled out): once its
+    // timeout is claimed and finds nothing, it is not claimed again and
+    // again.
     client
         .process_message(authed(message(&tenant, "vanished", "hello"), &key))
         .await
@@ -805,6 +749,27 @@ async fn timeouts_of_reset_or_vanished_conversations_are_removed() {
         .query_async(&mut redis)
         .await
         .unwrap();
+    {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&database).await.unwrap();
+        // The durable copy is written behind the reply: wait for it, then
+        // forget it too.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM conversations WHERE tenant_id = $1 AND conversation_id = 'vanished'",
+            )
+            .bind(&tenant)
+            .execute(&mut db)
+            .await
+            .unwrap()
+            .rows_affected();
+            if deleted == 1 || Instant::now() > give_up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let give_up = Instant::now() + Duration::from_secs(10);
     while wakeup_of(&mut redis, &tenant, "vanished").await.is_some() && Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(50)).await;

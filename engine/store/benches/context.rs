@@ -1,5 +1,5 @@
-//! What the context store adds to a turn: lock, load, save, unlock of one
-//! conversation, in-process and (when REDIS_URL is set) in Redis; and what a
+//! What the context store adds to a turn: acquire (lock and load) and
+//! commit (save and unlock) of one conversation, in-process and (when REDIS_URL is set) in Redis; and what a
 //! new conversation's flow lookup costs once cached.
 //!
 //! `REDIS_URL=redis://127.0.0.1:6379 cargo bench -p mcp-store --bench context`
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mcp_flow::{ContextStore, Conversation, ConversationKey, Flow};
+use mcp_flow::{ContextStore, Conversation, ConversationKey, Flow, Write};
 use mcp_store::{
     Database, DatabaseSettings, PolicySettings, PublishOptions, Store, StoreSettings,
     open_context_store,
@@ -32,15 +32,15 @@ fn turn_overhead(c: &mut Criterion) {
         let store: Arc<dyn ContextStore> = runtime.block_on(open_context_store(&settings)).unwrap();
         let key = ConversationKey::new(format!("bench-{}", std::process::id()), "c-1");
         let conversation = Conversation::new(&key.tenant_id, &key.conversation_id, "u", &flow, 0);
-        group.bench_function(format!("{name}/lock_load_save_unlock"), |b| {
+        group.bench_function(format!("{name}/acquire_commit"), |b| {
             b.to_async(&runtime).iter(|| async {
-                let lease = store.lock(&key).await.unwrap();
-                let loaded = store.load(&lease).await.unwrap();
-                store
-                    .save(&lease, &conversation, loaded.version)
-                    .await
-                    .unwrap();
-                store.unlock(lease).await.unwrap();
+                let (lease, loaded) = store.acquire(&key, Duration::from_secs(5)).await.unwrap();
+                let write = Write {
+                    conversation: Some(&conversation),
+                    expected: loaded.version,
+                    version: loaded.version + 1,
+                };
+                store.commit(&lease, write).await.unwrap();
             })
         });
     }

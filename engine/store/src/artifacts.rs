@@ -18,7 +18,7 @@ impl Database {
         )
         .bind(content_sha256)
         .bind(engine_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool()?)
         .await?)
     }
 
@@ -37,7 +37,7 @@ impl Database {
         .bind(engine_hash)
         .bind(artifact)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(self.pool()?)
         .await?;
         Ok(())
     }

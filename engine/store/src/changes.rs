@@ -4,7 +4,10 @@
 //! Every change is written to the `changes` table in the transaction that
 //! makes it. On PostgreSQL the same transaction also sends NOTIFY, which is
 //! delivered on commit; a process whose listening connection drops forgets
-//! everything it cached, since notifications sent meanwhile are lost. On
+//! everything it cached once it listens again, since notifications sent
+//! meanwhile are lost. While it cannot get the connection back the database
+//! is marked unavailable: queries fail at once, and caches keep serving
+//! (no change can be made while the database is down). On
 //! SQLite (several processes may share one file) each process polls the
 //! table; SQLite's single writer commits rows in `seq` order, so a poller
 //! never skips one.
@@ -132,23 +135,34 @@ async fn listen(url: String, mut listener: PgListener, weak: Weak<Inner>) {
             }
             Err(e) => {
                 // Until a new subscription stands, changes may go unheard:
-                // serve nothing from cache meanwhile.
+                // nothing new is cached meanwhile, and what is cached is
+                // served only if the database cannot be asked instead.
                 tracing::warn!(error = %e, "change listener failed; caching is off until it is back");
                 inner.set_listening(false);
                 drop(inner);
+                let mut first_try = true;
                 loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
                     match subscribe(&url).await {
                         Ok(fresh) => {
                             listener = fresh;
                             break;
                         }
-                        Err(e) => tracing::warn!(error = %e, "change listener still down"),
+                        Err(e) => {
+                            if first_try {
+                                tracing::warn!(error = %e, "the database is unreachable; turns go on from memory");
+                                if let Some(inner) = weak.upgrade() {
+                                    inner.db.set_available(false);
+                                }
+                            }
+                            first_try = false;
+                        }
                     }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
+                inner.db.set_available(true);
                 inner.set_listening(true);
                 tracing::info!("change listener back; caching is on");
             }

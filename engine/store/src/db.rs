@@ -8,6 +8,8 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -41,6 +43,11 @@ pub struct Database {
     backend: Backend,
     url: String,
     pub(crate) change_poll_interval: Duration,
+    /// False while the database is known to be unreachable (PostgreSQL's
+    /// change listener lost it and cannot get it back): queries are then
+    /// refused at once instead of each waiting out the pool's timeout, and
+    /// caches serve what they hold.
+    available: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Database {
@@ -107,6 +114,7 @@ impl Database {
             backend,
             url,
             change_poll_interval: settings.change_poll_interval,
+            available: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -114,7 +122,14 @@ impl Database {
     /// once (`BEGIN IMMEDIATE`): a deferred transaction that reads and then
     /// writes fails with "database is locked" if another writer got in
     /// between, where an immediate one just waits its turn.
-    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        self.check_available()?;
+        Ok(self.begin_unchecked().await?)
+    }
+
+    /// [`begin`](Self::begin), even while the database is thought away: for
+    /// writers that retry until it is back.
+    pub(crate) async fn begin_unchecked(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.backend {
             Backend::Postgres => self.pool.begin().await,
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
@@ -129,8 +144,30 @@ impl Database {
         &self.url
     }
 
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// The pool, or `Unavailable` at once while the database is known to
+    /// be unreachable.
+    pub fn pool(&self) -> Result<&AnyPool, StoreError> {
+        self.check_available()?;
+        Ok(&self.pool)
+    }
+
+    fn check_available(&self) -> Result<(), StoreError> {
+        if self.is_available() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "it stopped answering; retrying every second".into(),
+            ))
+        }
+    }
+
+    /// Whether the database is thought reachable.
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_available(&self, available: bool) {
+        self.available.store(available, Ordering::Relaxed);
     }
 }
 

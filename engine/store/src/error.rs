@@ -25,6 +25,11 @@ pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// The database is known to be away, or cannot take more now: refused
+    /// at once rather than after a wait.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+
     #[error("migrating the database: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
 

@@ -103,7 +103,7 @@ impl Store {
              WHERE tenant_id = $1 ORDER BY created_at, experiment_id",
         )
         .bind(tenant_id)
-        .fetch_all(&self.db().pool)
+        .fetch_all(self.db().pool()?)
         .await?;
         rows.iter().map(experiment).collect()
     }

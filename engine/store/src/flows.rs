@@ -237,7 +237,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(flow_id)
-        .fetch_all(&self.db().pool)
+        .fetch_all(self.db().pool()?)
         .await?;
         rows.iter().map(flow_version).collect()
     }
@@ -259,7 +259,7 @@ impl Store {
         .bind(tenant_id)
         .bind(flow_id)
         .bind(version)
-        .fetch_optional(&self.db().pool)
+        .fetch_optional(self.db().pool()?)
         .await?
         .ok_or_else(|| StoreError::not_found("flow version", format!("{flow_id}@{version}")))?;
         flow_version(&row)
@@ -375,7 +375,7 @@ impl Store {
         .bind(tenant_id)
         .bind(flow_id)
         .bind(version)
-        .fetch_optional(&self.db().pool)
+        .fetch_optional(self.db().pool()?)
         .await?
         .ok_or_else(|| StoreError::not_found("published flow", match version {
             Some(v) => format!("{flow_id}@{v}"),
@@ -404,7 +404,7 @@ impl Store {
              ORDER BY v.seq DESC LIMIT 1",
         )
         .bind(tenant_id)
-        .fetch_optional(&self.db().pool)
+        .fetch_optional(self.db().pool()?)
         .await?
         .ok_or_else(|| StoreError::not_found("default flow of tenant", tenant_id))?;
         let flow_id: String = row.try_get("flow_id")?;

@@ -45,6 +45,14 @@ impl<V: Clone> KeyCache<V> {
             .map(|_| None)
     }
 
+    /// As [`get`](Self::get), however old the entry.
+    pub fn get_stale(&self, id: &str) -> Option<Option<V>> {
+        if let Some((_, value, _)) = self.known.get(id) {
+            return Some(Some(value.clone()));
+        }
+        self.unknown.get(id).map(|_| None)
+    }
+
     /// Remembers what a lookup of `id` found: a value of `tenant`, or none.
     pub fn put(&mut self, id: &str, found: Option<(String, V)>) {
         let now = Instant::now();

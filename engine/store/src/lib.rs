@@ -26,11 +26,13 @@ pub mod cache_use;
 pub mod changes;
 pub mod context;
 pub mod db;
+pub mod durable;
 pub mod error;
 pub mod experiments;
 pub mod flows;
 mod key_cache;
 pub mod plugins;
+mod redis_connection;
 mod redis_retry;
 pub mod settings;
 pub mod tenants;
@@ -49,6 +51,7 @@ pub use cache_use::{CacheUse, track_cache};
 pub use changes::ChangeKind;
 pub use context::{InProcessContextStore, RedisContextStore, open_context_store};
 pub use db::{Backend, Database};
+pub use durable::{DurableSettings, DurableWriter, Durability, Reservation, TurnWrite};
 pub use error::StoreError;
 pub use experiments::{Experiment, ExperimentStatus};
 pub use flows::{FlowStatus, FlowVersion, PublishOptions, StoredFlow};
@@ -81,8 +84,10 @@ struct Caches {
     generation: u64,
     /// When everything was last dropped (a lost change listener).
     all_invalidated: u64,
-    /// False while changes may go unheard (the listener is reconnecting):
-    /// nothing is served from or stored in the tenant caches then.
+    /// True while changes may go unheard (the listener is reconnecting):
+    /// nothing is stored in the caches then, and what they hold is served
+    /// only while the database is unavailable (it could be stale, but no
+    /// change can be made while the database is down).
     deaf: bool,
     tenants: HashMap<String, TenantCache>,
     /// Published flow versions never change, so parsed ones stay valid.
@@ -140,10 +145,13 @@ impl Inner {
         tracing::debug!(tenant, ?kind, "cache invalidated");
     }
 
-    /// While not listening nothing is cached; on listening again everything
+    /// While not listening nothing new is cached (what is cached stays, for
+    /// when the database is unreachable); on listening again everything
     /// cached before is dropped.
     fn set_listening(&self, listening: bool) {
-        self.invalidate_all();
+        if listening {
+            self.invalidate_all();
+        }
         self.caches.lock().unwrap().deaf = !listening;
     }
 
@@ -175,7 +183,7 @@ impl Store {
 
     /// One round trip to the database, for health checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.inner.db.pool).await?;
+        sqlx::query("SELECT 1").execute(self.inner.db.pool()?).await?;
         Ok(())
     }
 
@@ -209,7 +217,7 @@ impl Store {
 
     fn cached<T>(&self, tenant: &str, read: impl FnOnce(&TenantCache) -> Option<T>) -> Option<T> {
         let caches = self.inner.caches.lock().unwrap();
-        if caches.deaf {
+        if caches.deaf && self.inner.db.is_available() {
             return None;
         }
         caches.tenants.get(tenant).and_then(read)

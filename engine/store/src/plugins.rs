@@ -187,7 +187,7 @@ impl Store {
              WHERE tenant_id = $1 AND enabled = 1 ORDER BY name, seq",
         )
         .bind(tenant_id)
-        .fetch_all(&self.db().pool)
+        .fetch_all(self.db().pool()?)
         .await?;
         let enabled = rows
             .iter()
@@ -222,7 +222,7 @@ impl Store {
         .bind(tenant_id)
         .bind(name)
         .bind(version)
-        .fetch_optional(&self.db().pool)
+        .fetch_optional(self.db().pool()?)
         .await?
         .ok_or_else(|| StoreError::not_found("plugin version", format!("{name}@{version}")))
     }
@@ -234,7 +234,7 @@ impl Store {
              FROM plugins WHERE tenant_id = $1 ORDER BY name, seq",
         )
         .bind(tenant_id)
-        .fetch_all(&self.db().pool)
+        .fetch_all(self.db().pool()?)
         .await?;
         let mut versions: Vec<PluginVersion> =
             rows.iter().map(plugin_version).collect::<Result<_, _>>()?;
@@ -327,7 +327,7 @@ impl Store {
         .bind(tenant_id)
         .bind(name)
         .bind(version)
-        .fetch_optional(&self.db().pool)
+        .fetch_optional(self.db().pool()?)
         .await?)
     }
 }

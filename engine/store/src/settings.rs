@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::durable::{Durability, DurableSettings};
+
 /// Where tenants, flows and plugins live.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatabaseSettings {
@@ -21,12 +23,16 @@ pub struct DatabaseSettings {
 /// Where live conversation context lives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextSettings {
-    /// `redis://…`; `None` keeps context in this process.
+    /// `redis://…`; `None` keeps context in this process. With
+    /// `redis_cluster`, one or more of the cluster's nodes, comma-separated.
     pub redis_url: Option<String>,
+    /// `REDIS_CLUSTER`: `REDIS_URL` names a Redis Cluster.
+    pub redis_cluster: bool,
     /// How long a turn waits for a busy conversation's lock.
     pub lock_timeout: Duration,
-    /// How long a lock lives if its holder never releases it; longer than
-    /// any turn may run.
+    /// How long a lock lives unless its holder renews it: how soon another
+    /// process takes over a conversation whose holder died. A turn renews
+    /// its lock every third of this while it runs.
     pub lock_ttl: Duration,
     /// Idle conversations are forgotten after this; `None` keeps them.
     pub idle_ttl: Option<Duration>,
@@ -38,6 +44,7 @@ pub struct ContextSettings {
 pub struct StoreSettings {
     pub database: DatabaseSettings,
     pub context: ContextSettings,
+    pub durable: DurableSettings,
 }
 
 /// A setting that could not be read, naming the variable.
@@ -60,7 +67,9 @@ impl StoreSettings {
     /// `DATABASE_ACQUIRE_TIMEOUT_MS`, `CHANGE_POLL_INTERVAL_MS`, `REDIS_URL`,
     /// `CONTEXT_LOCK_TIMEOUT_MS`, `CONTEXT_LOCK_TTL_MS`,
     /// `CONVERSATION_IDLE_TTL_SECONDS` (0 keeps conversations forever),
-    /// `REDIS_CONNECT_TIMEOUT_MS` and `REDIS_RESPONSE_TIMEOUT_MS`.
+    /// `REDIS_CLUSTER`, `REDIS_CONNECT_TIMEOUT_MS`, `REDIS_RESPONSE_TIMEOUT_MS`,
+    /// `CONTEXT_DURABILITY` (`async` or `sync`), `DURABLE_QUEUE_MAX` and
+    /// `DURABLE_BATCH_MAX`.
     pub fn from_env() -> Result<StoreSettings, SettingError> {
         StoreSettings::from_lookup(|name| std::env::var(name).ok())
     }
@@ -98,6 +107,24 @@ impl StoreSettings {
                 reason: "must start with redis://, rediss:// or unix://".into(),
             });
         }
+        let redis_cluster = match var("REDIS_CLUSTER").as_deref().map(str::trim) {
+            None | Some("false" | "0" | "no") => false,
+            Some("true" | "1" | "yes") => true,
+            Some(other) => {
+                return Err(SettingError {
+                    name: "REDIS_CLUSTER",
+                    value: other.to_owned(),
+                    reason: "must be true or false".into(),
+                });
+            }
+        };
+        if redis_cluster && redis_url.is_none() {
+            return Err(SettingError {
+                name: "REDIS_CLUSTER",
+                value: "true".into(),
+                reason: "needs REDIS_URL to name the cluster's nodes".into(),
+            });
+        }
         let max_connections = number(
             "DATABASE_MAX_CONNECTIONS",
             var("DATABASE_MAX_CONNECTIONS"),
@@ -126,7 +153,33 @@ impl StoreSettings {
             }
             Ok(value)
         };
+        let durability = match var("CONTEXT_DURABILITY").as_deref().map(str::trim) {
+            None | Some("async") => Durability::Async,
+            Some("sync") => Durability::Sync,
+            Some(other) => {
+                return Err(SettingError {
+                    name: "CONTEXT_DURABILITY",
+                    value: other.to_owned(),
+                    reason: "must be async or sync".into(),
+                });
+            }
+        };
+        let count = |name: &'static str, default: u64| -> Result<usize, SettingError> {
+            match number(name, var(name), default)? {
+                0 => Err(SettingError {
+                    name,
+                    value: "0".into(),
+                    reason: "must be at least 1".into(),
+                }),
+                n => Ok(n as usize),
+            }
+        };
         Ok(StoreSettings {
+            durable: DurableSettings {
+                durability,
+                queue_max: count("DURABLE_QUEUE_MAX", 10_000)?,
+                batch_max: count("DURABLE_BATCH_MAX", 256)?,
+            },
             database: DatabaseSettings {
                 url,
                 data_dir: var("MCP_DATA_DIR")
@@ -138,8 +191,9 @@ impl StoreSettings {
             },
             context: ContextSettings {
                 redis_url,
+                redis_cluster,
                 lock_timeout: millis("CONTEXT_LOCK_TIMEOUT_MS", 5_000)?,
-                lock_ttl: positive("CONTEXT_LOCK_TTL_MS", 30_000)?,
+                lock_ttl: positive("CONTEXT_LOCK_TTL_MS", 3_000)?,
                 idle_ttl: (idle_seconds > 0).then(|| Duration::from_secs(idle_seconds)),
                 connect_timeout: millis("REDIS_CONNECT_TIMEOUT_MS", 2_000)?,
                 response_timeout: millis("REDIS_RESPONSE_TIMEOUT_MS", 2_000)?,
@@ -195,6 +249,7 @@ mod tests {
         assert_eq!(s.context.redis_url, None);
         assert_eq!(s.context.lock_timeout, Duration::from_millis(5_000));
         assert_eq!(s.context.idle_ttl, Some(Duration::from_secs(604_800)));
+        assert_eq!(s.durable.durability, Durability::Async);
     }
 
     #[test]
@@ -205,6 +260,7 @@ mod tests {
             ("CONTEXT_LOCK_TIMEOUT_MS", "250"),
             ("CONVERSATION_IDLE_TTL_SECONDS", "0"),
             ("MCP_DATA_DIR", "/var/lib/mcp"),
+            ("CONTEXT_DURABILITY", "sync"),
         ])
         .unwrap();
         assert_eq!(s.database.effective_url(), "postgres://root@127.0.0.1/test");
@@ -215,6 +271,7 @@ mod tests {
         assert_eq!(s.context.lock_timeout, Duration::from_millis(250));
         assert_eq!(s.context.idle_ttl, None);
         assert_eq!(s.database.data_dir, PathBuf::from("/var/lib/mcp"));
+        assert_eq!(s.durable.durability, Durability::Sync);
     }
 
     #[test]
@@ -229,10 +286,20 @@ mod tests {
         let err = settings(&[("REDIS_URL", "127.0.0.1:6379")]).unwrap_err();
         assert_eq!(err.name, "REDIS_URL");
 
+        let err = settings(&[("REDIS_CLUSTER", "true")]).unwrap_err();
+        assert_eq!(err.name, "REDIS_CLUSTER");
+        assert!(err.to_string().contains("REDIS_URL"), "{err}");
+
+        let err = settings(&[("CONTEXT_DURABILITY", "always")]).unwrap_err();
+        assert_eq!(err.name, "CONTEXT_DURABILITY");
+        assert!(err.to_string().contains("async or sync"), "{err}");
+
         for zero in [
             "DATABASE_MAX_CONNECTIONS",
             "CONTEXT_LOCK_TTL_MS",
             "CHANGE_POLL_INTERVAL_MS",
+            "DURABLE_QUEUE_MAX",
+            "DURABLE_BATCH_MAX",
         ] {
             let err = settings(&[(zero, "0")]).unwrap_err();
             assert_eq!(err.name, zero);

@@ -227,7 +227,7 @@ impl Store {
             "SELECT id, name, limits, allow_list, created_at FROM tenants WHERE id = $1",
         )
         .bind(tenant_id)
-        .fetch_optional(&self.db().pool)
+        .fetch_optional(self.db().pool()?)
         .await?
         .ok_or_else(|| StoreError::not_found("tenant", tenant_id))?;
         Ok(Tenant {
@@ -243,7 +243,7 @@ impl Store {
 
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM tenants ORDER BY created_at, id")
-            .fetch_all(&self.db().pool)
+            .fetch_all(self.db().pool()?)
             .await?;
         let mut tenants = Vec::with_capacity(ids.len());
         for id in ids {
@@ -337,7 +337,12 @@ impl Store {
         }
         let cached = {
             let caches = self.inner.caches.lock().unwrap();
-            (!caches.deaf).then(|| caches.keys.get(id)).flatten()
+            if !self.db().is_available() {
+                // Nothing can be revoked while the database is down.
+                caches.keys.get_stale(id)
+            } else {
+                (!caches.deaf).then(|| caches.keys.get(id)).flatten()
+            }
         };
         let found = match cached {
             Some(found) => found,
@@ -372,7 +377,7 @@ impl Store {
              WHERE id = $1 AND revoked_at IS NULL",
         )
         .bind(id)
-        .fetch_optional(&self.db().pool)
+        .fetch_optional(self.db().pool()?)
         .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -395,7 +400,7 @@ impl Store {
              WHERE tenant_id = $1 ORDER BY created_at, id",
         )
         .bind(tenant_id)
-        .fetch_all(&self.db().pool)
+        .fetch_all(self.db().pool()?)
         .await?;
         rows.iter()
             .map(|row| {

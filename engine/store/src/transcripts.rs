@@ -28,16 +28,13 @@ pub struct TurnRecord {
     pub duration_us: u64,
 }
 
-impl Store {
-    /// Appends a turn to its conversation's transcript. Recording the same
-    /// turn twice keeps the first (a retried write after a lost reply).
-    pub async fn record_turn(&self, tenant_id: &str, turn: &TurnRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO transcripts (tenant_id, conversation_id, started_at, turn, flow_id, \
-             flow_version, state_before, state_after, input, output, received_at, duration_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (tenant_id, conversation_id, started_at, turn) DO NOTHING",
-        )
+/// Binds a turn's twelve columns, in the order of the transcripts table.
+pub(crate) fn bind_turn<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    tenant_id: &'q str,
+    turn: &'q TurnRecord,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
         .bind(tenant_id)
         .bind(&turn.conversation_id)
         .bind(turn.started_at_ms)
@@ -50,8 +47,22 @@ impl Store {
         .bind(json(&turn.output))
         .bind(turn.received_at_ms)
         .bind(turn.duration_us as i64)
-        .execute(&self.db().pool)
-        .await?;
+}
+
+impl Store {
+    /// Appends a turn to its conversation's transcript. Recording the same
+    /// turn twice keeps the first (a retried write after a lost reply).
+    /// Turns the engine runs go through the durable writer instead.
+    pub async fn record_turn(&self, tenant_id: &str, turn: &TurnRecord) -> Result<(), StoreError> {
+        let query = sqlx::query(
+            "INSERT INTO transcripts (tenant_id, conversation_id, started_at, turn, flow_id, \
+             flow_version, state_before, state_after, input, output, received_at, duration_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (tenant_id, conversation_id, started_at, turn) DO NOTHING",
+        );
+        bind_turn(query, tenant_id, turn)
+            .execute(self.db().pool()?)
+            .await?;
         Ok(())
     }
 
@@ -72,7 +83,7 @@ impl Store {
         .bind(tenant_id)
         .bind(conversation_id)
         .bind(i64::from(limit))
-        .fetch_all(&self.db().pool)
+        .fetch_all(self.db().pool()?)
         .await?;
         let mut turns = rows
             .iter()

@@ -19,9 +19,8 @@ use std::time::Duration;
 
 use mcp_flow::ConversationKey;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
-use crate::analytics::redis_connection;
+use crate::redis_connection::RedisConnection;
 use crate::redis_retry::once_more;
 use crate::settings::ContextSettings;
 
@@ -38,16 +37,20 @@ end
 return due
 "#;
 
-pub enum Wakeups {
+pub struct Wakeups {
+    backend: Backend,
+}
+
+enum Backend {
     Redis {
-        connection: ConnectionManager,
+        connection: RedisConnection,
         claim: Script,
     },
     InProcess(Mutex<Schedule>),
 }
 
 #[derive(Default)]
-pub struct Schedule {
+struct Schedule {
     due: BTreeSet<(i64, String)>,
     by_member: HashMap<String, i64>,
 }
@@ -55,13 +58,14 @@ pub struct Schedule {
 impl Wakeups {
     /// Redis if `REDIS_URL` is set (and answers), else in process.
     pub async fn open(settings: &ContextSettings) -> Result<Wakeups, String> {
-        Ok(match &settings.redis_url {
-            None => Wakeups::InProcess(Mutex::default()),
-            Some(url) => Wakeups::Redis {
-                connection: redis_connection(url, settings).await?,
+        let backend = match &settings.redis_url {
+            None => Backend::InProcess(Mutex::default()),
+            Some(_) => Backend::Redis {
+                connection: RedisConnection::connect(settings).await?,
                 claim: Script::new(CLAIM),
             },
-        })
+        };
+        Ok(Wakeups { backend })
     }
 
     /// Sets (or, with `None`, clears) when `key` is next due a timeout.
@@ -71,8 +75,8 @@ impl Wakeups {
         due_at_ms: Option<i64>,
     ) -> Result<(), String> {
         let member = member(key);
-        match self {
-            Wakeups::Redis { connection, .. } => {
+        match &self.backend {
+            Backend::Redis { connection, .. } => {
                 // Setting or clearing a score is safe to repeat.
                 let result: Result<i64, _> = once_more(|| {
                     let mut command = redis::cmd(if due_at_ms.is_some() { "ZADD" } else { "ZREM" });
@@ -89,7 +93,7 @@ impl Wakeups {
                     .map(drop)
                     .map_err(|e| format!("scheduling a timeout: {e}"))
             }
-            Wakeups::InProcess(schedule) => {
+            Backend::InProcess(schedule) => {
                 let mut schedule = schedule.lock().unwrap();
                 if let Some(old) = schedule.by_member.remove(&member) {
                     schedule.due.remove(&(old, member.clone()));
@@ -113,8 +117,8 @@ impl Wakeups {
         lease: Duration,
     ) -> Result<Vec<ConversationKey>, String> {
         let lease_end = now_ms.saturating_add(lease.as_millis() as i64);
-        let members: Vec<String> = match self {
-            Wakeups::Redis { connection, claim } => claim
+        let members: Vec<String> = match &self.backend {
+            Backend::Redis { connection, claim } => claim
                 .key(KEY)
                 .arg(now_ms)
                 .arg(limit)
@@ -122,7 +126,7 @@ impl Wakeups {
                 .invoke_async(&mut connection.clone())
                 .await
                 .map_err(|e| format!("claiming due timeouts: {e}"))?,
-            Wakeups::InProcess(schedule) => {
+            Backend::InProcess(schedule) => {
                 let mut schedule = schedule.lock().unwrap();
                 let mut taken = Vec::new();
                 while taken.len() < limit {

@@ -1,5 +1,6 @@
 //! The context stores, in-process always and Redis when REDIS_URL is set:
-//! one writer per conversation, fenced writes, resets, idle expiry.
+//! one writer per conversation, fenced writes, leases that expire unless
+//! renewed, resets, idle expiry.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use mcp_flow::{
     ContextError, ContextStore, Conversation, ConversationKey, Event, Flow, Machine, NoPlugins,
-    SystemClock,
+    SystemClock, Write,
 };
 use mcp_store::{ContextSettings, open_context_store};
 use serde_json::json;
@@ -50,36 +51,58 @@ fn conversation(key: &ConversationKey) -> Conversation {
     )
 }
 
+/// A write of `conversation` over `expected`, as the next version.
+fn next(conversation: Option<&Conversation>, expected: u64) -> Write<'_> {
+    Write {
+        conversation,
+        expected,
+        version: expected + 1,
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+const NO_WAIT: Duration = Duration::from_millis(30);
+
 #[tokio::test]
-async fn a_turn_locks_loads_saves_and_unlocks() {
-    for (name, settings) in context_backends() {
+async fn a_turn_acquires_then_commits_and_unlocks() {
+    let backends = context_backends();
+    for (name, settings) in backends.iter() {
         let store = open(&settings).await;
         let key = ConversationKey::new(tenant_id("ctx"), "c-1");
 
         let peeked = store.peek(&key).await.unwrap();
         assert_eq!((peeked.conversation, peeked.version), (None, 0), "{name}");
 
-        let lease = store.lock(&key).await.unwrap();
-        let loaded = store.load(&lease).await.unwrap();
-        assert_eq!(loaded.version, 0);
+        let (lease, loaded) = store.acquire(&key, WAIT).await.unwrap();
+        assert_eq!((loaded.conversation.is_none(), loaded.version), (true, 0));
         let mut conv = conversation(&key);
-        assert_eq!(store.save(&lease, &conv, 0).await.unwrap(), 1, "{name}");
+        store.commit(&lease, next(Some(&conv), 0)).await.unwrap();
+
+        // The commit released the lock: the next turn takes it at once and
+        // reads what was written.
+        let (lease, loaded) = store.acquire(&key, NO_WAIT).await.unwrap();
+        assert_eq!(loaded.version, 1, "{name}");
+        assert_eq!(loaded.conversation.as_ref().unwrap().turn, 0, "{name}");
         conv.turn = 1;
-        assert_eq!(store.save(&lease, &conv, 1).await.unwrap(), 2, "{name}");
-        // Saving against a version that is no longer current is refused.
-        let stale = store.save(&lease, &conv, 1).await;
+        // Committing over a version that is no longer current is refused,
+        // and lets go of the lock all the same.
+        let stale = store.commit(&lease, next(Some(&conv), 0)).await;
         assert!(
             matches!(
                 stale,
                 Err(ContextError::Conflict {
-                    expected: 1,
-                    found: 2,
+                    expected: 0,
+                    found: 1,
                     ..
                 })
             ),
             "{name}: {stale:?}"
         );
-        store.unlock(lease).await.unwrap();
+        let (lease, loaded) = store.acquire(&key, NO_WAIT).await.unwrap();
+        store
+            .commit(&lease, next(Some(&conv), loaded.version))
+            .await
+            .unwrap();
 
         let peeked = store.peek(&key).await.unwrap();
         assert_eq!(peeked.version, 2, "{name}");
@@ -87,29 +110,49 @@ async fn a_turn_locks_loads_saves_and_unlocks() {
 
         // A reset forgets the context but not the version, so a holder
         // that read before the reset cannot write after it.
-        let lease = store.lock(&key).await.unwrap();
-        store.delete(&lease, 2).await.unwrap();
-        let after = store.load(&lease).await.unwrap();
+        let (lease, _) = store.acquire(&key, WAIT).await.unwrap();
+        store.commit(&lease, next(None, 2)).await.unwrap();
+        let (lease, after) = store.acquire(&key, WAIT).await.unwrap();
         assert_eq!(
             (after.conversation.is_none(), after.version),
             (true, 3),
             "{name}"
         );
+        // A write may continue from a later version (a conversation resumed
+        // from its durable copy); versions never go back.
+        let jump = Write {
+            conversation: Some(&conv),
+            expected: 3,
+            version: 10,
+        };
+        store.commit(&lease, jump).await.unwrap();
+        assert_eq!(store.peek(&key).await.unwrap().version, 10, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_turn_that_writes_nothing_releases_its_lock() {
+    let backends = context_backends();
+    for (name, settings) in backends.iter() {
+        let store = open(&settings).await;
+        let key = ConversationKey::new(tenant_id("release"), "c");
+        let (lease, _) = store.acquire(&key, WAIT).await.unwrap();
+        let busy = store.acquire(&key, NO_WAIT).await;
         assert!(
-            matches!(
-                store.save(&lease, &conv, 2).await,
-                Err(ContextError::Conflict { .. })
-            ),
-            "{name}"
+            matches!(busy, Err(ContextError::LockTimeout { .. })),
+            "{name}: {busy:?}"
         );
-        assert_eq!(store.save(&lease, &conv, 3).await.unwrap(), 4, "{name}");
-        store.unlock(lease).await.unwrap();
+        store.release(lease).await.unwrap();
+        let (lease, loaded) = store.acquire(&key, NO_WAIT).await.unwrap();
+        assert_eq!(loaded.version, 0, "{name}: nothing was written");
+        store.release(lease).await.unwrap();
     }
 }
 
 #[tokio::test]
 async fn a_hundred_concurrent_turns_on_one_conversation_all_count() {
-    for (name, settings) in context_backends() {
+    let backends = context_backends();
+    for (name, settings) in backends.iter() {
         let store = open(&settings).await;
         let flow = Arc::new(counter_flow());
         let key = ConversationKey::new(tenant_id("busy"), "hot");
@@ -117,8 +160,7 @@ async fn a_hundred_concurrent_turns_on_one_conversation_all_count() {
             let (store, flow, key) = (store.clone(), flow.clone(), key.clone());
             tokio::spawn(async move {
                 let machine = Machine::new(NoPlugins, SystemClock);
-                let lease = store.lock(&key).await.unwrap();
-                let loaded = store.load(&lease).await.unwrap();
+                let (lease, loaded) = store.acquire(&key, WAIT).await.unwrap();
                 let mut conv = loaded.conversation.unwrap_or_else(|| {
                     Conversation::new(&key.tenant_id, &key.conversation_id, "user", &flow, 0)
                 });
@@ -126,8 +168,10 @@ async fn a_hundred_concurrent_turns_on_one_conversation_all_count() {
                     .step(&flow, &mut conv, &Event::message(format!("message {i}")))
                     .await;
                 assert!(turn.errors.is_empty(), "{:?}", turn.errors);
-                store.save(&lease, &conv, loaded.version).await.unwrap();
-                store.unlock(lease).await.unwrap();
+                store
+                    .commit(&lease, next(Some(&conv), loaded.version))
+                    .await
+                    .unwrap();
             })
         });
         for turn in futures::future::join_all(turns).await {
@@ -146,118 +190,130 @@ async fn a_hundred_concurrent_turns_on_one_conversation_all_count() {
 }
 
 #[tokio::test]
-async fn a_writer_whose_lock_expired_is_refused() {
-    for (name, mut settings) in context_backends() {
-        settings.lock_ttl = Duration::from_millis(100);
+async fn a_writer_whose_lease_expired_is_refused() {
+    let backends = context_backends();
+    for (name, mut settings) in backends.iter() {
+        settings.lock_ttl = Duration::from_millis(200);
         let store = open(&settings).await;
         let key = ConversationKey::new(tenant_id("fence"), "c");
 
         // A takes the lock, reads, then stalls past its lease.
-        let a = store.lock(&key).await.unwrap();
-        let read_by_a = store.load(&a).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (a, read_by_a) = store.acquire(&key, WAIT).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert!(
+            matches!(store.renew(&a).await, Err(ContextError::LockLost { .. })),
+            "{name}: an expired lease cannot be renewed"
+        );
 
         // B gets the lock; while B holds it, A's write is refused.
-        let b = store.lock(&key).await.unwrap();
+        let (b, read_by_b) = store.acquire(&key, WAIT).await.unwrap();
         let mut conv = conversation(&key);
         conv.variables.insert("writer".into(), json!("a"));
-        let refused = store.save(&a, &conv, read_by_a.version).await;
+        let refused = store
+            .commit(&a, next(Some(&conv), read_by_a.version))
+            .await;
         assert!(
             matches!(refused, Err(ContextError::LockLost { .. })),
             "{name}: {refused:?}"
         );
+        // A's release must not release B's lock either.
+        store.release(a.clone()).await.unwrap();
+        let busy = store.acquire(&key, NO_WAIT).await;
+        assert!(
+            matches!(busy, Err(ContextError::LockTimeout { .. })),
+            "{name}: B's lock survived A's release: {busy:?}"
+        );
 
-        // B writes. A's unlock must not release B's lock.
+        // B writes, then A's stale write still cannot land.
         conv.variables.insert("writer".into(), json!("b"));
-        store.save(&b, &conv, 0).await.unwrap();
-        store.unlock(a.clone()).await.unwrap();
-        let mut contender = settings.clone();
-        contender.lock_timeout = Duration::from_millis(30);
-        let other = open(&contender).await;
-        if name == "redis" {
-            let busy = other.lock(&key).await;
-            assert!(
-                matches!(busy, Err(ContextError::LockTimeout { .. })),
-                "{name}: B's lock survived A's unlock: {busy:?}"
-            );
-        }
-        let busy = tokio::time::timeout(Duration::from_millis(30), store.lock(&key)).await;
-        assert!(
-            busy.is_err() || busy.unwrap().is_err(),
-            "{name}: B still holds the lock"
-        );
-        store.unlock(b).await.unwrap();
-
-        // Once B's lease is gone too, A's stale write still cannot land:
-        // the version it read is no longer current.
-        let again = store.lock(&key).await.unwrap();
-        let refused = store.save(&a, &conv, read_by_a.version).await;
+        store
+            .commit(&b, next(Some(&conv), read_by_b.version))
+            .await
+            .unwrap();
+        let refused = store
+            .commit(&a, next(Some(&conv), read_by_a.version))
+            .await;
         assert!(
             matches!(refused, Err(ContextError::LockLost { .. })),
             "{name}: {refused:?}"
         );
-        let stored = store.load(&again).await.unwrap();
+        let stored = store.peek(&key).await.unwrap();
         assert_eq!(
             stored.conversation.unwrap().variables["writer"],
             json!("b"),
             "{name}"
         );
-        store.unlock(again).await.unwrap();
     }
 }
 
 #[tokio::test]
-async fn a_busy_conversation_times_out_waiting() {
-    for (name, mut settings) in context_backends() {
-        settings.lock_timeout = Duration::from_millis(50);
+async fn a_renewed_lease_outlives_its_time_to_live() {
+    let backends = context_backends();
+    for (name, mut settings) in backends.iter() {
+        settings.lock_ttl = Duration::from_millis(150);
         let store = open(&settings).await;
-        let key = ConversationKey::new(tenant_id("wait"), "c");
-        let held = store.lock(&key).await.unwrap();
-        let waited = store.lock(&key).await;
-        assert!(
-            matches!(waited, Err(ContextError::LockTimeout { .. })),
-            "{name}: {waited:?}"
-        );
-        store.unlock(held).await.unwrap();
-        let next = store.lock(&key).await.unwrap();
-        store.unlock(next).await.unwrap();
-        // Another conversation of the same tenant is never blocked.
-        let held = store.lock(&key).await.unwrap();
+        let key = ConversationKey::new(tenant_id("renew"), "c");
+        let (lease, loaded) = store.acquire(&key, WAIT).await.unwrap();
+        // Three times its TTL, renewed every third of it.
+        for _ in 0..9 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store.renew(&lease).await.unwrap();
+            let contender = store.acquire(&key, Duration::ZERO).await;
+            assert!(
+                matches!(contender, Err(ContextError::LockTimeout { .. })),
+                "{name}: the renewed lease was taken: {contender:?}"
+            );
+        }
         store
-            .unlock(
-                store
-                    .lock(&ConversationKey::new(&key.tenant_id, "other"))
-                    .await
-                    .unwrap(),
-            )
+            .commit(&lease, next(Some(&conversation(&key)), loaded.version))
             .await
             .unwrap();
-        store.unlock(held).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn another_conversation_is_never_blocked() {
+    let backends = context_backends();
+    for (name, settings) in backends.iter() {
+        let store = open(&settings).await;
+        let key = ConversationKey::new(tenant_id("wait"), "c");
+        let (held, _) = store.acquire(&key, WAIT).await.unwrap();
+        let (other, _) = store
+            .acquire(&ConversationKey::new(&key.tenant_id, "other"), NO_WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        store.release(other).await.unwrap();
+        store.release(held).await.unwrap();
     }
 }
 
 #[tokio::test]
 async fn tenants_have_separate_conversations_and_keys_are_checked() {
-    for (name, settings) in context_backends() {
+    let backends = context_backends();
+    for (name, settings) in backends.iter() {
         let store = open(&settings).await;
         let a = ConversationKey::new(tenant_id("iso-a"), "same-id");
         let b = ConversationKey::new(tenant_id("iso-b"), "same-id");
-        let lease = store.lock(&a).await.unwrap();
-        store.save(&lease, &conversation(&a), 0).await.unwrap();
-        store.unlock(lease).await.unwrap();
+        let (lease, _) = store.acquire(&a, WAIT).await.unwrap();
+        store
+            .commit(&lease, next(Some(&conversation(&a)), 0))
+            .await
+            .unwrap();
         assert!(
             store.peek(&b).await.unwrap().conversation.is_none(),
             "{name}"
         );
-        let lease_b = store.lock(&b).await.unwrap();
+        let (lease_b, loaded_b) = store.acquire(&b, WAIT).await.unwrap();
+        assert_eq!(loaded_b.version, 0, "{name}");
         assert!(
             matches!(
-                store.save(&lease_b, &conversation(&b), 1).await,
+                store
+                    .commit(&lease_b, next(Some(&conversation(&b)), 1))
+                    .await,
                 Err(ContextError::Conflict { .. })
             ),
             "{name}"
         );
-        store.unlock(lease_b).await.unwrap();
 
         for bad in [
             ConversationKey::new("a:b", "c"),
@@ -265,7 +321,10 @@ async fn tenants_have_separate_conversations_and_keys_are_checked() {
             ConversationKey::new("t", "x".repeat(300)),
         ] {
             assert!(
-                matches!(store.lock(&bad).await, Err(ContextError::BadKey { .. })),
+                matches!(
+                    store.acquire(&bad, WAIT).await,
+                    Err(ContextError::BadKey { .. })
+                ),
                 "{name}: {bad}"
             );
             assert!(
@@ -278,13 +337,16 @@ async fn tenants_have_separate_conversations_and_keys_are_checked() {
 
 #[tokio::test]
 async fn idle_conversations_expire() {
-    for (name, mut settings) in context_backends() {
+    let backends = context_backends();
+    for (name, mut settings) in backends.iter() {
         settings.idle_ttl = Some(Duration::from_millis(150));
         let store = open(&settings).await;
         let key = ConversationKey::new(tenant_id("idle"), "c");
-        let lease = store.lock(&key).await.unwrap();
-        store.save(&lease, &conversation(&key), 0).await.unwrap();
-        store.unlock(lease).await.unwrap();
+        let (lease, _) = store.acquire(&key, WAIT).await.unwrap();
+        store
+            .commit(&lease, next(Some(&conversation(&key)), 0))
+            .await
+            .unwrap();
         assert!(
             store.peek(&key).await.unwrap().conversation.is_some(),
             "{name}"
@@ -302,7 +364,7 @@ async fn redis_keys_share_a_hash_tag_per_conversation() {
     };
     let store = open(&common::context_settings(true)).await;
     let key = ConversationKey::new(tenant_id("tag"), "conv-7");
-    let lease = store.lock(&key).await.unwrap();
+    let (lease, _) = store.acquire(&key, WAIT).await.unwrap();
     let mut redis = redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
@@ -315,7 +377,10 @@ async fn redis_keys_share_a_hash_tag_per_conversation() {
         .await
         .unwrap();
     assert_eq!(lock_holder.as_deref(), Some(lease.token.as_str()));
-    store.save(&lease, &conversation(&key), 0).await.unwrap();
+    store
+        .commit(&lease, next(Some(&conversation(&key)), 0))
+        .await
+        .unwrap();
     let version: Option<u64> = redis::cmd("HGET")
         .arg(format!("conversation:{tag}"))
         .arg("version")
@@ -343,7 +408,7 @@ async fn redis_keys_share_a_hash_tag_per_conversation() {
     ) {
         assert_eq!(a, b);
     }
-    store.unlock(lease).await.unwrap();
+    // The commit released the lock.
     let released: Option<String> = redis::cmd("GET")
         .arg(format!("lock:conversation:{tag}"))
         .query_async(&mut redis)
@@ -357,9 +422,9 @@ async fn analytics_events_are_kept_per_tenant_in_process() {
     let analytics = mcp_store::Analytics::open(&common::context_settings(false))
         .await
         .unwrap();
-    analytics.publish("t1", &json!({ "n": 1 })).await;
-    analytics.publish("t2", &json!({ "n": 2 })).await;
-    analytics.publish("t1", &json!({ "n": 3 })).await;
+    analytics.publish("t1", &json!({ "n": 1 }));
+    analytics.publish("t2", &json!({ "n": 2 }));
+    analytics.publish("t1", &json!({ "n": 3 }));
     assert_eq!(
         analytics.recent("t1"),
         [json!({ "n": 1 }), json!({ "n": 3 })]
@@ -369,7 +434,8 @@ async fn analytics_events_are_kept_per_tenant_in_process() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeouts_are_scheduled_rescheduled_cleared_and_claimed_once() {
-    for (name, settings) in context_backends() {
+    let backends = context_backends();
+    for (name, settings) in backends.iter() {
         eprintln!("-- on {name}");
         let wakeups = Arc::new(mcp_store::Wakeups::open(&settings).await.unwrap());
         let tenant = tenant_id("wake");

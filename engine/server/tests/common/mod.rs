@@ -22,7 +22,9 @@ pub struct Engine {
     pub address: String,
     /// host:port of /metrics and /healthz.
     pub http: String,
-    pub on_redis: bool,
+    /// REDIS_URL and REDIS_CLUSTER as the engine was given them.
+    pub redis_url: Option<String>,
+    pub redis_cluster: bool,
     _data: TempDir,
 }
 
@@ -31,6 +33,34 @@ pub struct TempDir(std::path::PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A connection to the engine's Redis (a cluster's too), if it has one.
+pub enum RedisOf {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl RedisOf {
+    pub async fn query<T: redis::FromRedisValue>(&mut self, command: &redis::Cmd) -> T {
+        match self {
+            RedisOf::Single(c) => command.query_async(c).await.unwrap(),
+            RedisOf::Cluster(c) => command.query_async(c).await.unwrap(),
+        }
+    }
+}
+
+impl Engine {
+    pub async fn redis(&self) -> Option<RedisOf> {
+        let url = self.redis_url.as_deref()?;
+        Some(if self.redis_cluster {
+            let client = redis::cluster::ClusterClient::new(url.split(',')).unwrap();
+            RedisOf::Cluster(client.get_async_connection().await.unwrap())
+        } else {
+            let client = redis::Client::open(url).unwrap();
+            RedisOf::Single(client.get_multiplexed_async_connection().await.unwrap())
+        })
     }
 }
 
@@ -85,7 +115,8 @@ pub async fn start_with(args: &[&str], env: HashMap<&str, String>) -> (Engine, O
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
-    let on_redis = env.contains_key("REDIS_URL");
+    let redis_url = env.get("REDIS_URL").cloned();
+    let redis_cluster = env.get("REDIS_CLUSTER").is_some_and(|v| v == "true");
     for (name, value) in env {
         command.env(name, value);
     }
@@ -114,7 +145,8 @@ pub async fn start_with(args: &[&str], env: HashMap<&str, String>) -> (Engine, O
     let engine = Engine {
         child,
         http,
-        on_redis,
+        redis_url,
+        redis_cluster,
         address: format!("http://{address}"),
         _data: TempDir(data),
     };
@@ -291,4 +323,90 @@ pub fn refunds_flow() -> String {
         }
     })
     .to_string()
+}
+
+/// An order API that answers each request only when told to.
+pub struct SlowApi {
+    pub address: String,
+    pub arrived: tokio::sync::mpsc::Receiver<()>,
+    pub release: tokio::sync::mpsc::Sender<()>,
+}
+
+pub async fn slow_api() -> SlowApi {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (arrived_tx, arrived) = tokio::sync::mpsc::channel(8);
+    let (release, mut release_rx) = tokio::sync::mpsc::channel::<()>(8);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buf).await;
+            let _ = arrived_tx.send(()).await;
+            release_rx.recv().await;
+            let body = r#"{"status":"shipped"}"#;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut socket, response.as_bytes()).await;
+        }
+    });
+    SlowApi {
+        address,
+        arrived,
+        release,
+    }
+}
+
+pub fn order_flow() -> serde_json::Value {
+    serde_json::json!({
+        "flow_id": "orders", "name": "Orders", "version": "1", "initial_state": "lookup",
+        "states": {
+            "lookup": {
+                "type": "integration",
+                "config": {
+                    "integration_id": "order-api",
+                    "timeout_ms": 30000,
+                    "request_mapping": { "order_id": "'AB1234'" },
+                    "response_mapping": { "slots.status": "result.status" }
+                },
+                "transitions": [
+                    { "condition": "integration_success", "target_state": "status" },
+                    { "condition": "integration_error", "target_state": "status" }
+                ]
+            },
+            "status": { "type": "end", "config": { "message": "Your order is {{ slots.status }}." } }
+        }
+    })
+}
+
+pub async fn tenant_on_slow_api(engine: &Engine, api: &SlowApi) -> (String, String) {
+    let (mut admin, _) = clients(engine).await;
+    let (tenant, key) = new_tenant(&mut admin, "slow", std::slice::from_ref(&api.address)).await;
+    let config = HashMap::from([("base_url".to_owned(), format!("http://{}", api.address))]);
+    upload(
+        &mut admin,
+        &key,
+        &tenant,
+        "order-api",
+        mcp_example_plugins::ORDER_API,
+        config,
+    )
+    .await;
+    publish(&mut admin, &key, &tenant, &order_flow()).await;
+    (tenant, key)
+}
+
+/// Polls `check` until it holds or `limit` passes; returns whether it held.
+pub async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use mcp_flow::{ContextError, ContextStore, Conversation, ConversationKey, Lease, Snapshot};
+use mcp_flow::{ContextError, ContextStore, Conversation, ConversationKey, Lease, Snapshot, Write};
 
 use super::{acquire, check_key};
 use crate::settings::ContextSettings;
@@ -78,29 +78,26 @@ impl InProcessContextStore {
         f(slot, now)
     }
 
-    fn write(
-        &self,
-        lease: &Lease,
-        conversation: Option<&Conversation>,
-        expected: u64,
-    ) -> Result<u64, ContextError> {
+    /// The same checks and steps as the Redis store's COMMIT script.
+    fn commit_write(&self, lease: &Lease, write: Write<'_>) -> Result<(), ContextError> {
         self.with_slot(&lease.key, |slot, now| {
             if !slot.locked_by(&lease.token, now) {
                 return Err(ContextError::LockLost {
                     key: lease.key.clone(),
                 });
             }
-            if slot.version != expected {
+            slot.lock = None;
+            if slot.version != write.expected {
                 return Err(ContextError::Conflict {
                     key: lease.key.clone(),
-                    expected,
+                    expected: write.expected,
                     found: slot.version,
                 });
             }
-            slot.version += 1;
-            slot.conversation = conversation.cloned();
+            slot.version = write.version;
+            slot.conversation = write.conversation.cloned();
             slot.expires_at = self.idle_ttl.map(|ttl| now + ttl);
-            Ok(slot.version)
+            Ok(())
         })
     }
 
@@ -121,46 +118,51 @@ impl InProcessContextStore {
 }
 
 impl ContextStore for InProcessContextStore {
-    fn lock<'a>(&'a self, key: &'a ConversationKey) -> BoxFuture<'a, Result<Lease, ContextError>> {
-        Box::pin(acquire(
-            key,
-            self.lock_timeout,
-            self.lock_ttl,
-            move |token| {
-                let taken = self.with_slot(key, |slot, now| {
-                    if matches!(&slot.lock, Some((_, until)) if *until > now) {
-                        return false;
-                    }
-                    slot.lock = Some((token, now + self.lock_ttl));
-                    true
-                });
-                async move { Ok(taken) }
-            },
-        ))
+    fn acquire<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<(Lease, Snapshot), ContextError>> {
+        let wait = wait.min(self.lock_timeout);
+        Box::pin(acquire(key, wait, self.lock_ttl, move |token| {
+            let taken = self.with_slot(key, |slot, now| {
+                if matches!(&slot.lock, Some((holder, until)) if *until > now && *holder != token)
+                {
+                    return None;
+                }
+                slot.lock = Some((token, now + self.lock_ttl));
+                Some(Snapshot {
+                    conversation: slot.conversation.clone(),
+                    version: slot.version,
+                })
+            });
+            async move { Ok(taken) }
+        }))
     }
 
-    fn load<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Snapshot, ContextError>> {
-        Box::pin(async move { Ok(self.snapshot(&lease.key)) })
+    fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), ContextError>> {
+        Box::pin(async move {
+            self.with_slot(&lease.key, |slot, now| {
+                if !slot.locked_by(&lease.token, now) {
+                    return Err(ContextError::LockLost {
+                        key: lease.key.clone(),
+                    });
+                }
+                slot.lock = Some((lease.token.clone(), now + lease.ttl));
+                Ok(())
+            })
+        })
     }
 
-    fn save<'a>(
+    fn commit<'a>(
         &'a self,
         lease: &'a Lease,
-        conversation: &'a Conversation,
-        expected: u64,
-    ) -> BoxFuture<'a, Result<u64, ContextError>> {
-        Box::pin(async move { self.write(lease, Some(conversation), expected) })
-    }
-
-    fn delete<'a>(
-        &'a self,
-        lease: &'a Lease,
-        expected: u64,
+        write: Write<'a>,
     ) -> BoxFuture<'a, Result<(), ContextError>> {
-        Box::pin(async move { self.write(lease, None, expected).map(|_| ()) })
+        Box::pin(async move { self.commit_write(lease, write) })
     }
 
-    fn unlock(&self, lease: Lease) -> BoxFuture<'_, Result<(), ContextError>> {
+    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), ContextError>> {
         Box::pin(async move {
             self.with_slot(&lease.key, |slot, now| {
                 if slot.locked_by(&lease.token, now) {

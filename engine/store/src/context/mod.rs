@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mcp_flow::{ContextError, ContextStore, ConversationKey, Lease};
+use mcp_flow::{ContextError, ContextStore, ConversationKey, Lease, Snapshot};
 
 use crate::random_hex;
 use crate::settings::ContextSettings;
@@ -47,40 +47,46 @@ fn check_key(key: &ConversationKey) -> Result<(), ContextError> {
     Ok(())
 }
 
-/// Tries `try_lock` with a fresh token until it succeeds or `timeout`
-/// passes, sleeping between tries with jittered exponential backoff (2 ms
-/// doubling to 100 ms) so waiters neither spin nor wake in step.
+/// Tries `try_lock` with a fresh token until it takes the lock (and returns
+/// what was stored) or `wait` passes, sleeping between tries with jittered
+/// exponential backoff (2 ms doubling to 100 ms) so waiters neither spin
+/// nor wake in step.
+///
+/// Each try is one round trip that either takes the lock or leaves it
+/// alone, and the deadline is checked between tries, never during one: an
+/// acquisition that runs out of time has taken nothing it does not return.
 async fn acquire<F, Fut>(
     key: &ConversationKey,
-    timeout: Duration,
+    wait: Duration,
     ttl: Duration,
     mut try_lock: F,
-) -> Result<Lease, ContextError>
+) -> Result<(Lease, Snapshot), ContextError>
 where
     F: FnMut(String) -> Fut,
-    Fut: Future<Output = Result<bool, ContextError>>,
+    Fut: Future<Output = Result<Option<Snapshot>, ContextError>>,
 {
     check_key(key)?;
     let token = random_hex(16);
     let started = Instant::now();
     let mut delay = Duration::from_millis(2);
     loop {
-        if try_lock(token.clone()).await? {
-            return Ok(Lease {
+        if let Some(snapshot) = try_lock(token.clone()).await? {
+            let lease = Lease {
                 key: key.clone(),
                 token,
                 ttl,
                 waited: started.elapsed(),
-            });
+            };
+            return Ok((lease, snapshot));
         }
         let waited = started.elapsed();
-        if waited >= timeout {
+        if waited >= wait {
             return Err(ContextError::LockTimeout {
                 key: key.clone(),
                 waited,
             });
         }
-        let sleep = jitter(delay).min(timeout - waited);
+        let sleep = jitter(delay).min(wait - waited);
         tokio::time::sleep(sleep).await;
         delay = (delay * 2).min(Duration::from_millis(100));
     }

@@ -124,13 +124,40 @@ pub fn context_settings(redis: bool) -> ContextSettings {
     }
 }
 
-/// Context stores to test: in-process always, Redis when REDIS_URL is set.
-pub fn context_backends() -> Vec<(&'static str, ContextSettings)> {
-    let mut backends = vec![("in-process", context_settings(false))];
-    if std::env::var("REDIS_URL").is_ok() {
-        backends.push(("redis", context_settings(true)));
+/// Context stores to test: in-process always; Redis and a throwaway 3-master
+/// Redis Cluster when REDIS_URL is set (CI sets it, so none is skipped
+/// there). The cluster lives as long as the value.
+pub struct ContextBackends {
+    list: Vec<(&'static str, ContextSettings)>,
+    _cluster: Option<mcp_testkit::ThrowawayRedisCluster>,
+}
+
+impl ContextBackends {
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, ContextSettings)> + '_ {
+        self.list.iter().cloned()
     }
-    backends
+}
+
+pub fn context_backends() -> ContextBackends {
+    let mut list = vec![("in-process", context_settings(false))];
+    let mut cluster = None;
+    if std::env::var("REDIS_URL").is_ok() {
+        list.push(("redis", context_settings(true)));
+        let started = mcp_testkit::ThrowawayRedisCluster::start();
+        list.push((
+            "redis-cluster",
+            ContextSettings {
+                redis_url: Some(started.url()),
+                redis_cluster: true,
+                ..context_settings(false)
+            },
+        ));
+        cluster = Some(started);
+    }
+    ContextBackends {
+        list,
+        _cluster: cluster,
+    }
 }
 
 /// Polls `check` until it holds or `limit` passes; returns whether it held.
