@@ -894,7 +894,11 @@ impl Engine {
         let deadline = self.deadline(None);
         let reservation = self.durable.reserve()?;
         let (lease, loaded) = self.acquire(&key, deadline).await?;
-        let Some(previous) = loaded.conversation.as_ref().map(|c| c.current_state.clone()) else {
+        let Some(previous) = loaded
+            .conversation
+            .as_ref()
+            .map(|c| c.current_state.clone())
+        else {
             self.release(lease).await;
             return Err(EngineError::NotFound(format!(
                 "conversation {conversation_id} not found"
@@ -1010,4 +1014,3 @@ async fn detached<T: Send + 'static>(future: impl Future<Output = T> + Send + 's
         Err(e) => unreachable!("the runtime cancelled a turn: {e}"),
     }
 }
-

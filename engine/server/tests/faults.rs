@@ -158,7 +158,10 @@ async fn live_conversations_turn_while_postgresql_is_down_and_no_transcript_is_l
 
     postgres.stop();
     let noticed = eventually(Duration::from_secs(30), async || {
-        http_get(&engine.http, "/healthz").await.1.starts_with("degraded")
+        http_get(&engine.http, "/healthz")
+            .await
+            .1
+            .starts_with("degraded")
     })
     .await;
     assert!(noticed, "health never said degraded");
@@ -246,14 +249,20 @@ async fn another_process_serves_a_conversation_whose_holder_was_killed() {
     let (tenant_a, key_a) = (tenant.clone(), key.clone());
     let in_flight = tokio::spawn(async move {
         holder_client
-            .process_message(authed(message(&tenant_a, "held", "where is my order?"), &key_a))
+            .process_message(authed(
+                message(&tenant_a, "held", "where is my order?"),
+                &key_a,
+            ))
             .await
     });
     api.arrived.recv().await.unwrap();
     // ...and dies with it locked.
     holder.child.start_kill().unwrap();
     holder.child.wait().await.unwrap();
-    assert!(in_flight.await.unwrap().is_err(), "the killed turn cannot answer");
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the killed turn cannot answer"
+    );
 
     // The second process waits at most the lock timeout (5 s by default):
     // it gets the conversation only because the dead holder's lease (3 s

@@ -51,7 +51,7 @@ pub use cache_use::{CacheUse, track_cache};
 pub use changes::ChangeKind;
 pub use context::{InProcessContextStore, RedisContextStore, open_context_store};
 pub use db::{Backend, Database};
-pub use durable::{DurableSettings, DurableWriter, Durability, Reservation, TurnWrite};
+pub use durable::{Durability, DurableSettings, DurableWriter, Reservation, TurnWrite};
 pub use error::StoreError;
 pub use experiments::{Experiment, ExperimentStatus};
 pub use flows::{FlowStatus, FlowVersion, PublishOptions, StoredFlow};
@@ -183,7 +183,9 @@ impl Store {
 
     /// One round trip to the database, for health checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(self.inner.db.pool()?).await?;
+        sqlx::query("SELECT 1")
+            .execute(self.inner.db.pool()?)
+            .await?;
         Ok(())
     }
 

@@ -209,9 +209,7 @@ async fn a_writer_whose_lease_expired_is_refused() {
         let (b, read_by_b) = store.acquire(&key, WAIT).await.unwrap();
         let mut conv = conversation(&key);
         conv.variables.insert("writer".into(), json!("a"));
-        let refused = store
-            .commit(&a, next(Some(&conv), read_by_a.version))
-            .await;
+        let refused = store.commit(&a, next(Some(&conv), read_by_a.version)).await;
         assert!(
             matches!(refused, Err(ContextError::LockLost { .. })),
             "{name}: {refused:?}"
@@ -230,9 +228,7 @@ async fn a_writer_whose_lease_expired_is_refused() {
             .commit(&b, next(Some(&conv), read_by_b.version))
             .await
             .unwrap();
-        let refused = store
-            .commit(&a, next(Some(&conv), read_by_a.version))
-            .await;
+        let refused = store.commit(&a, next(Some(&conv), read_by_a.version)).await;
         assert!(
             matches!(refused, Err(ContextError::LockLost { .. })),
             "{name}: {refused:?}"

@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use mcp_flow::{Conversation, ConversationKey, Flow};
-use mcp_store::{DurableSettings, DurableWriter, Durability, StoreError, TurnRecord, TurnWrite};
+use mcp_store::{Durability, DurableSettings, DurableWriter, StoreError, TurnRecord, TurnWrite};
 use serde_json::json;
 
 use common::{databases, new_tenant, store};
@@ -83,11 +83,17 @@ async fn turns_land_in_order_once_and_the_latest_context_wins() {
         };
         writer.write(writer.reserve().unwrap(), reset).await;
         let durable = writer.load(&key, None).await.unwrap();
-        assert_eq!((durable.version, durable.conversation), (21, None), "{name}");
+        assert_eq!(
+            (durable.version, durable.conversation),
+            (21, None),
+            "{name}"
+        );
 
         // A copy older than the idle cut-off is not offered for resuming.
         let other = ConversationKey::new(&tenant, "c-2");
-        writer.write(writer.reserve().unwrap(), turn(&other, 1)).await;
+        writer
+            .write(writer.reserve().unwrap(), turn(&other, 1))
+            .await;
         assert_eq!(writer.load(&other, Some(1_002)).await.unwrap().version, 0);
         assert_eq!(writer.load(&other, Some(1_000)).await.unwrap().version, 1);
         let never = ConversationKey::new(&tenant, "never");
@@ -147,7 +153,11 @@ async fn a_full_queue_refuses_before_anything_is_written() {
             refused.err()
         );
         drop(first);
-        assert!(writer.reserve().is_ok(), "{}: a place came free", backend.name);
+        assert!(
+            writer.reserve().is_ok(),
+            "{}: a place came free",
+            backend.name
+        );
     }
 }
 

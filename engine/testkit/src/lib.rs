@@ -164,8 +164,12 @@ impl ThrowawayRedisCluster {
         let give_up = Instant::now() + Duration::from_secs(30);
         for node in &self.nodes {
             loop {
-                let info = run(Command::new("redis-cli")
-                    .args(["-p", &node.port.to_string(), "cluster", "info"]));
+                let info = run(Command::new("redis-cli").args([
+                    "-p",
+                    &node.port.to_string(),
+                    "cluster",
+                    "info",
+                ]));
                 if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
                     break;
                 }

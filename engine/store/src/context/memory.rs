@@ -126,8 +126,7 @@ impl ContextStore for InProcessContextStore {
         let wait = wait.min(self.lock_timeout);
         Box::pin(acquire(key, wait, self.lock_ttl, move |token| {
             let taken = self.with_slot(key, |slot, now| {
-                if matches!(&slot.lock, Some((holder, until)) if *until > now && *holder != token)
-                {
+                if matches!(&slot.lock, Some((holder, until)) if *until > now && *holder != token) {
                     return None;
                 }
                 slot.lock = Some((token, now + self.lock_ttl));

@@ -18,9 +18,7 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use mcp_flow::{
-    ContextError, ContextStore, Conversation, ConversationKey, Lease, Snapshot, Write,
-};
+use mcp_flow::{ContextError, ContextStore, Conversation, ConversationKey, Lease, Snapshot, Write};
 use redis::{RedisError, Script};
 
 use super::{acquire, check_key};
@@ -201,12 +199,12 @@ fn snapshot(
 ) -> Result<Snapshot, ContextError> {
     let conversation = match data {
         None => None,
-        Some(json) => Some(
-            serde_json::from_str::<Conversation>(&json).map_err(|e| ContextError::Corrupt {
+        Some(json) => Some(serde_json::from_str::<Conversation>(&json).map_err(|e| {
+            ContextError::Corrupt {
                 key: key.clone(),
                 reason: e.to_string(),
-            })?,
-        ),
+            }
+        })?),
     };
     Ok(Snapshot {
         conversation,
