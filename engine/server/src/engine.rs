@@ -307,24 +307,32 @@ impl Engine {
         // is refused, not acknowledged and lost.
         let reservation = self.durable.reserve()?;
         let key = ConversationKey::new(&request.tenant_id, &request.conversation_id);
-        let (lease, loaded) = self.acquire(&key, deadline).await?;
+        let (lease, loaded) = Box::pin(self.acquire(&key, deadline)).await?;
+        // Boxed, as the machine's step below: these futures are large, and
+        // a debug build's stack frames hold several copies of what is inline.
         let stepped = self
-            .hold(&lease, deadline, async {
-                self.plugins.load_plugins(&request.tenant_id).await?;
-                let (flow, mut conversation) = match loaded.conversation.clone() {
-                    Some(conversation) => (self.pinned_flow(&conversation).await?, conversation),
-                    None => self.start(&request).await?,
-                };
-                conversation
-                    .user_profile
-                    .extend(request.user_profile.clone());
-                let mut event = Event::message(&request.text);
-                for (name, value) in &request.data {
-                    event = event.with_data(name, value.clone());
-                }
-                let input = json!({ "text": request.text, "data": request.data });
-                Ok(self.step(flow, conversation, &event, input).await)
-            })
+            .hold(
+                &lease,
+                deadline,
+                Box::pin(async {
+                    self.plugins.load_plugins(&request.tenant_id).await?;
+                    let (flow, mut conversation) = match loaded.conversation.clone() {
+                        Some(conversation) => {
+                            (self.pinned_flow(&conversation).await?, conversation)
+                        }
+                        None => self.start(&request).await?,
+                    };
+                    conversation
+                        .user_profile
+                        .extend(request.user_profile.clone());
+                    let mut event = Event::message(&request.text);
+                    for (name, value) in &request.data {
+                        event = event.with_data(name, value.clone());
+                    }
+                    let input = json!({ "text": request.text, "data": request.data });
+                    Ok(self.step(flow, conversation, &event, input).await)
+                }),
+            )
             .await;
         let run = Run {
             lease: &lease,
@@ -334,7 +342,7 @@ impl Engine {
             reservation,
         };
         let result = match stepped {
-            Ok(stepped) => self.finish(run, stepped).await,
+            Ok(stepped) => Box::pin(self.finish(run, stepped)).await,
             Err(e) => Err(e),
         };
         if result.is_err() {
@@ -481,13 +489,11 @@ impl Engine {
         let state_before = conversation.current_state.clone();
         let had_deadline = next_deadline(&flow.flow, &conversation).is_some();
         let received_at_ms = crate::clock::now_ms();
-        let mut step = self
-            .machine
-            .step(&flow.flow, &mut conversation, event)
-            .await;
+        // Boxed: the machine's future is large, and a debug build's stack
+        // frames hold several copies of whatever is inline.
+        let mut step = Box::pin(self.machine.step(&flow.flow, &mut conversation, event)).await;
         if let Some(trigger) = step.trigger_flow.clone() {
-            self.follow_trigger(&mut conversation, &mut step, &trigger)
-                .await;
+            Box::pin(self.follow_trigger(&mut conversation, &mut step, &trigger)).await;
         }
         Stepped {
             flow,
@@ -661,7 +667,7 @@ impl Engine {
                 return Ok(None);
             };
             let stepped = self
-                .hold(&lease, deadline, async {
+                .hold(&lease, deadline, Box::pin(async {
                     self.plugins.load_plugins(&key.tenant_id).await?;
                     let flow = self.pinned_flow(&conversation).await?;
                     match next_deadline(&flow.flow, &conversation) {
@@ -679,7 +685,7 @@ impl Engine {
                         self.step(flow, conversation, &Event::timeout(), input)
                             .await,
                     ))
-                })
+                }))
                 .await?;
             let Some(stepped) = stepped else {
                 return Ok(None);
