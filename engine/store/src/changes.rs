@@ -107,10 +107,20 @@ pub(crate) async fn watch(db: &Database, inner: Weak<Inner>) -> Result<(), Store
     Ok(())
 }
 
+/// How long one attempt to subscribe may take. `PgListener::connect` keeps
+/// retrying a refused connection for its pool's 30 s, and until an attempt
+/// fails the store does not know the database is down.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn subscribe(url: &str) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect(url).await?;
-    listener.listen(CHANGES_CHANNEL).await?;
-    Ok(listener)
+    let attempt = async {
+        let mut listener = PgListener::connect(url).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
+        Ok(listener)
+    };
+    tokio::time::timeout(SUBSCRIBE_TIMEOUT, attempt)
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }
 
 async fn listen(url: String, mut listener: PgListener, weak: Weak<Inner>) {

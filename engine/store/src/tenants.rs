@@ -348,7 +348,15 @@ impl Store {
             Some(found) => found,
             None => {
                 let read_at = self.generation();
-                let found = self.stored_key(id).await?;
+                let found = match self.stored_key(id).await {
+                    Ok(found) => found,
+                    // The database went away before the store noticed: a
+                    // key seen before still stands, as it would once noticed.
+                    Err(e) => match self.inner.caches.lock().unwrap().keys.get_stale(id) {
+                        Some(found) => found,
+                        None => return Err(e),
+                    },
+                };
                 let mut caches = self.inner.caches.lock().unwrap();
                 // A lookup that raced a change of any key is not kept.
                 if !caches.deaf && caches.keys_invalidated.max(caches.all_invalidated) <= read_at {
