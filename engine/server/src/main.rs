@@ -163,6 +163,11 @@ enum PluginCommand {
     },
 }
 
+// A turn allocates many small, short-lived values across worker threads;
+// glibc's allocator spent a fifth of a loaded engine's CPU on them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
