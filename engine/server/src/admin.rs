@@ -1,7 +1,9 @@
 //! The admin API (proto/admin.proto): what tenants and operators do.
 
 use mcp_registry::{PluginRegistry, UploadPlugin};
-use mcp_store::{PolicySettings, PublishOptions, Scope, Store};
+use std::time::Duration;
+
+use mcp_store::{DurableWriter, PolicySettings, PublishOptions, Scope, Store};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{authenticate, authorize, is_operator};
@@ -10,8 +12,13 @@ use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::*;
 use crate::status::{from_registry, from_store};
 
+/// How long a transcript read waits for the turns queued before it.
+const TRANSCRIPT_FLUSH_WAIT: Duration = Duration::from_secs(5);
+
 pub struct AdminService {
     pub store: Store,
+    /// Transcripts are read once the turns before the call are written.
+    pub durable: DurableWriter,
     /// Uploads, plugin loads and tenant policies go through the host.
     pub plugins: PluginRegistry,
     /// MCP_ADMIN_KEY: the operator's key, for creating tenants.
@@ -306,6 +313,16 @@ impl Admin for AdminService {
         } else {
             r.limit.min(10_000)
         };
+        // Turns are written behind their replies: a reader gets every turn
+        // answered before it asked. (With the database away the read below
+        // fails at once; the queue would not drain meanwhile.)
+        if self.store.db().is_available() {
+            tokio::time::timeout(TRANSCRIPT_FLUSH_WAIT, self.durable.flush())
+                .await
+                .map_err(|_| {
+                    Status::unavailable("the transcript's latest turns are not yet in the database")
+                })?;
+        }
         let turns = self
             .store
             .transcript(&r.tenant_id, &r.conversation_id, limit)

@@ -99,6 +99,9 @@ impl ServerSettings {
     }
 }
 
+/// How long a stopping process waits for its queued turns to be written.
+const SHUTDOWN_FLUSH_WAIT: Duration = Duration::from_secs(10);
+
 pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::Error>> {
     #[cfg(not(feature = "demo"))]
     if settings.demo {
@@ -118,6 +121,7 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         analytics: Analytics::open(&settings.store.context).await?,
         wakeups: Wakeups::open(&settings.store.context).await?,
     };
+    let durable = data.durable.clone();
     let engine = Arc::new(Engine::new(plugins.clone(), data, settings.engine.clone()));
     tokio::spawn(engine.clone().run_timeouts(TIMEOUT_POLL_INTERVAL));
 
@@ -178,6 +182,7 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         .add_service(
             AdminServer::new(AdminService {
                 store,
+                durable: durable.clone(),
                 plugins,
                 operator_key: settings.admin_key,
             })
@@ -188,6 +193,20 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         // ACK: 40 ms a turn on Linux.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
         .await?;
+    // Answered turns still queued for the database are written before the
+    // process ends; only a crash loses them.
+    let backlog = durable.backlog();
+    if tokio::time::timeout(SHUTDOWN_FLUSH_WAIT, durable.flush())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            backlog = durable.backlog(),
+            "stopping with turns not yet in the database"
+        );
+    } else if backlog > 0 {
+        tracing::info!(turns = backlog, "queued turns written");
+    }
     tracing::info!("stopped");
     Ok(())
 }

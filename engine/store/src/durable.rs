@@ -84,8 +84,10 @@ pub struct TurnWrite {
 }
 
 struct Queued {
-    write: TurnWrite,
-    /// Told when the write is in the database (sync durability).
+    /// The turn; none for a flush, which only marks a place in the queue.
+    write: Option<TurnWrite>,
+    /// Told when the write is in the database (sync durability), or when
+    /// everything queued before the flush is.
     committed: Option<oneshot::Sender<()>>,
 }
 
@@ -107,6 +109,9 @@ pub struct WriterStats {
     pub failing: AtomicBool,
 }
 
+/// A handle on the writer; clones share it, and its task ends when the
+/// last clone is dropped and the queue has drained.
+#[derive(Clone)]
 pub struct DurableWriter {
     queue: mpsc::Sender<Queued>,
     durability: Durability,
@@ -172,19 +177,33 @@ impl DurableWriter {
         match self.durability {
             Durability::Async => {
                 reservation.0.send(Queued {
-                    write,
+                    write: Some(write),
                     committed: None,
                 });
             }
             Durability::Sync => {
                 let (committed, done) = oneshot::channel();
                 reservation.0.send(Queued {
-                    write,
+                    write: Some(write),
                     committed: Some(committed),
                 });
                 // The writer keeps going until it has written it.
                 let _ = done.await;
             }
+        }
+    }
+
+    /// Waits until every turn queued before the call is in the database
+    /// (or refused by it for good): what a reader of transcripts, or a
+    /// process about to stop, needs before it goes on.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        let marker = Queued {
+            write: None,
+            committed: Some(done),
+        };
+        if self.queue.send(marker).await.is_ok() {
+            let _ = flushed.await;
         }
     }
 
@@ -257,12 +276,9 @@ async fn write_batches(
             tracing::info!("durable writer: database back");
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats
-            .written
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        stats
-            .backlog
-            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        let turns = batch.iter().filter(|e| e.write.is_some()).count() as u64;
+        stats.written.fetch_add(turns, Ordering::Relaxed);
+        stats.backlog.fetch_sub(turns, Ordering::Relaxed);
         for entry in batch.drain(..) {
             if let Some(committed) = entry.committed {
                 let _ = committed.send(());
@@ -278,7 +294,9 @@ fn is_refusal(e: &sqlx::Error) -> bool {
 
 async fn write_one_by_one(db: &Database, batch: &[Queued], stats: &WriterStats) {
     for entry in batch {
-        let write = &entry.write;
+        let Some(write) = &entry.write else {
+            continue;
+        };
         // A refusal now is for good; anything else was a passing failure
         // and the next batch will find the database the same way.
         if let Err(e) = write_batch(db, std::slice::from_ref(entry)).await {
@@ -294,16 +312,16 @@ async fn write_batch(db: &Database, batch: &[Queued]) -> Result<(), sqlx::Error>
     // A statement may not touch one row twice: keep each conversation's
     // latest write (the last, as the queue is in order).
     let mut latest: HashMap<&ConversationKey, &TurnWrite> = HashMap::new();
-    for entry in batch {
-        latest.insert(&entry.write.key, &entry.write);
+    let writes = || batch.iter().filter_map(|e| e.write.as_ref());
+    if writes().next().is_none() {
+        return Ok(());
+    }
+    for write in writes() {
+        latest.insert(&write.key, write);
     }
     let contexts: Vec<&TurnWrite> = latest.into_values().collect();
-    let transcripts: Vec<(&str, &TurnRecord)> = batch
-        .iter()
-        .filter_map(|e| {
-            let w = &e.write;
-            w.transcript.as_ref().map(|t| (w.key.tenant_id.as_str(), t))
-        })
+    let transcripts: Vec<(&str, &TurnRecord)> = writes()
+        .filter_map(|w| w.transcript.as_ref().map(|t| (w.key.tenant_id.as_str(), t)))
         .collect();
 
     let mut tx = db.begin_unchecked().await?;

@@ -115,11 +115,18 @@ async fn async_writes_are_batched_behind_the_caller() {
                 writer.write(writer.reserve().unwrap(), turn(&key, n)).await;
             }
         }
-        let drained = common::eventually(std::time::Duration::from_secs(30), || async {
-            writer.backlog() == 0
-        })
-        .await;
-        assert!(drained, "{name}: {} turns still queued", writer.backlog());
+        // A flush returns once everything queued before it is written.
+        writer.flush().await;
+        assert_eq!(
+            writer.backlog(),
+            0,
+            "{name}: turns still queued after a flush"
+        );
+        assert_eq!(
+            writer.stats().written.load(Ordering::Relaxed),
+            600,
+            "{name}"
+        );
         let batches = writer.stats().batches.load(Ordering::Relaxed);
         assert!(
             batches < 600,
