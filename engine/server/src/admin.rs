@@ -1,8 +1,8 @@
 //! The admin API (proto/admin.proto): what tenants and operators do.
 
-use mcp_registry::{PluginRegistry, UploadPlugin};
 use std::time::Duration;
 
+use mcp_registry::{PluginRegistry, UploadPlugin};
 use mcp_store::{DurableWriter, PolicySettings, PublishOptions, Scope, Store};
 use tonic::{Request, Response, Status};
 
