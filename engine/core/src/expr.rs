@@ -2,7 +2,8 @@
 
 use std::sync::{Arc, LazyLock};
 
-use cel::{Context, Env, Program};
+use cel::common::ast::{EntryExpr, Expr as Node};
+use cel::{Context, Env, IdedExpr, Program};
 use serde_json::{Value, json};
 
 use crate::context::{Conversation, Event};
@@ -33,6 +34,120 @@ pub const SCOPE_NAMES: [&str; 7] = [
     "integrations",
 ];
 
+/// What an expression may be, checked when a flow is validated: no
+/// expression a flow can hold is expensive to compile or to walk.
+pub mod bounds {
+    /// Longest source text, in bytes.
+    pub const MAX_SOURCE_BYTES: usize = 4096;
+    /// Most nodes of the compiled tree (macros expanded).
+    pub const MAX_NODES: usize = 512;
+    /// Deepest nesting of the tree.
+    pub const MAX_DEPTH: usize = 32;
+    /// Comprehensions (`all`, `exists`, `map`, `filter`...) inside one another.
+    pub const MAX_COMPREHENSION_NESTING: u32 = 2;
+    /// Steps an evaluation may take, estimated before it starts from the
+    /// data it reads: the tree's size times the largest list, map or string
+    /// it could iterate, once per level of comprehension nesting.
+    pub const STEP_BUDGET: u64 = 2_000_000;
+}
+
+/// The shape of a compiled tree, for the bounds above.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Shape {
+    nodes: usize,
+    depth: usize,
+    comprehension_nesting: u32,
+}
+
+impl Shape {
+    fn of(root: &IdedExpr) -> Shape {
+        let mut shape = Shape::default();
+        shape.visit(root, 1, 0);
+        shape
+    }
+
+    fn visit(&mut self, node: &IdedExpr, depth: usize, nesting: u32) {
+        self.nodes += 1;
+        self.depth = self.depth.max(depth);
+        self.comprehension_nesting = self.comprehension_nesting.max(nesting);
+        let mut child = |n: &IdedExpr, nesting: u32| self.visit(n, depth + 1, nesting);
+        match &node.expr {
+            Node::Call(call) => {
+                if let Some(target) = &call.target {
+                    child(target, nesting);
+                }
+                call.args.iter().for_each(|a| child(a, nesting));
+            }
+            Node::Comprehension(c) => {
+                child(&c.iter_range, nesting);
+                child(&c.accu_init, nesting);
+                for per_item in [&c.loop_cond, &c.loop_step, &c.result] {
+                    child(per_item, nesting + 1);
+                }
+            }
+            Node::List(list) => list.elements.iter().for_each(|e| child(e, nesting)),
+            Node::Map(map) => map.entries.iter().for_each(|e| match &e.expr {
+                EntryExpr::MapEntry(entry) => {
+                    child(&entry.key, nesting);
+                    child(&entry.value, nesting);
+                }
+                EntryExpr::StructField(field) => child(&field.value, nesting),
+            }),
+            Node::Struct(st) => st.entries.iter().for_each(|e| match &e.expr {
+                EntryExpr::MapEntry(entry) => {
+                    child(&entry.key, nesting);
+                    child(&entry.value, nesting);
+                }
+                EntryExpr::StructField(field) => child(&field.value, nesting),
+            }),
+            Node::Select(select) => child(&select.operand, nesting),
+            Node::Ident(_) | Node::Literal(_) | Node::Unspecified => {}
+        }
+    }
+
+    /// The first bound this shape breaks.
+    fn check(&self) -> Result<(), String> {
+        use bounds::*;
+        if self.nodes > MAX_NODES {
+            return Err(format!(
+                "the expression is too large: {} nodes, the limit is {MAX_NODES}",
+                self.nodes
+            ));
+        }
+        if self.depth > MAX_DEPTH {
+            return Err(format!(
+                "the expression nests too deeply: {} levels, the limit is {MAX_DEPTH}",
+                self.depth
+            ));
+        }
+        if self.comprehension_nesting > MAX_COMPREHENSION_NESTING {
+            return Err(format!(
+                "the expression nests {} comprehensions (all, exists, map, filter...) inside one another; the limit is {MAX_COMPREHENSION_NESTING}",
+                self.comprehension_nesting
+            ));
+        }
+        Ok(())
+    }
+
+    /// Steps an evaluation over collections of at most `widest` items may take.
+    fn steps(&self, widest: usize) -> u64 {
+        let per_level = (widest as u64).max(1);
+        (self.nodes as u64).saturating_mul(per_level.saturating_pow(self.comprehension_nesting))
+    }
+}
+
+/// The most items a comprehension could iterate over in `value`: its
+/// largest list or map, or its longest string (which `split` could turn
+/// into a list).
+fn widest(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(widest).fold(items.len(), usize::max),
+        Value::Object(map) => map.values().map(widest).fold(map.len(), usize::max),
+        _ => 0,
+    }
+}
+
 /// A compiled CEL expression.
 #[derive(Debug)]
 pub struct Expr {
@@ -40,12 +155,23 @@ pub struct Expr {
     program: Program,
     /// Which names the expression reads, so evaluation binds only those.
     reads: Vec<&'static str>,
+    shape: Shape,
 }
 
 impl Expr {
-    /// Compiles `source`; the error is the parser's message.
+    /// Compiles `source`; the error is the parser's message, or the bound
+    /// (size, depth, comprehension nesting) it breaks.
     pub fn compile(source: &str) -> Result<Expr, String> {
+        if source.len() > bounds::MAX_SOURCE_BYTES {
+            return Err(format!(
+                "the expression is {} bytes; the limit is {}",
+                source.len(),
+                bounds::MAX_SOURCE_BYTES
+            ));
+        }
         let program = ENV.compile(source).map_err(|e| e.to_string())?;
+        let shape = Shape::of(program.expression());
+        shape.check()?;
         let references = program.references();
         let reads = SCOPE_NAMES
             .into_iter()
@@ -56,6 +182,7 @@ impl Expr {
             source: source.to_owned(),
             program,
             reads,
+            shape,
         })
     }
 
@@ -63,8 +190,26 @@ impl Expr {
         &self.source
     }
 
-    /// Evaluates to JSON.
+    /// Evaluates to JSON. An expression with comprehensions is first
+    /// costed against the data it reads ([`bounds::STEP_BUDGET`]); one that
+    /// could run too long is refused before it starts, so no evaluation
+    /// holds a worker for long.
     pub fn eval(&self, scope: &Scope<'_>) -> Result<Value, String> {
+        if self.shape.comprehension_nesting > 0 {
+            let widest = self
+                .reads
+                .iter()
+                .map(|name| scope.widest(name))
+                .max()
+                .unwrap_or(0);
+            let steps = self.shape.steps(widest);
+            if steps > bounds::STEP_BUDGET {
+                return Err(format!(
+                    "the expression is too costly for this conversation's data: about {steps} steps over collections of up to {widest} items, the budget is {}",
+                    bounds::STEP_BUDGET
+                ));
+            }
+        }
         let mut context = Context::with_env(ENV.clone());
         for name in &self.reads {
             context.add_variable_from_value(*name, scope.to_cel(name));
@@ -104,6 +249,20 @@ impl<'a> Scope<'a> {
     pub fn with(mut self, name: &'static str, value: &'a Value) -> Scope<'a> {
         self.extra = Some((name, value));
         self
+    }
+
+    /// The widest collection or string bound to `name`.
+    fn widest(&self, name: &str) -> usize {
+        let c = self.conversation;
+        let of_map = |map: &serde_json::Map<String, Value>| {
+            map.values().map(widest).fold(map.len(), usize::max)
+        };
+        match name {
+            "slots" => of_map(&c.slots),
+            "variables" => of_map(&c.variables),
+            "integrations" => of_map(&c.integration_results),
+            _ => widest(&self.lookup(name)),
+        }
     }
 
     /// Borrowed maps are converted without cloning them first.
@@ -238,6 +397,61 @@ mod tests {
     #[test]
     fn syntax_errors_are_reported_at_compile_time() {
         assert!(Expr::compile("slots.size ==").is_err());
+    }
+
+    #[test]
+    fn expressions_beyond_the_bounds_are_refused_at_compile_time_naming_the_bound() {
+        let long = format!("slots.size == '{}'", "x".repeat(bounds::MAX_SOURCE_BYTES));
+        assert!(
+            Expr::compile(&long)
+                .unwrap_err()
+                .contains("bytes; the limit is 4096")
+        );
+        let deep = format!("{}1{}", "(".repeat(40), ")".repeat(40));
+        let deep = format!("{deep} + {}", vec!["1"; 40].join(" + "));
+        assert!(
+            Expr::compile(&deep)
+                .unwrap_err()
+                .contains("nests too deeply")
+        );
+        let nested = "[1].all(a, [2].all(b, [3].all(c, a < b)))";
+        assert!(
+            Expr::compile(nested)
+                .unwrap_err()
+                .contains("nests 3 comprehensions")
+        );
+        assert!(
+            Expr::compile("[1].all(a, [2].all(b, a < b))").is_ok(),
+            "two levels are fine"
+        );
+    }
+
+    #[test]
+    fn an_expensive_evaluation_is_refused_before_it_starts() {
+        let mut c = conversation();
+        let expr =
+            Expr::compile("variables.items.all(a, variables.items.exists(b, a == b))").unwrap();
+        c.variables
+            .insert("items".into(), json!((0..100).collect::<Vec<_>>()));
+        assert!(
+            expr.eval_bool(&Scope::new(&c, None)).unwrap(),
+            "small data: evaluated"
+        );
+
+        c.variables
+            .insert("items".into(), json!((0..5_000).collect::<Vec<_>>()));
+        let refused = expr.eval_bool(&Scope::new(&c, None)).unwrap_err();
+        assert!(
+            refused.contains("too costly for this conversation's data"),
+            "{refused}"
+        );
+        assert!(refused.contains("up to 5000 items"), "{refused}");
+        // Strings count: split could make a list of one.
+        let split =
+            Expr::compile("slots.text.split('').all(a, slots.text.split('').exists(b, a == b))")
+                .unwrap();
+        c.slots.insert("text".into(), json!("y".repeat(5_000)));
+        assert!(split.eval_bool(&Scope::new(&c, None)).is_err());
     }
 
     #[test]

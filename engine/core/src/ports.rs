@@ -79,6 +79,10 @@ pub enum PluginError {
     /// Not called: its circuit breaker is open, or it is disabled.
     #[error("plugin {plugin} is unavailable: {reason}")]
     Unavailable { plugin: String, reason: String },
+    /// Not called: the engine has no room for another instance right now.
+    /// Back-pressure, not a fault of the plugin.
+    #[error("plugin {plugin} was not called: {reason}")]
+    Busy { plugin: String, reason: String },
 }
 
 impl PluginError {
@@ -91,6 +95,7 @@ impl PluginError {
             PluginError::Trap { .. } => "trap",
             PluginError::Failed { .. } => "failed",
             PluginError::Unavailable { .. } => "unavailable",
+            PluginError::Busy { .. } => "busy",
         }
     }
 
@@ -99,7 +104,10 @@ impl PluginError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            PluginError::Timeout { .. } | PluginError::Trap { .. } | PluginError::Failed { .. }
+            PluginError::Timeout { .. }
+                | PluginError::Trap { .. }
+                | PluginError::Failed { .. }
+                | PluginError::Busy { .. }
         )
     }
 }

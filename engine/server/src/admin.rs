@@ -33,7 +33,7 @@ impl AdminService {
         tenant_id: &str,
         scope: Scope,
     ) -> Result<(), Status> {
-        let key = authenticate(&self.store, request).await?;
+        let key = authenticate(request)?;
         authorize(&key, tenant_id, scope)
     }
 }

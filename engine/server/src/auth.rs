@@ -1,13 +1,135 @@
 //! `authorization: Bearer <key>` on every call: the key names the tenant and
 //! what it may do.
+//!
+//! Keys are checked by a tower layer in front of each service, from the
+//! headers alone, before a handler runs and before the body is read: a call
+//! without a valid key costs no decoding, and a malformed key no lookup.
+//! Handlers find the caller in the request's extensions.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use mcp_store::{ApiKey, Scope, Store};
 use subtle::ConstantTimeEq;
+use tonic::body::Body;
+use tonic::server::NamedService;
 use tonic::{Request, Status};
+use tower_service::Service;
 
-/// The caller's key, checked by the store (from memory when it can).
-pub async fn authenticate<T>(store: &Store, request: &Request<T>) -> Result<ApiKey, Status> {
-    let token = bearer(request)?;
+/// Who is calling, as the layer found out.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The operator key (MCP_ADMIN_KEY).
+    Operator,
+    /// A tenant's API key.
+    Key(ApiKey),
+}
+
+/// Which callers a service lets through to its handlers.
+#[derive(Clone)]
+pub enum Admits {
+    /// Tenant keys; methods named in `open` need none (health checks).
+    TenantKeys { open: &'static [&'static str] },
+    /// The operator key or a tenant key; each handler says which it needs.
+    OperatorOrTenantKeys { operator_key: Option<Arc<str>> },
+}
+
+/// A service behind the key check.
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    store: Store,
+    admits: Admits,
+}
+
+impl<S> Authenticated<S> {
+    pub fn new(inner: S, store: Store, admits: Admits) -> Authenticated<S> {
+        Authenticated {
+            inner,
+            store,
+            admits,
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for Authenticated<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for Authenticated<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // The clone that was made ready serves this call (tower's rule).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (store, admits) = (self.store.clone(), self.admits.clone());
+        let method = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let header = request.headers().get(http::header::AUTHORIZATION).cloned();
+        Box::pin(async move {
+            match identify(&store, &admits, &method, header.as_ref()).await {
+                Ok(Some(caller)) => {
+                    request.extensions_mut().insert(caller);
+                }
+                Ok(None) => {}
+                Err(status) => return Ok(status.into_http()),
+            }
+            inner.call(request).await
+        })
+    }
+}
+
+/// The caller of a request, or the status that refuses it; `None` for an
+/// open method.
+async fn identify(
+    store: &Store,
+    admits: &Admits,
+    method: &str,
+    header: Option<&http::HeaderValue>,
+) -> Result<Option<Caller>, Status> {
+    match admits {
+        Admits::TenantKeys { open } => {
+            if open.contains(&method) {
+                return Ok(None);
+            }
+            let token = bearer(header)?;
+            verify(store, token).await.map(|key| Some(Caller::Key(key)))
+        }
+        Admits::OperatorOrTenantKeys { operator_key } => {
+            let token = bearer(header)?;
+            if let Some(expected) = operator_key
+                && bool::from(token.as_bytes().ct_eq(expected.as_bytes()))
+            {
+                return Ok(Some(Caller::Operator));
+            }
+            verify(store, token).await.map(|key| Some(Caller::Key(key)))
+        }
+    }
+}
+
+/// A tenant key, checked by the store (from memory when it can).
+async fn verify(store: &Store, token: &str) -> Result<ApiKey, Status> {
     match store.verify_api_key(token).await {
         Ok(Some(key)) => Ok(key),
         Ok(None) => Err(Status::unauthenticated("the API key is unknown or revoked")),
@@ -15,6 +137,19 @@ pub async fn authenticate<T>(store: &Store, request: &Request<T>) -> Result<ApiK
             tracing::error!(error = %e, "verifying an API key failed");
             Err(Status::unavailable("the key store is unavailable"))
         }
+    }
+}
+
+/// The tenant key the layer checked for this request.
+pub fn authenticate<T>(request: &Request<T>) -> Result<ApiKey, Status> {
+    match request.extensions().get::<Caller>() {
+        Some(Caller::Key(key)) => Ok(key.clone()),
+        Some(Caller::Operator) => Err(Status::permission_denied(
+            "this call needs a tenant's API key, not the operator key",
+        )),
+        None => Err(Status::unauthenticated(
+            "missing authorization: Bearer <api key>",
+        )),
     }
 }
 
@@ -38,24 +173,21 @@ pub fn authorize(key: &ApiKey, tenant_id: &str, scope: Scope) -> Result<(), Stat
     Ok(())
 }
 
-/// Whether the request carries the operator key (constant-time compare).
+/// Whether the layer found the operator key on the request.
 pub fn is_operator<T>(request: &Request<T>, operator_key: Option<&str>) -> Result<(), Status> {
-    let token = bearer(request)?;
-    match operator_key {
-        Some(expected) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
-        Some(_) => Err(Status::unauthenticated(
-            "this call needs the operator key (MCP_ADMIN_KEY)",
-        )),
-        None => Err(Status::permission_denied(
+    match (request.extensions().get::<Caller>(), operator_key) {
+        (Some(Caller::Operator), Some(_)) => Ok(()),
+        (_, None) => Err(Status::permission_denied(
             "no operator key is configured (MCP_ADMIN_KEY)",
+        )),
+        _ => Err(Status::unauthenticated(
+            "this call needs the operator key (MCP_ADMIN_KEY)",
         )),
     }
 }
 
-fn bearer<T>(request: &Request<T>) -> Result<&str, Status> {
-    let header = request
-        .metadata()
-        .get("authorization")
+fn bearer(header: Option<&http::HeaderValue>) -> Result<&str, Status> {
+    let header = header
         .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <api key>"))?
         .to_str()
         .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;

@@ -47,6 +47,7 @@ impl TryFrom<&ProcessMessageRequest> for TurnRequest {
     type Error = Status;
 
     fn try_from(request: &ProcessMessageRequest) -> Result<TurnRequest, Status> {
+        crate::caps::check_message(request)?;
         let text = request
             .content
             .as_ref()

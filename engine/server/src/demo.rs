@@ -73,8 +73,10 @@ pub async fn install(
 
     let store = plugins.store();
     let api_host = format!("127.0.0.1:{http_port}");
+    // A loopback address is refused by the egress policy unless a range
+    // entry opens it: this one opens the demo's port, no other.
     let policy = PolicySettings {
-        allow_list: vec![api_host.clone()],
+        allow_list: vec![format!("127.0.0.1/32:{http_port}")],
         ..Default::default()
     };
     match store.tenant(TENANT).await {

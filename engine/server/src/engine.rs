@@ -7,8 +7,9 @@
 //! client's, for all of it: the permit, the lock, the step, a trigger_flow.
 //! Its lease is renewed while it runs and a turn that loses it stops.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mcp_flow::machine::{FlowTrigger, next_deadline};
@@ -67,6 +68,15 @@ pub struct TurnRequest {
     pub deadline: Option<Instant>,
 }
 
+/// What a running turn holds: its tenant's share and the engine's.
+struct Permits<'e> {
+    _tenant: tokio::sync::OwnedSemaphorePermit,
+    _global: tokio::sync::SemaphorePermit<'e>,
+}
+
+/// Largest user profile a conversation keeps, as JSON.
+pub const MAX_PROFILE_BYTES: usize = 32 * 1024;
+
 /// How long before the client's deadline a turn gives up, so that it
 /// answers (and unlocks the conversation) before the client stops waiting.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
@@ -106,6 +116,10 @@ pub struct EngineSettings {
     pub turn_timeout: Duration,
     /// MAX_PARALLEL_EXECUTIONS: turns running at once; more wait their turn.
     pub max_parallel: usize,
+    /// TENANT_MAX_PARALLEL: turns of one tenant running at once, so that
+    /// one tenant's load leaves the rest of MAX_PARALLEL_EXECUTIONS to the
+    /// others. Default: half of it (at least 1).
+    pub tenant_max_parallel: usize,
     /// ENABLE_AB_TESTING: new conversations are allocated to experiments.
     pub ab_testing: bool,
     /// CONVERSATION_IDLE_TTL_SECONDS: a durable copy older than this is not
@@ -118,6 +132,7 @@ impl Default for EngineSettings {
         EngineSettings {
             turn_timeout: Duration::from_secs(10),
             max_parallel: 100,
+            tenant_max_parallel: 50,
             ab_testing: true,
             idle_ttl: None,
         }
@@ -146,6 +161,8 @@ pub struct Engine {
     machine: Machine<PluginHost, TokioClock>,
     settings: EngineSettings,
     permits: tokio::sync::Semaphore,
+    /// Each tenant's share of the permits (TENANT_MAX_PARALLEL), by tenant.
+    tenant_permits: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Engine {
@@ -162,6 +179,7 @@ impl Engine {
             contexts: data.contexts,
             machine,
             permits: tokio::sync::Semaphore::new(settings.max_parallel.max(1)),
+            tenant_permits: Mutex::new(HashMap::new()),
             settings,
         }
     }
@@ -280,17 +298,35 @@ impl Engine {
         }
     }
 
-    /// A permit to run a turn (MAX_PARALLEL_EXECUTIONS), waiting at most
-    /// until `deadline`.
-    async fn permit(
-        &self,
-        deadline: Instant,
-    ) -> Result<tokio::sync::SemaphorePermit<'_>, EngineError> {
+    /// Permits to run a turn of `tenant`: the tenant's own share first,
+    /// then one of MAX_PARALLEL_EXECUTIONS, waiting at most until `deadline`.
+    /// Taken once the conversation is locked: a turn waiting for its
+    /// conversation holds nothing others could use.
+    async fn permit(&self, tenant: &str, deadline: Instant) -> Result<Permits<'_>, EngineError> {
         let wait = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout_at(deadline.into(), self.permits.acquire())
+        let share = {
+            let mut shares = self.tenant_permits.lock().unwrap();
+            shares
+                .entry(tenant.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Semaphore::new(
+                        self.settings.tenant_max_parallel.max(1),
+                    ))
+                })
+                .clone()
+        };
+        let acquire = async {
+            let tenant = share.acquire_owned().await;
+            let global = self.permits.acquire().await;
+            (tenant, global)
+        };
+        let (tenant, global) = tokio::time::timeout_at(deadline.into(), acquire)
             .await
-            .map_err(|_| EngineError::Busy(wait))
-            .map(|permit| permit.expect("the semaphore is never closed"))
+            .map_err(|_| EngineError::Busy(wait))?;
+        Ok(Permits {
+            _tenant: tenant.expect("the semaphore is never closed"),
+            _global: global.expect("the semaphore is never closed"),
+        })
     }
 
     async fn process_uncounted(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
@@ -302,7 +338,6 @@ impl Engine {
         }
         let started = Instant::now();
         let deadline = self.deadline(request.deadline);
-        let _permit = self.permit(deadline).await?;
         // Before anything changes: a turn whose record could not be kept
         // is refused, not acknowledged and lost.
         let reservation = self.durable.reserve()?;
@@ -315,6 +350,7 @@ impl Engine {
                 &lease,
                 deadline,
                 Box::pin(async {
+                    let _permits = self.permit(&request.tenant_id, deadline).await?;
                     self.plugins.load_plugins(&request.tenant_id).await?;
                     let (flow, mut conversation) = match loaded.conversation.clone() {
                         Some(conversation) => {
@@ -325,6 +361,18 @@ impl Engine {
                     conversation
                         .user_profile
                         .extend(request.user_profile.clone());
+                    // Capped per message and in total: a profile that only
+                    // grows would grow every load and save of the conversation.
+                    let profile_bytes = serde_json::to_string(&conversation.user_profile)
+                        .map_or(0, |json| json.len());
+                    if profile_bytes > MAX_PROFILE_BYTES {
+                        return Err(EngineError::Invalid {
+                            field: "content.metadata.user_profile",
+                            message: format!(
+                                "the conversation's profile would be {profile_bytes} bytes of JSON; the limit is {MAX_PROFILE_BYTES}"
+                            ),
+                        });
+                    }
                     let mut event = Event::message(&request.text);
                     for (name, value) in &request.data {
                         event = event.with_data(name, value.clone());
@@ -657,7 +705,6 @@ impl Engine {
     ) -> Result<Option<TimeoutTurn>, EngineError> {
         let started = Instant::now();
         let deadline = self.deadline(None);
-        let _permit = self.permit(deadline).await?;
         let reservation = self.durable.reserve()?;
         let (lease, loaded) = self.acquire(key, deadline).await?;
         let result = async {
@@ -668,6 +715,7 @@ impl Engine {
             };
             let stepped = self
                 .hold(&lease, deadline, Box::pin(async {
+                    let _permits = self.permit(&key.tenant_id, deadline).await?;
                     self.plugins.load_plugins(&key.tenant_id).await?;
                     let flow = self.pinned_flow(&conversation).await?;
                     match next_deadline(&flow.flow, &conversation) {
@@ -802,12 +850,16 @@ impl Engine {
     /// The figures of the writers behind the reply, for /metrics.
     pub fn data_path_figures(&self) -> DataPathFigures {
         let stats = self.durable.stats();
+        let host = self.plugins.host();
         DataPathFigures {
             durable_backlog: self.durable.backlog(),
             durable_failing: stats.failing.load(Ordering::Relaxed),
             durable_batches: stats.batches.load(Ordering::Relaxed),
             durable_dropped: stats.dropped.load(Ordering::Relaxed),
             analytics_lost: self.analytics.lost(),
+            egress_allowed: host.egress_counters().allowed(),
+            egress_denied: host.egress_counters().denials(),
+            plugin_log_lines_dropped: host.log_lines_dropped(),
         }
     }
 

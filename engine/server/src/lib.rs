@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod caps;
 pub mod cli;
 pub mod clock;
 pub mod convert;

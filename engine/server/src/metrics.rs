@@ -55,10 +55,13 @@ struct DataPathGauges {
     durable_batches: IntGauge,
     durable_dropped: IntGauge,
     analytics_lost: IntGauge,
+    egress_allowed: IntGauge,
+    egress_denied: prometheus::IntGaugeVec,
+    plugin_log_lines_dropped: IntGauge,
 }
 
 /// The figures of the writers behind the reply, at one moment.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct DataPathFigures {
     /// Turns queued for the database and not yet committed: what a crash
     /// would lose with CONTEXT_DURABILITY=async.
@@ -69,6 +72,12 @@ pub struct DataPathFigures {
     /// Turns the database refused for good.
     pub durable_dropped: u64,
     pub analytics_lost: u64,
+    /// Plugins' outbound requests let out by the egress policy.
+    pub egress_allowed: u64,
+    /// Those it refused, by reason (`not_listed`, `loopback`, `private`…).
+    pub egress_denied: Vec<(&'static str, u64)>,
+    /// Plugin log lines dropped over the log limits.
+    pub plugin_log_lines_dropped: u64,
 }
 
 /// One series, for GetMetrics: a counter, or a histogram's count or sum.
@@ -180,6 +189,28 @@ impl Default for Metrics {
                     "mcp_analytics_lost_events",
                     "Analytics events dropped: queue full or refused by Redis.",
                 ),
+                egress_allowed: gauge(
+                    "mcp_egress_allowed_requests",
+                    "Plugins' outbound HTTP requests the egress policy let out.",
+                ),
+                egress_denied: {
+                    let vec = prometheus::IntGaugeVec::new(
+                        Opts::new(
+                            "mcp_egress_denied_requests",
+                            "Plugins' outbound HTTP requests the egress policy refused, by reason.",
+                        ),
+                        &["reason"],
+                    )
+                    .expect("a valid gauge");
+                    registry
+                        .register(Box::new(vec.clone()))
+                        .expect("each series registered once");
+                    vec
+                },
+                plugin_log_lines_dropped: gauge(
+                    "mcp_plugin_log_lines_dropped",
+                    "Plugin log lines dropped over the per-call and per-plugin log limits.",
+                ),
             },
             registry,
         };
@@ -204,6 +235,16 @@ impl Metrics {
         gauges.durable_batches.set(data_path.durable_batches as i64);
         gauges.durable_dropped.set(data_path.durable_dropped as i64);
         gauges.analytics_lost.set(data_path.analytics_lost as i64);
+        gauges.egress_allowed.set(data_path.egress_allowed as i64);
+        for (reason, count) in &data_path.egress_denied {
+            gauges
+                .egress_denied
+                .with_label_values(&[*reason])
+                .set(*count as i64);
+        }
+        gauges
+            .plugin_log_lines_dropped
+            .set(data_path.plugin_log_lines_dropped as i64);
         let mut text = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut text)

@@ -9,11 +9,12 @@ use mcp_registry::{PluginRegistry, artifact_store};
 use mcp_store::{
     Analytics, Database, DurableWriter, Store, StoreSettings, Wakeups, open_context_store,
 };
-use mcp_wasm::{HostConfig, PluginHost};
+use mcp_wasm::{Egress, HostConfig, PluginHost};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::admin::AdminService;
+use crate::auth::{Admits, Authenticated};
 use crate::engine::{DataPath, Engine, EngineSettings};
 use crate::health::HealthService;
 use crate::proto::admin::admin_server::AdminServer;
@@ -21,8 +22,15 @@ use crate::proto::engine::mcp_engine_server::McpEngineServer;
 use crate::proto::health::health_server::HealthServer;
 use crate::service::EngineService;
 
-/// Largest gRPC message either way: plugin uploads are the big ones.
+/// Largest Admin message either way: plugin uploads are the big ones.
 pub const MAX_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
+
+/// Largest MCPEngine request: a batch of messages at their field limits.
+/// Conversations need no more; only uploads are large.
+pub const MAX_TURN_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// MCPEngine methods that need no key.
+const OPEN_METHODS: &[&str] = &["HealthCheck"];
 
 /// How often due timeouts (wait states) are looked for: the most a
 /// timeout is delivered late.
@@ -36,6 +44,13 @@ pub struct ServerSettings {
     pub admin_key: Option<String>,
     pub engine: EngineSettings,
     pub store: StoreSettings,
+    /// `PLUGIN_INSTANCES`: plugin instances alive at once; a call beyond
+    /// them is refused as busy (back-pressure). Default: twice
+    /// MAX_PARALLEL_EXECUTIONS, at least 16.
+    pub plugin_instances: u32,
+    /// `EGRESS_ALLOW_RANGES`: special-purpose address ranges (CIDR, comma
+    /// separated) every tenant's tools may reach. Default: none.
+    pub egress_allow_ranges: Vec<mcp_wasm::egress::IpNet>,
     /// Install the demo tenant at start (`serve --demo`).
     pub demo: bool,
 }
@@ -83,17 +98,32 @@ impl ServerSettings {
             .transpose()?
             .unwrap_or(8002);
         let store = StoreSettings::from_env().map_err(|e| e.to_string())?;
+        let max_parallel = number("MAX_PARALLEL_EXECUTIONS", 100)? as usize;
+        let plugin_instances = number("PLUGIN_INSTANCES", (2 * max_parallel as u64).max(16))?;
+        let plugin_instances = u32::try_from(plugin_instances)
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| format!("PLUGIN_INSTANCES={plugin_instances}: must be 1 to 10000"))?;
+        let egress_allow_ranges =
+            mcp_wasm::egress::parse_ranges(var("EGRESS_ALLOW_RANGES").as_deref().unwrap_or(""))
+                .map_err(|e| format!("EGRESS_ALLOW_RANGES: {e}"))?;
         Ok(ServerSettings {
             grpc_addr,
             http_addr: SocketAddr::new(grpc_addr.ip(), http_port),
             admin_key: var("MCP_ADMIN_KEY"),
             engine: EngineSettings {
                 turn_timeout: Duration::from_millis(number("STATE_EXECUTION_TIMEOUT_MS", 10_000)?),
-                max_parallel: number("MAX_PARALLEL_EXECUTIONS", 100)? as usize,
+                max_parallel,
+                tenant_max_parallel: number(
+                    "TENANT_MAX_PARALLEL",
+                    (max_parallel as u64 / 2).max(1),
+                )? as usize,
                 ab_testing,
                 idle_ttl: store.context.idle_ttl,
             },
             store,
+            plugin_instances,
+            egress_allow_ranges,
             demo: false,
         })
     }
@@ -111,6 +141,11 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
     let db = Database::connect(&settings.store.database).await?;
     let host = PluginHost::new(HostConfig {
         artifacts: Some(artifact_store(&db)),
+        max_instances: settings.plugin_instances,
+        egress: Egress {
+            allowed_ranges: settings.egress_allow_ranges.clone(),
+            ..Egress::default()
+        },
         ..HostConfig::default()
     })?;
     let store = Store::open(db.clone()).await?;
@@ -174,21 +209,27 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         .add_service(health_v2)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(
+        .add_service(Authenticated::new(
             McpEngineServer::new(EngineService { engine })
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(MAX_TURN_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
+            store.clone(),
+            Admits::TenantKeys { open: OPEN_METHODS },
+        ))
+        .add_service(Authenticated::new(
             AdminServer::new(AdminService {
-                store,
+                store: store.clone(),
                 durable: durable.clone(),
                 plugins,
-                operator_key: settings.admin_key,
+                operator_key: settings.admin_key.clone(),
             })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+            store,
+            Admits::OperatorOrTenantKeys {
+                operator_key: settings.admin_key.as_deref().map(Arc::from),
+            },
+        ))
         // Without TCP_NODELAY a small reply waits for the client's delayed
         // ACK: 40 ms a turn on Linux.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)

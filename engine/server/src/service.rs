@@ -35,7 +35,7 @@ impl McpEngine for EngineService {
         &self,
         request: Request<ProcessMessageRequest>,
     ) -> Result<Response<ProcessMessageResponse>, Status> {
-        let key = authenticate(self.engine.store(), &request).await?;
+        let key = authenticate(&request)?;
         let deadline = deadline_of(&request);
         let request = request.into_inner();
         authorize(&key, tenant_of(&request.tenant_context), Scope::Messages)?;
@@ -47,7 +47,7 @@ impl McpEngine for EngineService {
         &self,
         request: Request<GetConversationStateRequest>,
     ) -> Result<Response<GetConversationStateResponse>, Status> {
-        let key = authenticate(self.engine.store(), &request).await?;
+        let key = authenticate(&request)?;
         let request = request.into_inner();
         let tenant = tenant_of(&request.tenant_context);
         authorize(&key, tenant, Scope::Messages)?;
@@ -72,7 +72,7 @@ impl McpEngine for EngineService {
         &self,
         request: Request<ResetConversationRequest>,
     ) -> Result<Response<ResetConversationResponse>, Status> {
-        let key = authenticate(self.engine.store(), &request).await?;
+        let key = authenticate(&request)?;
         let request = request.into_inner();
         let tenant = tenant_of(&request.tenant_context);
         authorize(&key, tenant, Scope::Messages)?;
@@ -100,7 +100,7 @@ impl McpEngine for EngineService {
         &self,
         request: Request<tonic::Streaming<ConversationStreamRequest>>,
     ) -> Result<Response<Self::StreamConversationStream>, Status> {
-        let key = authenticate(self.engine.store(), &request).await?;
+        let key = authenticate(&request)?;
         let mut incoming = request.into_inner();
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
         let engine = self.engine.clone();
@@ -119,7 +119,7 @@ impl McpEngine for EngineService {
         &self,
         request: Request<BatchProcessMessagesRequest>,
     ) -> Result<Response<BatchProcessMessagesResponse>, Status> {
-        let key = authenticate(self.engine.store(), &request).await?;
+        let key = authenticate(&request)?;
         let deadline = deadline_of(&request);
         let batch = request.into_inner();
         let tenant = tenant_of(&batch.tenant_context).to_owned();
@@ -209,7 +209,7 @@ impl McpEngine for EngineService {
         &self,
         request: Request<GetMetricsRequest>,
     ) -> Result<Response<GetMetricsResponse>, Status> {
-        let key = authenticate(self.engine.store(), &request).await?;
+        let key = authenticate(&request)?;
         let request = request.into_inner();
         let tenant = tenant_of(&request.tenant_context);
         authorize(&key, tenant, Scope::Messages)?;

@@ -51,7 +51,21 @@ impl Breakers {
     }
 
     /// Whether a call may go ahead now; `Err` carries how long until a probe.
-    pub fn admit(&self, tenant: &str, plugin: &str) -> Result<(), Duration> {
+    /// The admission records the call's outcome: dropped before it reports
+    /// (its caller gave up, a timeout cancelled it), the call counts as failed,
+    /// so a hanging plugin opens its circuit and a dropped probe cannot leave
+    /// the circuit half-open.
+    pub fn admit(&self, tenant: &str, plugin: &str) -> Result<Admission<'_>, Duration> {
+        self.admit_unguarded(tenant, plugin)?;
+        Ok(Admission {
+            breakers: self,
+            tenant: tenant.to_owned(),
+            plugin: plugin.to_owned(),
+            reported: false,
+        })
+    }
+
+    fn admit_unguarded(&self, tenant: &str, plugin: &str) -> Result<(), Duration> {
         let mut circuits = self.circuits.lock().unwrap();
         let key = (tenant.to_owned(), plugin.to_owned());
         let circuit = circuits
@@ -72,8 +86,8 @@ impl Breakers {
         }
     }
 
-    /// Reports how an admitted call went.
-    pub fn record(&self, tenant: &str, plugin: &str, ok: bool) {
+    /// Reports how a call went.
+    fn record(&self, tenant: &str, plugin: &str, ok: bool) {
         let mut circuits = self.circuits.lock().unwrap();
         let key = (tenant.to_owned(), plugin.to_owned());
         let circuit = circuits
@@ -98,6 +112,45 @@ impl Breakers {
     }
 }
 
+/// An admitted call, until it reports how it went.
+#[must_use = "an admission dropped without a report counts as a failure"]
+pub struct Admission<'b> {
+    breakers: &'b Breakers,
+    tenant: String,
+    plugin: String,
+    reported: bool,
+}
+
+impl Admission<'_> {
+    /// Reports the call's outcome.
+    pub fn report(mut self, ok: bool) {
+        self.reported = true;
+        self.breakers.record(&self.tenant, &self.plugin, ok);
+    }
+
+    /// The call never reached the plugin (the engine had no room for it):
+    /// no outcome. A probe that did not run makes way for the next one.
+    pub fn withdraw(mut self) {
+        self.reported = true;
+        let mut circuits = self.breakers.circuits.lock().unwrap();
+        let key = (self.tenant.clone(), self.plugin.clone());
+        if let Some(circuit @ Circuit::HalfOpen) = circuits.get_mut(&key) {
+            *circuit = Circuit::Open {
+                until: Instant::now(),
+            };
+        }
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            tracing::debug!(tenant = %self.tenant, plugin = %self.plugin, "a call was dropped; counted as failed");
+            self.breakers.record(&self.tenant, &self.plugin, false);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,20 +162,19 @@ mod tests {
             cooldown: Duration::from_millis(30),
         });
         for _ in 0..3 {
-            assert!(breakers.admit("t", "p").is_ok());
-            breakers.record("t", "p", false);
+            breakers.admit("t", "p").unwrap().report(false);
         }
         assert!(breakers.admit("t", "p").is_err(), "open after 3 failures");
         assert!(breakers.admit("t", "other").is_ok(), "per plugin");
         assert!(breakers.admit("u", "p").is_ok(), "per tenant");
 
         std::thread::sleep(Duration::from_millis(40));
-        assert!(breakers.admit("t", "p").is_ok(), "the probe");
+        let probe = breakers.admit("t", "p").expect("the probe");
         assert!(
             breakers.admit("t", "p").is_err(),
             "only one probe at a time"
         );
-        breakers.record("t", "p", true);
+        probe.report(true);
         assert!(breakers.admit("t", "p").is_ok(), "closed again");
     }
 
@@ -132,11 +184,37 @@ mod tests {
             failure_threshold: 1,
             cooldown: Duration::from_millis(20),
         });
-        breakers.record("t", "p", false);
+        breakers.admit("t", "p").unwrap().report(false);
         std::thread::sleep(Duration::from_millis(25));
-        assert!(breakers.admit("t", "p").is_ok());
-        breakers.record("t", "p", false);
+        breakers.admit("t", "p").unwrap().report(false);
         assert!(breakers.admit("t", "p").is_err());
+    }
+
+    #[test]
+    fn a_dropped_call_counts_as_failed_and_a_dropped_probe_reopens() {
+        let breakers = Breakers::new(BreakerConfig {
+            failure_threshold: 2,
+            cooldown: Duration::from_millis(20),
+        });
+        drop(breakers.admit("t", "p").unwrap());
+        drop(breakers.admit("t", "p").unwrap());
+        assert!(
+            breakers.admit("t", "p").is_err(),
+            "two dropped calls opened it"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+        drop(breakers.admit("t", "p").expect("the probe"));
+        assert!(
+            breakers.admit("t", "p").is_err(),
+            "open again, not stuck half-open"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+        breakers.admit("t", "p").expect("a second probe").withdraw();
+        breakers
+            .admit("t", "p")
+            .expect("a withdrawn probe makes way")
+            .report(true);
+        assert!(breakers.admit("t", "p").is_ok());
     }
 
     #[test]
@@ -145,9 +223,9 @@ mod tests {
             failure_threshold: 2,
             cooldown: Duration::from_secs(60),
         });
-        breakers.record("t", "p", false);
-        breakers.record("t", "p", true);
-        breakers.record("t", "p", false);
+        breakers.admit("t", "p").unwrap().report(false);
+        breakers.admit("t", "p").unwrap().report(true);
+        breakers.admit("t", "p").unwrap().report(false);
         assert!(breakers.admit("t", "p").is_ok());
     }
 }

@@ -56,14 +56,17 @@ impl PluginHost {
         f: impl for<'s> FnOnce(&'s mut Store<StoreState>) -> CallFuture<'s, R>,
     ) -> Result<(R, CallStats), PluginError> {
         let (tenant, plugin) = (installed.tenant.as_str(), installed.name.as_str());
-        if let Err(wait) = self.inner.breakers.admit(tenant, plugin) {
-            let error = PluginError::Unavailable {
-                plugin: plugin.to_owned(),
-                reason: format!("it failed repeatedly; next try in {} ms", wait.as_millis()),
-            };
-            note(installed, CallStats::default(), Some(&error));
-            return Err(error);
-        }
+        let admission = match self.inner.breakers.admit(tenant, plugin) {
+            Ok(admission) => admission,
+            Err(wait) => {
+                let error = PluginError::Unavailable {
+                    plugin: plugin.to_owned(),
+                    reason: format!("it failed repeatedly; next try in {} ms", wait.as_millis()),
+                };
+                note(installed, CallStats::default(), Some(&error));
+                return Err(error);
+            }
+        };
         let (mut limits, allow_list) = self.policy(tenant, installed.world);
         // The caller may want an answer sooner than the plugin's limit allows.
         limits.deadline = limits.deadline.min(requested);
@@ -119,9 +122,12 @@ impl PluginHost {
         }
         .instrument(span)
         .await;
-        // A plugin's own error is an answer, not a failure of the plugin.
-        let healthy = matches!(outcome, Ok(_) | Err(PluginError::Failed { .. }));
-        self.inner.breakers.record(tenant, plugin, healthy);
+        match &outcome {
+            // Back-pressure says nothing about the plugin.
+            Err(PluginError::Busy { .. }) => admission.withdraw(),
+            // A plugin's own error is an answer, not a failure of the plugin.
+            outcome => admission.report(matches!(outcome, Ok(_) | Err(PluginError::Failed { .. }))),
+        }
         if let Err(e) = &outcome {
             tracing::warn!(tenant, plugin, error = %e, "plugin call failed");
         }
@@ -419,6 +425,12 @@ fn classify(plugin: &str, limits: &Limits, error: wasmtime::Error) -> PluginErro
     };
     if let Some(LimitHit(name)) = error.downcast_ref::<LimitHit>() {
         return limit(name);
+    }
+    if let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return PluginError::Busy {
+            plugin: plugin.to_owned(),
+            reason: format!("the instance pool is full ({full}); try again shortly"),
+        };
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => limit("fuel"),

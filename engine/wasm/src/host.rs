@@ -16,7 +16,9 @@ use crate::allow_list::AllowList;
 use crate::bindings::{action, condition, host as host_api, intent, state_type, tool};
 use crate::breaker::{BreakerConfig, Breakers};
 use crate::cache::{ArtifactKey, ArtifactStore, CacheStatus, MemoryCache, sha256_hex};
+use crate::egress::{Egress, EgressCounters, Gate};
 use crate::limits::{Limits, MAX_MEMORY_BYTES, MAX_WASM_STACK};
+use crate::log_budget::LogAllowances;
 use crate::state::{CallSite, StoreState};
 
 /// How often the epoch ticks: the granularity of call deadlines.
@@ -37,6 +39,8 @@ pub struct HostConfig {
     pub breaker: BreakerConfig,
     /// Where compiled components persist; `None` keeps them in memory only.
     pub artifacts: Option<Arc<dyn ArtifactStore>>,
+    /// Where tools' outbound HTTP may go, besides each tenant's allow-list.
+    pub egress: Egress,
 }
 
 impl Default for HostConfig {
@@ -47,6 +51,7 @@ impl Default for HostConfig {
             max_instances: 200,
             breaker: BreakerConfig::default(),
             artifacts: None,
+            egress: Egress::default(),
         }
     }
 }
@@ -214,6 +219,8 @@ pub(crate) struct Inner {
     registry: RwLock<HashMap<(String, String), Versions>>,
     policies: RwLock<HashMap<String, Policy>>,
     pub breakers: Breakers,
+    egress: Arc<Gate>,
+    log_allowances: Arc<LogAllowances>,
 }
 
 /// The host. Cheap to clone; clones share everything.
@@ -282,9 +289,32 @@ impl PluginHost {
                 registry: RwLock::new(HashMap::new()),
                 policies: RwLock::new(HashMap::new()),
                 breakers: Breakers::new(config.breaker),
+                log_allowances: Arc::default(),
+                egress: Arc::new(Gate {
+                    policy: config.egress.clone(),
+                    counters: EgressCounters::default(),
+                }),
                 config,
             }),
         })
+    }
+
+    /// Outbound requests let out and denied, by the reason of the denial.
+    pub fn egress_counters(&self) -> &EgressCounters {
+        &self.inner.egress.counters
+    }
+
+    /// Plugin instances alive now (pooling allocator only; else `None`).
+    pub fn instances_in_use(&self) -> Option<u64> {
+        self.inner
+            .engine
+            .pooling_allocator_metrics()
+            .map(|m| m.component_instances())
+    }
+
+    /// Plugin log lines dropped over their limits since the host started.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.inner.log_allowances.dropped()
     }
 
     /// The engine's compatibility hash: half of every artifact key.
@@ -585,7 +615,14 @@ impl PluginHost {
             tenant: installed.tenant.as_str().into(),
             plugin: installed.name.as_str().into(),
         };
-        let state = StoreState::new(site, limits, allow_list, installed.config.clone());
+        let state = StoreState::new(
+            site,
+            limits,
+            allow_list,
+            self.inner.egress.clone(),
+            self.inner.log_allowances.clone(),
+            installed.config.clone(),
+        );
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.fuel)?;

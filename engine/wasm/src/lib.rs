@@ -8,15 +8,18 @@ pub mod breaker;
 pub mod cache;
 mod call;
 mod convert;
+pub mod egress;
 mod host;
 pub mod ledger;
 pub mod limits;
+pub mod log_budget;
 mod state;
 
 pub use allow_list::AllowList;
 pub use breaker::BreakerConfig;
 pub use cache::{ArtifactKey, ArtifactStore, CacheStatus, DirArtifactStore};
 pub use call::CallStats;
+pub use egress::{Egress, Refusal, Resolve, SystemResolver};
 pub use host::{
     HostConfig, Inspected, Installed, PluginHost, PolicyError, TenantPolicy, UploadError,
     WIT_VERSION,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -15,7 +15,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::allow_list::AllowList;
 use crate::bindings::host::{self, Level};
+use crate::egress::{self, Gate};
 use crate::limits::Limits;
+use crate::log_budget::{CallLog, LogAllowances};
 
 /// Who is being called, for logs.
 #[derive(Debug, Clone)]
@@ -24,9 +26,25 @@ pub struct CallSite {
     pub plugin: Arc<str>,
 }
 
+/// Where a call's log lines go: its own budget, then its plugin's allowance.
+#[derive(Clone)]
+struct CallLogger {
+    site: CallSite,
+    call: Arc<Mutex<CallLog>>,
+    allowances: Arc<LogAllowances>,
+}
+
+impl CallLogger {
+    fn admit(&self, len: usize) -> bool {
+        let mut call = self.call.lock().unwrap();
+        self.allowances
+            .admit(&mut call, &self.site.tenant, &self.site.plugin, len)
+    }
+}
+
 /// The data of one call's store.
 pub struct StoreState {
-    site: CallSite,
+    logger: CallLogger,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     outbound: Outbound,
@@ -40,13 +58,20 @@ impl StoreState {
         site: CallSite,
         limits: &Limits,
         allow_list: Arc<AllowList>,
+        gate: Arc<Gate>,
+        allowances: Arc<LogAllowances>,
         config: Arc<BTreeMap<String, String>>,
     ) -> StoreState {
+        let logger = CallLogger {
+            site: site.clone(),
+            call: Arc::new(Mutex::new(CallLog::new())),
+            allowances,
+        };
         // No env, no args, no preopened directories, no sockets: what a
         // component needs to start, and nothing more.
         let wasi = WasiCtx::builder()
-            .stdout(LogStream::new(site.clone(), "stdout"))
-            .stderr(LogStream::new(site.clone(), "stderr"))
+            .stdout(LogStream::new(logger.clone(), "stdout"))
+            .stderr(LogStream::new(logger.clone(), "stderr"))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -55,8 +80,9 @@ impl StoreState {
             outbound: Outbound {
                 site: site.clone(),
                 allow_list,
+                gate,
             },
-            site,
+            logger,
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -87,8 +113,11 @@ impl WasiHttpView for StoreState {
 
 impl host::Host for StoreState {
     fn log(&mut self, level: Level, message: String) {
-        let (tenant, plugin) = (&*self.site.tenant, &*self.site.plugin);
         let message = truncate(&message, 4096);
+        if !self.logger.admit(message.len()) {
+            return;
+        }
+        let (tenant, plugin) = (&*self.logger.site.tenant, &*self.logger.site.plugin);
         match level {
             Level::Trace => tracing::trace!(tenant, plugin, "{message}"),
             Level::Debug => tracing::debug!(tenant, plugin, "{message}"),
@@ -105,10 +134,12 @@ impl host::Host for StoreState {
 
 impl crate::bindings::types::Host for StoreState {}
 
-/// Outbound HTTP: only to the tenant's allow-list.
+/// Outbound HTTP: only to the tenant's allow-list, only to addresses the
+/// egress policy lets out.
 struct Outbound {
     site: CallSite,
     allow_list: Arc<AllowList>,
+    gate: Arc<Gate>,
 }
 
 impl WasiHttpHooks for Outbound {
@@ -128,28 +159,32 @@ impl WasiHttpHooks for Outbound {
                 >,
             > + Send,
     > {
+        // `fut` reports errors of the response body; the body's own stream
+        // carries them here, so it is not needed.
+        _ = fut;
         let uri = request.uri();
-        let https = uri.scheme_str() == Some("https");
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-        if let Err(denied) = self.allow_list.check(authority, https) {
-            tracing::warn!(
-                tenant = &*self.site.tenant,
-                plugin = &*self.site.plugin,
-                %denied,
-                "outbound request denied"
-            );
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        tracing::debug!(
-            tenant = &*self.site.tenant,
-            plugin = &*self.site.plugin,
-            %uri,
-            "outbound request"
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let authority = uri.authority().map_or("", |a| a.as_str()).to_owned();
+        let (site, allow_list, gate) = (
+            self.site.clone(),
+            self.allow_list.clone(),
+            self.gate.clone(),
         );
-        // The default client does not follow redirects: a redirect comes back
-        // to the plugin, and following it is a new request, checked again.
-        let mut default = [(); 0];
-        WasiHttpHooks::send_request(&mut default, request, options, fut)
+        Box::new(async move {
+            let decision = egress::decide(&gate.policy, &allow_list, &authority, https).await;
+            egress::record(&gate.counters, &site.tenant, &site.plugin, &decision);
+            let destination = decision.map_err(|refusal| {
+                wasmtime_wasi_http::Error::InternalError(Some(refusal.to_string()))
+            })?;
+            tracing::debug!(
+                tenant = &*site.tenant,
+                plugin = &*site.plugin,
+                host = %destination.host,
+                port = destination.port,
+                "outbound request"
+            );
+            egress::send(destination, request, options).await
+        })
     }
 }
 
@@ -203,16 +238,30 @@ impl ResourceLimiter for CallLimiter {
     }
 }
 
+impl Drop for StoreState {
+    fn drop(&mut self) {
+        let dropped = self.logger.call.lock().map_or(0, |call| call.dropped());
+        if dropped > 0 {
+            tracing::warn!(
+                tenant = &*self.logger.site.tenant,
+                plugin = &*self.logger.site.plugin,
+                dropped,
+                "log lines over the plugin's log limits were dropped"
+            );
+        }
+    }
+}
+
 /// A plugin's stdout or stderr, into the log with tenant and plugin.
 #[derive(Clone)]
 struct LogStream {
-    site: CallSite,
+    logger: CallLogger,
     name: &'static str,
 }
 
 impl LogStream {
-    fn new(site: CallSite, name: &'static str) -> LogStream {
-        LogStream { site, name }
+    fn new(logger: CallLogger, name: &'static str) -> LogStream {
+        LogStream { logger, name }
     }
 }
 
@@ -236,12 +285,15 @@ impl AsyncWrite for LogStream {
     ) -> Poll<std::io::Result<usize>> {
         let text = String::from_utf8_lossy(buf);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let line = truncate(line, 4096);
+            if !self.logger.admit(line.len()) {
+                continue;
+            }
             tracing::info!(
-                tenant = &*self.site.tenant,
-                plugin = &*self.site.plugin,
+                tenant = &*self.logger.site.tenant,
+                plugin = &*self.logger.site.plugin,
                 stream = self.name,
-                "{}",
-                truncate(line, 4096)
+                "{line}"
             );
         }
         Poll::Ready(Ok(buf.len()))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{HOST, bytes, install, install_with, order_api};
 use mcp_example_plugins as built;
 use mcp_flow::{Clock, Conversation, Event, Flow, Machine, PluginWorld};
-use mcp_wasm::{AllowList, TenantPolicy};
+use mcp_wasm::TenantPolicy;
 use serde_json::json;
 
 /// Time from the tokio runtime.
@@ -96,7 +96,7 @@ async fn tenant_with_plugins(tenant: &str) {
     HOST.set_policy(
         tenant,
         TenantPolicy {
-            allow_list: AllowList::parse(&[api.to_string()]).unwrap(),
+            allow_list: common::allow_api(api),
             ..Default::default()
         },
     );

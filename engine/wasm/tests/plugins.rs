@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{HOST, bytes, conversation, install, install_with, order_api, python_vip_check};
 use mcp_example_plugins as built;
 use mcp_flow::{Event, PluginCall, PluginError, PluginRuntime, PluginWorld};
-use mcp_wasm::{AllowList, Manifest, TenantPolicy};
+use mcp_wasm::{Manifest, TenantPolicy};
 use serde_json::{Value, json};
 
 fn call<'a>(
@@ -154,7 +154,7 @@ async fn the_tool_calls_the_tenants_api_over_http() {
     HOST.set_policy(
         "t-tool",
         TenantPolicy {
-            allow_list: AllowList::parse(&[api.to_string()]).unwrap(),
+            allow_list: common::allow_api(api),
             ..Default::default()
         },
     );

@@ -43,6 +43,19 @@ impl Guest for Hostile {
             }
             "recursion" => Ok(recurse(black_box(1)).to_string()),
             "trap" => panic!("the plugin gave up"),
+            "log-flood" => {
+                for i in 0..10_000 {
+                    println!("flooding the log, line {i}");
+                    mcp::plugin::host::log(mcp::plugin::host::Level::Info, "and through host.log");
+                }
+                Ok(r#"{"flooded":true}"#.into())
+            }
+            // Blocked in wasi:io/poll, where epochs cannot interrupt: only
+            // the host's timer stops it.
+            "park" => {
+                wasi::clocks::monotonic_clock::subscribe_duration(60_000_000_000).block();
+                Ok(r#"{"woke":true}"#.into())
+            }
             "huge" => Ok(format!("\"{}\"", "x".repeat(8 << 20))),
             "file" => std::fs::read_to_string("/etc/passwd")
                 .map(|text| serde_json::to_string(&text).unwrap())

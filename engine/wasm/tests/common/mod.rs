@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
@@ -12,7 +12,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use mcp_flow::{Conversation, Flow, PluginWorld};
-use mcp_wasm::{DirArtifactStore, HostConfig, Installed, PluginHost};
+use mcp_wasm::egress::Resolution;
+use mcp_wasm::{AllowList, DirArtifactStore, Egress, HostConfig, Installed, PluginHost, Resolve};
 use serde_json::json;
 
 /// One host per test binary: compiled plugins are shared, and compiled
@@ -21,10 +22,43 @@ pub static HOST: LazyLock<PluginHost> = LazyLock::new(|| {
     let cache = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/plugin-cache");
     PluginHost::new(HostConfig {
         artifacts: Some(Arc::new(DirArtifactStore::new(cache))),
+        egress: Egress {
+            resolver: Arc::new(TestNames),
+            ..Egress::default()
+        },
         ..HostConfig::default()
     })
     .expect("the host starts")
 });
+
+/// The names the tests resolve, so none depends on DNS: each points where
+/// an attacker would point a name of their own.
+pub struct TestNames;
+
+impl TestNames {
+    pub const TABLE: [(&str, &str); 3] = [
+        ("loopback.test", "127.0.0.1"),
+        ("metadata.test", "169.254.169.254"),
+        ("mapped.test", "::ffff:127.0.0.1"),
+    ];
+}
+
+impl Resolve for TestNames {
+    fn resolve(&self, host: &str) -> Resolution {
+        let found = TestNames::TABLE
+            .iter()
+            .find(|(name, _)| *name == host)
+            .map(|(_, address)| vec![address.parse::<IpAddr>().unwrap()]);
+        Box::pin(async move {
+            found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "unknown name"))
+        })
+    }
+}
+
+/// An allow-list that opens the test API's loopback port, and only it.
+pub fn allow_api(api: SocketAddr) -> AllowList {
+    AllowList::parse(&[format!("127.0.0.1/32:{}", api.port())]).unwrap()
+}
 
 pub fn bytes(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
