@@ -157,7 +157,8 @@ mod tests {
     fn each_oversized_field_is_named() {
         assert!(check_message(&message()).is_ok());
         let long = "x".repeat(MAX_ID_BYTES + 1);
-        let cases: Vec<(&str, Box<dyn Fn(&mut ProcessMessageRequest)>)> = vec![
+        type Change<'a> = Box<dyn Fn(&mut ProcessMessageRequest) + 'a>;
+        let cases: Vec<(&str, Change)> = vec![
             ("user_id", Box::new(|m| m.user_id = long.clone())),
             (
                 "conversation_id",

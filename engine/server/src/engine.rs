@@ -860,6 +860,7 @@ impl Engine {
             egress_allowed: host.egress_counters().allowed(),
             egress_denied: host.egress_counters().denials(),
             plugin_log_lines_dropped: host.log_lines_dropped(),
+            key_lookups: self.store.key_lookups(),
         }
     }
 
@@ -901,7 +902,10 @@ impl Engine {
         let mut degraded = Vec::new();
         for probe in &probes {
             if let Some(error) = &probe.error {
-                let reason = format!("{}: {error}", probe.name);
+                // Anonymous callers read the reasons: the error's own text
+                // (addresses, driver messages) goes to the log only.
+                tracing::warn!(dependency = probe.name, %error, "health probe failed");
+                let reason = format!("{}: unavailable", probe.name);
                 match probe.name {
                     "context_store" => down.push(reason),
                     _ => degraded.push(reason),

@@ -127,7 +127,11 @@ impl Health for HealthService {
                         HealthStatus::HealthServing
                     } as i32,
                     response_time_ms: probe.time.as_millis() as i32,
-                    error_message: probe.error.unwrap_or_default(),
+                    // A stable word, not the driver's text (logged instead).
+                    error_message: probe
+                        .error
+                        .map(|_| "unavailable".to_owned())
+                        .unwrap_or_default(),
                     last_check: Some(now()),
                 })
                 .collect()

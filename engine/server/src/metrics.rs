@@ -58,6 +58,7 @@ struct DataPathGauges {
     egress_allowed: IntGauge,
     egress_denied: prometheus::IntGaugeVec,
     plugin_log_lines_dropped: IntGauge,
+    key_lookups: IntGauge,
 }
 
 /// The figures of the writers behind the reply, at one moment.
@@ -78,6 +79,8 @@ pub struct DataPathFigures {
     pub egress_denied: Vec<(&'static str, u64)>,
     /// Plugin log lines dropped over the log limits.
     pub plugin_log_lines_dropped: u64,
+    /// API keys looked up in the database (cache misses).
+    pub key_lookups: u64,
 }
 
 /// One series, for GetMetrics: a counter, or a histogram's count or sum.
@@ -211,6 +214,10 @@ impl Default for Metrics {
                     "mcp_plugin_log_lines_dropped",
                     "Plugin log lines dropped over the per-call and per-plugin log limits.",
                 ),
+                key_lookups: gauge(
+                    "mcp_api_key_lookups",
+                    "API keys looked up in the database: cache misses of well-formed keys.",
+                ),
             },
             registry,
         };
@@ -245,6 +252,7 @@ impl Metrics {
         gauges
             .plugin_log_lines_dropped
             .set(data_path.plugin_log_lines_dropped as i64);
+        gauges.key_lookups.set(data_path.key_lookups as i64);
         let mut text = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut text)

@@ -288,8 +288,24 @@ async fn write_batches(
 }
 
 /// The database answered and said no (a constraint): retrying cannot help.
+/// A database error that says the server is going away, out of resources or
+/// busy (PostgreSQL classes 08, 40, 53, 57 and 58; SQLite BUSY and LOCKED)
+/// is a passing failure, not a refusal: a stopping server reports
+/// `admin_shutdown` to the transaction it interrupts.
 fn is_refusal(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(_))
+    let sqlx::Error::Database(error) = e else {
+        return false;
+    };
+    let Some(code) = error.code() else {
+        return true;
+    };
+    let passing_postgres = ["08", "40", "53", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class));
+    let passing_sqlite = code
+        .parse::<u32>()
+        .is_ok_and(|extended| matches!(extended & 0xff, 5 | 6));
+    !(passing_postgres || passing_sqlite)
 }
 
 async fn write_one_by_one(db: &Database, batch: &[Queued], stats: &WriterStats) {
@@ -297,11 +313,23 @@ async fn write_one_by_one(db: &Database, batch: &[Queued], stats: &WriterStats) 
         let Some(write) = &entry.write else {
             continue;
         };
-        // A refusal now is for good; anything else was a passing failure
-        // and the next batch will find the database the same way.
-        if let Err(e) = write_batch(db, std::slice::from_ref(entry)).await {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(conversation = %write.key, version = write.version, error = %e, "durable writer: turn not kept");
+        // A refusal is for good; anything else is a passing failure (the
+        // database may be stopping as this runs), tried again until it passes.
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match write_batch(db, std::slice::from_ref(entry)).await {
+                Ok(()) => break,
+                Err(e) if is_refusal(&e) => {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(conversation = %write.key, version = write.version, error = %e, "durable writer: turn not kept");
+                    break;
+                }
+                Err(_) => {
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct Store {
 pub(crate) struct Inner {
     db: Database,
     caches: Mutex<Caches>,
+    /// API keys looked up in the database (cache misses), since start.
+    key_lookups: std::sync::atomic::AtomicU64,
 }
 
 /// What is cached, and when it was last invalidated.
@@ -176,6 +178,7 @@ impl Store {
         let inner = Arc::new(Inner {
             db,
             caches: Mutex::new(Caches::default()),
+            key_lookups: Default::default(),
         });
         changes::watch(&inner.db, Arc::downgrade(&inner)).await?;
         Ok(Store { inner })

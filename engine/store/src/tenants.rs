@@ -379,7 +379,18 @@ impl Store {
     }
 
     /// A key that is not revoked, with its secret's hash.
+    /// API keys looked up in the database since the store opened: what a
+    /// flood of made-up keys would cost, were they not refused first.
+    pub fn key_lookups(&self) -> u64 {
+        self.inner
+            .key_lookups
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn stored_key(&self, id: &str) -> Result<Option<(ApiKey, String)>, StoreError> {
+        self.inner
+            .key_lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let row = sqlx::query(
             "SELECT id, tenant_id, name, secret_hash, scopes, created_at FROM api_keys \
              WHERE id = $1 AND revoked_at IS NULL",

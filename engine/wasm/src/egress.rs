@@ -405,17 +405,17 @@ pub(crate) async fn send(
     // The connection must be driven while the response is awaited; after
     // it, the caller drives it with the body.
     let mut connection = Box::pin(connection);
+    let mut connection_done = false;
     let response = {
         let send = tokio::time::timeout(first_byte_timeout, sender.send_request(request));
         tokio::pin!(send);
-        loop {
-            tokio::select! {
-                response = &mut send => break response,
-                done = &mut connection => {
-                    done?;
-                    // The connection ended first; the response may still be whole.
-                    break send.await;
-                }
+        tokio::select! {
+            response = &mut send => response,
+            done = &mut connection => {
+                done?;
+                connection_done = true;
+                // The connection ended first; the response may still be whole.
+                send.await
             }
         }
     };
@@ -423,6 +423,10 @@ pub(crate) async fn send(
         .map_err(|_| HttpError::ConnectionReadTimeout)?
         .map_err(HttpError::from)?;
     let driver: IoDriver = Box::new(async move {
+        // A finished connection must not be polled again.
+        if connection_done {
+            return Ok(());
+        }
         connection.await.map_err(|e| {
             if e.is_timeout() {
                 HttpError::HttpResponseTimeout

@@ -382,7 +382,10 @@ pub fn order_flow() -> serde_json::Value {
 
 pub async fn tenant_on_slow_api(engine: &Engine, api: &SlowApi) -> (String, String) {
     let (mut admin, _) = clients(engine).await;
-    let (tenant, key) = new_tenant(&mut admin, "slow", std::slice::from_ref(&api.address)).await;
+    // The API listens on loopback, which the egress policy refuses unless
+    // a range entry opens it: this one opens the API's port only.
+    let port = api.address.rsplit(':').next().unwrap();
+    let (tenant, key) = new_tenant(&mut admin, "slow", &[format!("127.0.0.1/32:{port}")]).await;
     let config = HashMap::from([("base_url".to_owned(), format!("http://{}", api.address))]);
     upload(
         &mut admin,
