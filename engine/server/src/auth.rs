@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use mcp_store::{ApiKey, Scope, Store};
+use mcp_store::{ApiKey, RateLimiter, Scope, Store};
 use subtle::ConstantTimeEq;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -36,20 +36,27 @@ pub enum Admits {
     OperatorOrTenantKeys { operator_key: Option<Arc<str>> },
 }
 
-/// A service behind the key check.
+/// A service behind the key check and the key's and tenant's rate limits.
 #[derive(Clone)]
 pub struct Authenticated<S> {
     inner: S,
     store: Store,
     admits: Admits,
+    limiter: Arc<RateLimiter>,
 }
 
 impl<S> Authenticated<S> {
-    pub fn new(inner: S, store: Store, admits: Admits) -> Authenticated<S> {
+    pub fn new(
+        inner: S,
+        store: Store,
+        admits: Admits,
+        limiter: Arc<RateLimiter>,
+    ) -> Authenticated<S> {
         Authenticated {
             inner,
             store,
             admits,
+            limiter,
         }
     }
 }
@@ -78,7 +85,11 @@ where
         // The clone that was made ready serves this call (tower's rule).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (store, admits) = (self.store.clone(), self.admits.clone());
+        let (store, admits, limiter) = (
+            self.store.clone(),
+            self.admits.clone(),
+            self.limiter.clone(),
+        );
         let method = request
             .uri()
             .path()
@@ -90,6 +101,11 @@ where
         Box::pin(async move {
             match identify(&store, &admits, &method, header.as_ref()).await {
                 Ok(Some(caller)) => {
+                    if let Caller::Key(key) = &caller
+                        && let Err(limited) = limiter.check(&key.id, &key.tenant_id).await
+                    {
+                        return Ok(rate_limited(limited).into_http());
+                    }
                     request.extensions_mut().insert(caller);
                 }
                 Ok(None) => {}
@@ -126,6 +142,15 @@ async fn identify(
             verify(store, token).await.map(|key| Some(Caller::Key(key)))
         }
     }
+}
+
+/// RESOURCE_EXHAUSTED, with the wait in the message and in `retry-after-ms`.
+fn rate_limited(limited: mcp_store::RateLimited) -> Status {
+    let mut status = Status::resource_exhausted(limited.to_string());
+    if let Ok(value) = limited.retry_after.as_millis().to_string().parse() {
+        status.metadata_mut().insert("retry-after-ms", value);
+    }
+    status
 }
 
 /// A tenant key, checked by the store (from memory when it can).

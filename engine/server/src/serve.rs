@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use mcp_registry::{PluginRegistry, artifact_store};
 use mcp_store::{
-    Analytics, Database, DurableWriter, Store, StoreSettings, Wakeups, open_context_store,
+    Analytics, Database, DurableWriter, Rate, RateLimitSettings, RateLimiter, Store, StoreSettings,
+    Wakeups, open_context_store,
 };
 use mcp_wasm::{Egress, HostConfig, PluginHost};
 use tonic::transport::Server;
@@ -51,6 +52,8 @@ pub struct ServerSettings {
     /// `EGRESS_ALLOW_RANGES`: special-purpose address ranges (CIDR, comma
     /// separated) every tenant's tools may reach. Default: none.
     pub egress_allow_ranges: Vec<mcp_wasm::egress::IpNet>,
+    /// `RATE_LIMIT_PER_KEY`, `RATE_LIMIT_PER_TENANT`, `RATE_LIMIT_BURST`.
+    pub rate_limits: RateLimitSettings,
     /// Install the demo tenant at start (`serve --demo`).
     pub demo: bool,
 }
@@ -107,6 +110,25 @@ impl ServerSettings {
         let egress_allow_ranges =
             mcp_wasm::egress::parse_ranges(var("EGRESS_ALLOW_RANGES").as_deref().unwrap_or(""))
                 .map_err(|e| format!("EGRESS_ALLOW_RANGES: {e}"))?;
+        let per_second = |name: &str| -> Result<Option<f64>, String> {
+            var(name)
+                .map(|v| match v.parse::<f64>() {
+                    Ok(n) if n > 0.0 && n.is_finite() => Ok(n),
+                    _ => Err(format!("{name}={v:?}: must be calls per second above 0")),
+                })
+                .transpose()
+        };
+        let burst = per_second("RATE_LIMIT_BURST")?;
+        let rate = |per_second: Option<f64>| {
+            per_second.map(|per_second| Rate {
+                per_second,
+                burst: burst.unwrap_or((2.0 * per_second).max(1.0)),
+            })
+        };
+        let rate_limits = RateLimitSettings {
+            per_key: rate(per_second("RATE_LIMIT_PER_KEY")?),
+            per_tenant: rate(per_second("RATE_LIMIT_PER_TENANT")?),
+        };
         Ok(ServerSettings {
             grpc_addr,
             http_addr: SocketAddr::new(grpc_addr.ip(), http_port),
@@ -124,6 +146,7 @@ impl ServerSettings {
             store,
             plugin_instances,
             egress_allow_ranges,
+            rate_limits,
             demo: false,
         })
     }
@@ -157,6 +180,8 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         wakeups: Wakeups::open(&settings.store.context).await?,
     };
     let durable = data.durable.clone();
+    let limiter =
+        Arc::new(RateLimiter::open(&settings.rate_limits, &settings.store.context).await?);
     let engine = Arc::new(Engine::new(plugins.clone(), data, settings.engine.clone()));
     tokio::spawn(engine.clone().run_timeouts(TIMEOUT_POLL_INTERVAL));
 
@@ -215,6 +240,7 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             store.clone(),
             Admits::TenantKeys { open: OPEN_METHODS },
+            limiter.clone(),
         ))
         .add_service(Authenticated::new(
             AdminServer::new(AdminService {
@@ -229,6 +255,7 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
             Admits::OperatorOrTenantKeys {
                 operator_key: settings.admin_key.as_deref().map(Arc::from),
             },
+            limiter,
         ))
         // Without TCP_NODELAY a small reply waits for the client's delayed
         // ACK: 40 ms a turn on Linux.

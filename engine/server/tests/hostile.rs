@@ -32,8 +32,12 @@ fn greeting_flow() -> serde_json::Value {
 
 /// A tenant with a published flow, for the bystander's turns.
 async fn bystander(engine: &Engine) -> (String, String) {
+    named_tenant(engine, "bystander").await
+}
+
+async fn named_tenant(engine: &Engine, name: &str) -> (String, String) {
     let (mut admin, _) = clients(engine).await;
-    let (tenant, key) = new_tenant(&mut admin, "bystander", &[]).await;
+    let (tenant, key) = new_tenant(&mut admin, name, &[]).await;
     publish(&mut admin, &key, &tenant, &greeting_flow()).await;
     (tenant, key)
 }
@@ -271,5 +275,59 @@ async fn an_expensive_cel_expression_is_refused_at_publish_naming_the_bound() {
     assert!(
         refused.message().contains("nests 3 comprehensions"),
         "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_limit_is_told_when_to_retry_and_others_are_answered() {
+    let engine = start(HashMap::from([
+        // A burst of 3, then next to nothing: the test never sees a refill.
+        ("RATE_LIMIT_PER_KEY", "0.001".to_owned()),
+        ("RATE_LIMIT_BURST", "3".to_owned()),
+    ]))
+    .await;
+    // Creating the tenants is the operator's: not limited.
+    let (tenant, key) = bystander(&engine).await;
+    let (other, other_key) = named_tenant(&engine, "other").await;
+    let (_, mut client) = clients(&engine).await;
+    // Publishing in bystander() took one of the key's three tokens.
+    for _ in 0..2 {
+        client
+            .process_message(authed(message(&tenant, "c-1", "hi"), &key))
+            .await
+            .unwrap();
+    }
+    let limited = client
+        .process_message(authed(message(&tenant, "c-1", "hi"), &key))
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    assert!(
+        limited
+            .message()
+            .starts_with("the API key's rate limit is exhausted; retry in "),
+        "{limited:?}"
+    );
+    let retry: u64 = limited
+        .metadata()
+        .get("retry-after-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0);
+    // Another tenant's key has its own bucket.
+    let reply = client
+        .process_message(authed(message(&other, "c-1", "hi"), &other_key))
+        .await
+        .unwrap();
+    assert!(
+        reply
+            .into_inner()
+            .response
+            .unwrap()
+            .text
+            .starts_with("Hello!")
     );
 }

@@ -24,6 +24,10 @@ use crate::state::{LimitHit, StoreState};
 /// interrupt it.
 const DEADLINE_GRACE: Duration = Duration::from_millis(100);
 
+/// How long describe() may take: it only returns a constant manifest, and
+/// it runs while a plugin is installed, where nothing should wait long.
+const DESCRIBE_DEADLINE: Duration = Duration::from_secs(2);
+
 type CallFuture<'s, R> =
     std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Result<R, wit::Error>>> + Send + 's>>;
 
@@ -196,7 +200,7 @@ impl PluginHost {
                 let (manifest, _) = self
                     .run(
                         installed,
-                        Duration::MAX,
+                        DESCRIBE_DEADLINE,
                         |m: &wit::ToolManifest| {
                             m.input_schema.len() + m.output_schema.len() + m.description.len()
                         },
@@ -228,7 +232,7 @@ impl PluginHost {
                 let (manifest, _) = self
                     .run(
                         installed,
-                        Duration::MAX,
+                        DESCRIBE_DEADLINE,
                         |m: &wit::StateTypeManifest| m.config_schema.len() + m.description.len(),
                         |store| {
                             Box::pin(async move {

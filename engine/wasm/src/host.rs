@@ -17,7 +17,10 @@ use crate::bindings::{action, condition, host as host_api, intent, state_type, t
 use crate::breaker::{BreakerConfig, Breakers};
 use crate::cache::{ArtifactKey, ArtifactStore, CacheStatus, MemoryCache, sha256_hex};
 use crate::egress::{Egress, EgressCounters, Gate};
-use crate::limits::{Limits, MAX_MEMORY_BYTES, MAX_WASM_STACK};
+use crate::limits::{
+    Limits, MAX_DEADLINE_MS, MAX_FUEL, MAX_MEMORY_BYTES, MAX_RESULT_BYTES, MAX_TABLE_ELEMENTS,
+    MAX_WASM_STACK,
+};
 use crate::log_budget::LogAllowances;
 use crate::state::{CallSite, StoreState};
 
@@ -150,16 +153,31 @@ impl TenantPolicy {
             message,
         })?;
         for (world, limits) in &settings.limits {
-            if let Some(memory) = limits.memory_bytes
-                && memory > MAX_MEMORY_BYTES
-            {
-                return Err(PolicyError {
-                    field: format!("limits.{world}.memory_bytes"),
-                    message: format!(
-                        "{memory} is above the engine's maximum of {MAX_MEMORY_BYTES}"
-                    ),
-                });
-            }
+            // The engine's ceilings: no tenant setting goes past them.
+            let over = |name: &str, value: Option<u64>, max: u64| match value {
+                Some(value) if value > max => Err(PolicyError {
+                    field: format!("limits.{world}.{name}"),
+                    message: format!("{value} is above the engine's maximum of {max}"),
+                }),
+                _ => Ok(()),
+            };
+            over(
+                "memory_bytes",
+                limits.memory_bytes.map(|v| v as u64),
+                MAX_MEMORY_BYTES as u64,
+            )?;
+            over("fuel", limits.fuel, MAX_FUEL)?;
+            over("deadline_ms", limits.deadline_ms, MAX_DEADLINE_MS)?;
+            over(
+                "result_bytes",
+                limits.result_bytes.map(|v| v as u64),
+                MAX_RESULT_BYTES as u64,
+            )?;
+            over(
+                "table_elements",
+                limits.table_elements.map(|v| v as u64),
+                MAX_TABLE_ELEMENTS as u64,
+            )?;
             if limits.fuel == Some(0) || limits.deadline_ms == Some(0) {
                 return Err(PolicyError {
                     field: format!("limits.{world}"),
@@ -253,7 +271,7 @@ impl PluginHost {
                 .max_tables_per_component(50)
                 .max_component_instance_size(8 << 20)
                 .max_core_instance_size(16 << 20)
-                .table_elements(200_000)
+                .table_elements(MAX_TABLE_ELEMENTS)
                 .max_memory_size(MAX_MEMORY_BYTES)
                 // Reset slots by zeroing rather than unmapping, so the next
                 // instance does not page-fault its way back in: this is most
@@ -707,5 +725,56 @@ impl PluginHost {
     /// Whether a component with these bytes is compiled in this process.
     pub fn is_compiled(&self, bytes: &[u8]) -> bool {
         self.inner.memory.get(&sha256_hex(bytes)).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_overrides_above_the_engines_ceilings_are_refused_by_field() {
+        let mut settings = PolicySettings::default();
+        let raise = |limits: LimitOverrides| HashMap::from([(PluginWorld::Tool, limits)]);
+        settings.limits = raise(LimitOverrides {
+            deadline_ms: Some(MAX_DEADLINE_MS),
+            fuel: Some(MAX_FUEL),
+            ..Default::default()
+        });
+        assert!(
+            TenantPolicy::from_settings(&settings).is_ok(),
+            "at the ceiling"
+        );
+        for (field, limits) in [
+            (
+                "deadline_ms",
+                LimitOverrides {
+                    deadline_ms: Some(MAX_DEADLINE_MS + 1),
+                    ..Default::default()
+                },
+            ),
+            (
+                "fuel",
+                LimitOverrides {
+                    fuel: Some(MAX_FUEL + 1),
+                    ..Default::default()
+                },
+            ),
+            (
+                "result_bytes",
+                LimitOverrides {
+                    result_bytes: Some(MAX_RESULT_BYTES + 1),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            settings.limits = raise(limits);
+            let error = TenantPolicy::from_settings(&settings).unwrap_err();
+            assert_eq!(error.field, format!("limits.tool.{field}"));
+            assert!(
+                error.message.contains("above the engine's maximum"),
+                "{error}"
+            );
+        }
     }
 }

@@ -86,6 +86,16 @@ pub const MAX_MEMORY_BYTES: usize = 256 * MIB;
 /// The wasm stack of every call (an engine-wide setting in wasmtime).
 pub const MAX_WASM_STACK: usize = MIB;
 
+/// The most fuel a tenant's override may grant one call.
+pub const MAX_FUEL: u64 = 20_000_000_000;
+/// The longest deadline a tenant's override may grant one call.
+pub const MAX_DEADLINE_MS: u64 = 60_000;
+/// The largest result a tenant's override may allow.
+pub const MAX_RESULT_BYTES: usize = 16 * MIB;
+/// The most table elements a tenant's override may allow (the pool's slots
+/// hold this many).
+pub const MAX_TABLE_ELEMENTS: usize = 200_000;
+
 mod millis {
     use std::time::Duration;
 

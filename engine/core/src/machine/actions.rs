@@ -1,6 +1,7 @@
 //! Running a state's or transition's actions, each recorded whether or not
 //! it worked.
 
+use super::turn::PLUGINS_OWN_LIMIT;
 use crate::context::Conversation;
 use crate::expr::Scope;
 use crate::model::{Action, Object, RetryConfig};
@@ -132,7 +133,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             }
             Action::Plugin { plugin, args } => {
                 self.result.plugin_calls += 1;
-                let call = self.call(c, plugin, args, Some(self.event), 1000);
+                let call = self.call(c, plugin, args, Some(self.event), PLUGINS_OWN_LIMIT);
                 let outcome = match self.plugins.run_action(call).await {
                     Ok(output) => {
                         apply_updates(c, output.updates);

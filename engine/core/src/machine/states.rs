@@ -1,6 +1,7 @@
 //! Entering states and handing them messages: what each state type does,
 //! and following transitions through states that need no input.
 
+use super::turn::PLUGINS_OWN_LIMIT;
 use serde_json::{Value, json};
 
 use crate::context::{Conversation, ConversationStatus, IntentResult, SlotProgress};
@@ -284,7 +285,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             Some(plugin) => {
                 self.result.plugin_calls += 1;
                 let args = json!({ "context_aware": config.context_aware });
-                let call = self.call(c, plugin, &args, Some(self.event), 5000);
+                let call = self.call(c, plugin, &args, Some(self.event), PLUGINS_OWN_LIMIT);
                 match self.plugins.classify_intent(call).await {
                     Ok(mut scores) => {
                         scores.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
@@ -334,7 +335,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         self.result.plugin_calls += 1;
         let args = Value::Object(config.clone());
         let event = with_input.then_some(self.event);
-        let call = self.call(c, plugin, &args, event, 5000);
+        let call = self.call(c, plugin, &args, event, PLUGINS_OWN_LIMIT);
         match self.plugins.execute_state(call).await {
             Ok(output) => {
                 apply_updates(c, output.updates);

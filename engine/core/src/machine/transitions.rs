@@ -1,6 +1,7 @@
 //! Picking the transition to take: conditions in priority order, and the
 //! deadlines of `timeout` transitions.
 
+use super::turn::PLUGINS_OWN_LIMIT;
 use serde_json::Value;
 
 use crate::context::{Conversation, ConversationStatus};
@@ -104,7 +105,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                 let plugin = t.plugin.as_deref().unwrap_or_default();
                 self.result.plugin_calls += 1;
                 let event = (trigger != Trigger::Entry).then_some(self.event);
-                let call = self.call(c, plugin, &t.args, event, 1000);
+                let call = self.call(c, plugin, &t.args, event, PLUGINS_OWN_LIMIT);
                 let _ = name;
                 self.plugins
                     .evaluate_condition(call)

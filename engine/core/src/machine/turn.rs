@@ -11,6 +11,11 @@ use crate::ports::{Clock, PluginCall, PluginRuntime};
 
 use super::step_result::{Message, StepResult, TurnError, TurnErrorKind};
 
+/// The timeout of a call the flow sets none for (conditions, actions, state
+/// types, intents): the tenant's limit for the plugin's world decides, and
+/// the turn's own deadline bounds the whole.
+pub(super) const PLUGINS_OWN_LIMIT: u64 = u64::MAX;
+
 /// What a state did with a message.
 pub(super) enum Handled {
     /// Try the state's transitions; `failed` if its own logic failed.
@@ -42,7 +47,9 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
         self.flow.definition().recovery_state.as_deref()
     }
 
-    /// A call to `plugin` for this conversation, at the version it is pinned to.
+    /// A call to `plugin` for this conversation, at the version it is pinned
+    /// to. `timeout_ms` is what the flow asked for; the plugin host keeps the
+    /// smaller of it and the tenant's limit for the plugin's world.
     pub(super) fn call<'c>(
         &self,
         c: &'c Conversation,
