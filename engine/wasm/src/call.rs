@@ -451,9 +451,20 @@ fn timeout(plugin: &str, limits: &Limits) -> PluginError {
     }
 }
 
+/// The trap itself ("wasm `unreachable` instruction executed"), not the
+/// chain around it: callers see this text, and the wasm backtrace and
+/// host frames go to the log only.
 fn trap(plugin: &str, error: wasmtime::Error) -> PluginError {
-    let mut message = format!("{error:#}");
-    message.truncate(1024);
+    tracing::debug!(plugin, error = format!("{error:?}"), "plugin trap");
+    let mut message = error.root_cause().to_string();
+    if let Some(end) = message.find('\n') {
+        message.truncate(end);
+    }
+    let mut end = message.len().min(256);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
     PluginError::Trap {
         plugin: plugin.to_owned(),
         message,

@@ -158,6 +158,11 @@ async fn test_trap_is_an_error_not_a_crash() {
         PluginError::Trap { plugin, message } => {
             assert_eq!(plugin, "hostile");
             assert!(message.contains("unreachable"), "{message}");
+            // The trap, not the backtrace or the host's frames.
+            assert!(
+                !message.contains("backtrace") && !message.contains('\n'),
+                "{message}"
+            );
         }
         other => panic!("expected a trap, got {other:?}"),
     }
