@@ -19,6 +19,14 @@ pub enum RegistryError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
 
+    /// Too many uploads are being checked: try again shortly.
+    #[error("busy: {0}")]
+    Busy(String),
+
+    /// The tenant stores as many plugin bytes as it may.
+    #[error("quota: {0}")]
+    Quota(String),
+
     /// A stored policy this host no longer accepts (an upgrade lowered a
     /// maximum): not the caller's fault, so not reported as their input.
     #[error("tenant {tenant}'s stored policy: {error}")]

@@ -1,12 +1,17 @@
 //! MCP Engine's plugin registry: the one place where the plugin host
 //! (mcp-wasm) and the store (mcp-store) meet.
 //!
-//! - Upload → inspect → persist: a component is validated and compiled by the
-//!   host under a scratch tenant, so no turn can call it before it is stored,
-//!   then stored as a row with the world and manifest the host found.
+//! - Upload → check → persist: a component is validated, compiled and
+//!   described by the host without being installed, so no turn can call it
+//!   before it is stored, then stored as a row with the world and manifest
+//!   the host found. Uploads are bounded (a few at a time per process, one
+//!   per tenant, a byte quota per tenant); a refused one leaves nothing
+//!   behind.
 //! - Load → install → activate: before a tenant's turn, the host's registry
 //!   is made to hold exactly the tenant's enabled versions, the newest of each
-//!   active, under the tenant's policy. The store says when that changed.
+//!   active, under the tenant's policy, with the manifests stored at upload:
+//!   no plugin code runs on a turn's behalf but its own calls. The store says
+//!   when that changed.
 //! - Tenant policies are checked against the host's maxima before they are
 //!   stored.
 //!
@@ -30,4 +35,4 @@ mod registry;
 
 pub use artifacts::artifact_store;
 pub use error::RegistryError;
-pub use registry::{PluginRegistry, UploadPlugin};
+pub use registry::{PluginRegistry, UploadLimits, UploadPlugin};

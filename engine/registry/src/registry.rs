@@ -2,13 +2,13 @@
 //! store's plugin rows into the host's registry.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mcp_flow::{PluginWorld, PolicySettings};
 use mcp_store::tenants::check_tenant_id;
 use mcp_store::{NewPlugin, PluginVersion, Store, StoreError, Tenant, TenantPlugins};
 use mcp_wasm::{PluginHost, TenantPolicy};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::RegistryError;
 
@@ -22,6 +22,25 @@ pub struct UploadPlugin {
     pub world: Option<PluginWorld>,
     /// Values the plugin reads through the host `config` interface.
     pub config: BTreeMap<String, String>,
+}
+
+/// How much uploading a process takes on.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    /// Uploads checked at once in this process (compiling is the costly
+    /// part); one more is refused as busy, not queued.
+    pub parallel: usize,
+    /// Bytes of components a tenant may store, every version counted.
+    pub tenant_bytes: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            parallel: 2,
+            tenant_bytes: 256 << 20,
+        }
+    }
 }
 
 /// The store and the host of one engine process. Cheap to clone; clones
@@ -38,16 +57,42 @@ struct Inner {
     applied: Mutex<HashMap<String, Arc<TenantPlugins>>>,
     /// One load per tenant at a time.
     loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    limits: UploadLimits,
+    /// A permit per upload being checked, of `limits.parallel`.
+    upload_slots: Arc<Semaphore>,
+    /// Tenants with an upload being checked in this process.
+    uploading: Arc<Mutex<HashSet<String>>>,
+}
+
+/// An upload's place among those being checked, held until it is stored
+/// or refused.
+struct UploadSlot {
+    _permit: OwnedSemaphorePermit,
+    tenant: String,
+    uploading: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        self.uploading.lock().unwrap().remove(&self.tenant);
+    }
 }
 
 impl PluginRegistry {
     pub fn new(store: Store, host: PluginHost) -> PluginRegistry {
+        PluginRegistry::with_limits(store, host, UploadLimits::default())
+    }
+
+    pub fn with_limits(store: Store, host: PluginHost, limits: UploadLimits) -> PluginRegistry {
         PluginRegistry {
             inner: Arc::new(Inner {
                 store,
                 host,
                 applied: Mutex::new(HashMap::new()),
                 loads: Mutex::new(HashMap::new()),
+                upload_slots: Arc::new(Semaphore::new(limits.parallel.max(1))),
+                limits,
+                uploading: Arc::default(),
             }),
         }
     }
@@ -88,8 +133,10 @@ impl PluginRegistry {
     }
 
     /// Validates, compiles and stores a new plugin version, which becomes the
-    /// plugin's active version. Nothing is stored if the host refuses it or
-    /// the version exists.
+    /// plugin's active version. A refused upload leaves nothing behind: not
+    /// a row, not compiled code, not a breaker. Refused as busy while this
+    /// tenant has another upload being checked here, or while the process
+    /// checks as many as it takes at once.
     pub async fn upload_plugin(
         &self,
         tenant_id: &str,
@@ -98,23 +145,28 @@ impl PluginRegistry {
         self.store()
             .check_new_plugin(tenant_id, &upload.name, &upload.version)
             .await?;
-        // Validate and compile under a scratch tenant (real ids cannot hold
-        // ':'), so no turn can call the version before it is stored; the
-        // compiled code stays cached for the real install below.
-        let scratch = scratch_tenant();
-        let installed = self
+        let _slot = self.upload_slot(tenant_id)?;
+        let stored = self.store().plugin_bytes_stored(tenant_id).await?;
+        let quota = self.inner.limits.tenant_bytes;
+        if stored + upload.bytes.len() as u64 > quota {
+            return Err(RegistryError::Quota(format!(
+                "the tenant stores {stored} bytes of plugins; {} more would pass its quota of {quota} (delete versions it no longer needs)",
+                upload.bytes.len()
+            )));
+        }
+        // Checked under the tenant's own policy but installed nowhere, so no
+        // turn can call the version before it is stored.
+        let checked = self
             .host()
-            .install(
-                &scratch,
+            .check(
+                tenant_id,
                 &upload.name,
                 &upload.version,
                 &upload.bytes,
                 upload.world,
                 upload.config.clone(),
             )
-            .await;
-        self.host().uninstall(&scratch, &upload.name);
-        let installed = installed?;
+            .await?;
         let stored = self
             .store()
             .insert_plugin(
@@ -122,15 +174,47 @@ impl PluginRegistry {
                 NewPlugin {
                     name: upload.name,
                     version: upload.version,
-                    world: installed.world,
+                    world: checked.installed.world,
                     bytes: upload.bytes,
-                    manifest: installed.manifest.clone(),
+                    manifest: checked.installed.manifest.clone(),
                     config: upload.config,
                 },
             )
             .await?;
+        // Kept compiled only once stored: the install below finds it.
+        self.host().keep_compiled(&checked).await;
         self.load_plugins(tenant_id).await?;
         Ok(stored)
+    }
+
+    fn upload_slot(&self, tenant_id: &str) -> Result<UploadSlot, RegistryError> {
+        let permit = self
+            .inner
+            .upload_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                RegistryError::Busy(format!(
+                    "{} uploads are being checked; try again shortly",
+                    self.inner.limits.parallel
+                ))
+            })?;
+        if !self
+            .inner
+            .uploading
+            .lock()
+            .unwrap()
+            .insert(tenant_id.to_owned())
+        {
+            return Err(RegistryError::Busy(
+                "another upload of this tenant is being checked; try again when it is done".into(),
+            ));
+        }
+        Ok(UploadSlot {
+            _permit: permit,
+            tenant: tenant_id.to_owned(),
+            uploading: self.inner.uploading.clone(),
+        })
     }
 
     /// Makes the host's registry hold exactly the tenant's enabled plugin
@@ -203,13 +287,14 @@ impl PluginRegistry {
                 };
                 host.remove_version(tenant_id, name, version);
                 if let Err(e) = host
-                    .install(
+                    .install_described(
                         tenant_id,
                         name,
                         version,
                         &bytes,
-                        Some(plugin.world),
+                        plugin.world,
                         plugin.config.clone(),
+                        plugin.manifest.clone(),
                     )
                     .await
                 {
@@ -237,11 +322,4 @@ impl PluginRegistry {
         );
         Ok(())
     }
-}
-
-/// A tenant id no real tenant can have (ids cannot hold ':'), unique in
-/// this process, whose host registry is the only one it reaches.
-fn scratch_tenant() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("upload:{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }

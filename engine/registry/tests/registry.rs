@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use mcp_example_plugins as built;
 use mcp_flow::{LimitOverrides, PluginWorld, PolicySettings};
-use mcp_registry::{PluginRegistry, RegistryError, UploadPlugin, artifact_store};
+use mcp_registry::{PluginRegistry, RegistryError, UploadLimits, UploadPlugin, artifact_store};
 use mcp_store::{Database, PublishOptions, StoreError};
+use mcp_testkit::unique_component;
 use mcp_wasm::{CacheStatus, HostConfig, PluginHost, UploadError};
 use serde_json::json;
 
@@ -395,6 +396,136 @@ async fn policies_the_host_cannot_enforce_are_refused_and_change_nothing() {
             registry.load_plugins(&tenant).await.unwrap(),
             "a new policy is applied to the host"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_upload_leaves_nothing_behind() {
+    for_each_database(|backend| async move {
+        let registry = registry(&backend).await;
+        let store = registry.store();
+        let tenant = new_tenant(store, "refused").await;
+        let host = registry.host();
+        let stored_artifact = |bytes: Vec<u8>| {
+            let db = store.db().clone();
+            let engine = host.engine_hash().to_owned();
+            async move {
+                db.artifact(&mcp_wasm::cache::sha256_hex(&bytes), &engine)
+                    .await
+                    .unwrap()
+            }
+        };
+
+        // Compiled, then refused: for what it imports, for the world it
+        // claims, for what describe() says.
+        let mut misfit = plugin("misfit", "1", built::MISFIT_IMPORT);
+        misfit.bytes = unique_component(misfit.bytes, "misfit");
+        let mut liar = plugin("order-api", "1", built::ORDER_API);
+        liar.bytes = unique_component(liar.bytes, "liar");
+        liar.world = Some(PluginWorld::Condition);
+        for upload in [misfit, liar] {
+            let bytes = upload.bytes.clone();
+            let refused = registry.upload_plugin(&tenant, upload).await;
+            assert!(
+                matches!(refused, Err(RegistryError::Plugin(_))),
+                "{refused:?}"
+            );
+            assert!(!host.is_compiled(&bytes), "kept compiled in memory");
+            assert_eq!(stored_artifact(bytes).await, None, "kept in the database");
+        }
+        assert!(store.list_plugins(&tenant).await.unwrap().is_empty());
+        assert_eq!(host.compiled_cache_usage().0, 0, "nothing cached");
+
+        // Accepted: kept compiled, in memory and in the database.
+        let mut good = plugin("vip-check", "1", built::VIP_CHECK);
+        good.bytes = unique_component(good.bytes, "good");
+        let bytes = good.bytes.clone();
+        registry.upload_plugin(&tenant, good).await.unwrap();
+        assert!(host.is_compiled(&bytes));
+        assert!(stored_artifact(bytes.clone()).await.is_some());
+
+        // Deleted, its compiled code goes at the next prune.
+        store
+            .delete_plugin_version(&tenant, "vip-check", "1")
+            .await
+            .unwrap();
+        assert!(store.db().prune_artifacts().await.unwrap() >= 1);
+        assert_eq!(stored_artifact(bytes).await, None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn uploads_are_bounded_per_tenant_overall_and_by_quota() {
+    for_each_database(|backend| async move {
+        let store = common::store(&backend).await;
+        let vip = std::fs::read(built::VIP_CHECK).unwrap();
+        let registry = PluginRegistry::with_limits(
+            store.clone(),
+            host(store.db()),
+            UploadLimits {
+                parallel: 2,
+                tenant_bytes: 2 * vip.len() as u64 + 200,
+            },
+        );
+        let (a, b, c) = (
+            new_tenant(&store, "quota-a").await,
+            new_tenant(&store, "quota-b").await,
+            new_tenant(&store, "quota-c").await,
+        );
+        let upload = |name: &str, tag: &str| {
+            let mut upload = plugin(name, "1", built::VIP_CHECK);
+            upload.bytes = unique_component(upload.bytes, tag);
+            upload
+        };
+
+        // One upload per tenant at a time: compiling takes far longer than
+        // the other's checks before it asks for its slot.
+        let (first, second) = tokio::join!(
+            registry.upload_plugin(&a, upload("one", "a1")),
+            registry.upload_plugin(&a, upload("two", "a2")),
+        );
+        let busy = [&first, &second]
+            .iter()
+            .filter(|r| matches!(r, Err(RegistryError::Busy(m)) if m.contains("this tenant")))
+            .count();
+        assert_eq!(busy, 1, "{first:?} {second:?}");
+        assert!(first.is_ok() || second.is_ok());
+
+        // Two uploads in the process at a time: a third tenant's waits its turn.
+        let (x, y, z) = tokio::join!(
+            registry.upload_plugin(&a, upload("three", "a3")),
+            registry.upload_plugin(&b, upload("one", "b1")),
+            registry.upload_plugin(&c, upload("one", "c1")),
+        );
+        let busy = [&x, &y, &z]
+            .iter()
+            .filter(|r| matches!(r, Err(RegistryError::Busy(m)) if m.contains("uploads are being checked")))
+            .count();
+        assert_eq!(busy, 1, "{x:?} {y:?} {z:?}");
+
+        // The quota counts every stored version: a third is refused, and
+        // stores nothing.
+        let mut stored = store.list_plugins(&a).await.unwrap().len();
+        while stored < 2 {
+            registry
+                .upload_plugin(&a, upload(&format!("more{stored}"), "more"))
+                .await
+                .unwrap();
+            stored += 1;
+        }
+        let refused = registry.upload_plugin(&a, upload("over", "over")).await;
+        assert!(
+            matches!(&refused, Err(RegistryError::Quota(m)) if m.contains("quota")),
+            "{refused:?}"
+        );
+        assert_eq!(store.list_plugins(&a).await.unwrap().len(), 2);
+        // Another tenant's quota is its own.
+        registry
+            .upload_plugin(&b, upload("two", "b2"))
+            .await
+            .unwrap();
     })
     .await;
 }

@@ -10,6 +10,10 @@
 //! # a bare echo of ProcessMessage, then the engine, with the same client
 //! MCP_API_KEY=<key> cargo run --release -p mcp-engine --example loadgen -- \
 //!     compare --concurrency 16 --conversations 2000
+//! # fairness: a second tenant's turn every 100 ms, alone, then while the
+//! # demo tenant is under full load (creates that tenant with the operator key)
+//! MCP_API_KEY=<key> MCP_ADMIN_KEY=<operator key> cargo run --release -p mcp-engine \
+//!     --example loadgen -- fair --concurrency 64 --conversations 100000
 //! ```
 //!
 //! Each conversation orders a pizza from the demo's flow (five turns: intent
@@ -22,7 +26,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
@@ -54,6 +58,20 @@ enum Command {
     /// Load a bare echo (started as a child process), then the engine at
     /// `--server`, and print both and their ratio.
     Compare(Load),
+    /// Another tenant's turns every `--interval-ms`: alone, then while this
+    /// load runs; prints its latency both ways and the ratio of their p99.
+    Fair {
+        #[command(flatten)]
+        load: Load,
+        /// The operator key, to create the other tenant.
+        #[arg(long, env = "MCP_ADMIN_KEY", hide_env_values = true)]
+        operator_key: String,
+        /// The other tenant's turns in each phase.
+        #[arg(long, default_value_t = 100)]
+        probes: usize,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -139,6 +157,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             serve_echo(listener).await?;
         }
         Command::Compare(load) => compare(load).await?,
+        Command::Fair {
+            load,
+            operator_key,
+            probes,
+            interval_ms,
+        } => {
+            fair(
+                load,
+                &operator_key,
+                probes,
+                Duration::from_millis(interval_ms),
+            )
+            .await?
+        }
     }
     Ok(())
 }
@@ -176,9 +208,144 @@ async fn compare(load: Load) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A one-state flow: the other tenant's turn costs the engine, not a plugin.
+const GREETING_FLOW: &str = r#"{
+    "flow_id": "hello", "name": "Hello", "version": "1", "initial_state": "hello",
+    "states": { "hello": {
+        "type": "response",
+        "config": { "response_templates": { "default": "Hello!" } },
+        "transitions": [{ "condition": "any_input", "target_state": "hello" }]
+    } }
+}"#;
+
+async fn fair(
+    load: Load,
+    operator_key: &str,
+    probes: usize,
+    interval: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use mcp_engine::proto::admin::admin_client::AdminClient;
+    use mcp_engine::proto::admin::{CreateTenantRequest, PublishFlowRequest};
+
+    let channel = Channel::from_shared(load.server.clone())?.connect().await?;
+    let mut admin = AdminClient::new(channel.clone());
+    let other = format!("fair-{}", rand_suffix() % 1_000_000_000);
+    let created = admin
+        .create_tenant(authorized(
+            CreateTenantRequest {
+                tenant_id: other.clone(),
+                name: "fairness probe".into(),
+                ..Default::default()
+            },
+            operator_key,
+        ))
+        .await?
+        .into_inner();
+    let key = created.api_key.ok_or("no key for the new tenant")?.token;
+    admin
+        .publish_flow(authorized(
+            PublishFlowRequest {
+                tenant_id: other.clone(),
+                definition: GREETING_FLOW.into(),
+                make_default: true,
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await?;
+    let client = McpEngineClient::new(channel);
+    let probe = |phase: &'static str| {
+        let (client, other, key) = (client.clone(), other.clone(), key.clone());
+        async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            for n in 0..probes {
+                let request = authorized(
+                    ProcessMessageRequest {
+                        tenant_context: Some(TenantContext {
+                            tenant_id: other.clone(),
+                            ..Default::default()
+                        }),
+                        conversation_id: format!("{phase}-{n}"),
+                        user_id: "probe".into(),
+                        content: Some(MessageContent {
+                            text: "hi".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    &key,
+                );
+                let sent = Instant::now();
+                match client.clone().process_message(request).await {
+                    Ok(r) if r.get_ref().status.as_ref().is_some_and(|s| s.success) => {
+                        latencies.push(sent.elapsed())
+                    }
+                    _ => errors += 1,
+                }
+                tokio::time::sleep(interval.saturating_sub(sent.elapsed())).await;
+            }
+            latencies.sort();
+            Report {
+                turns: latencies.len(),
+                errors,
+                elapsed: Duration::ZERO,
+                latencies,
+            }
+        }
+    };
+    let alone = probe("alone").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaded_run = {
+        let (load, stop) = (load.clone(), stop.clone());
+        tokio::spawn(async move { run_until(&load, stop).await.map_err(|e| e.to_string()) })
+    };
+    // Let the load reach its pace before measuring under it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let loaded = probe("loaded").await;
+    stop.store(true, Ordering::Relaxed);
+    let heavy = loaded_run.await??;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (name, report) in [("alone", &alone), ("under load", &loaded)] {
+        println!(
+            "{other} {name}: {} turns, {} errors, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            report.turns,
+            report.errors,
+            ms(report.at(0.50)),
+            ms(report.at(0.99)),
+            ms(report.latencies.last().copied().unwrap_or_default())
+        );
+    }
+    heavy.print(&format!("{} (load)", load.tenant), &load);
+    println!(
+        "p99 under load / p99 alone: {:.2}",
+        loaded.at(0.99).as_secs_f64() / alone.at(0.99).as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+fn authorized<T>(message: T, key: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}")
+            .parse()
+            .expect("a key is header text"),
+    );
+    request
+}
+
 /// Plays `load.conversations` demo conversations against `load.server`,
 /// `load.concurrency` at once.
 async fn run(load: &Load) -> Result<Report, Box<dyn std::error::Error>> {
+    run_until(load, Arc::default()).await
+}
+
+/// [`run`], ending early once `stop` is set.
+async fn run_until(
+    load: &Load,
+    stop: Arc<AtomicBool>,
+) -> Result<Report, Box<dyn std::error::Error>> {
     let mut channels = Vec::new();
     for _ in 0..load.connections.max(1) {
         channels.push(Channel::from_shared(load.server.clone())?.connect().await?);
@@ -189,32 +356,31 @@ async fn run(load: &Load) -> Result<Report, Box<dyn std::error::Error>> {
     let mut workers = Vec::new();
     for worker in 0..load.concurrency.max(1) {
         let client = McpEngineClient::new(channels[worker % channels.len()].clone());
-        let (next, run, load) = (next.clone(), run.clone(), load.clone());
+        let (next, run, load, stop) = (next.clone(), run.clone(), load.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0usize;
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= load.conversations {
+                if n >= load.conversations || stop.load(Ordering::Relaxed) {
                     break;
                 }
                 for text in SCRIPT {
-                    let mut request = Request::new(ProcessMessageRequest {
-                        tenant_context: Some(TenantContext {
-                            tenant_id: load.tenant.clone(),
+                    let request = authorized(
+                        ProcessMessageRequest {
+                            tenant_context: Some(TenantContext {
+                                tenant_id: load.tenant.clone(),
+                                ..Default::default()
+                            }),
+                            conversation_id: format!("{run}-{n}"),
+                            user_id: "load".into(),
+                            content: Some(MessageContent {
+                                text: text.into(),
+                                ..Default::default()
+                            }),
                             ..Default::default()
-                        }),
-                        conversation_id: format!("{run}-{n}"),
-                        user_id: "load".into(),
-                        content: Some(MessageContent {
-                            text: text.into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    });
-                    request.metadata_mut().insert(
-                        "authorization",
-                        format!("Bearer {}", load.key).parse().unwrap(),
+                        },
+                        &load.key,
                     );
                     let sent = Instant::now();
                     match client.clone().process_message(request).await {

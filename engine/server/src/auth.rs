@@ -5,11 +5,19 @@
 //! headers alone, before a handler runs and before the body is read: a call
 //! without a valid key costs no decoding, and a malformed key no lookup.
 //! Handlers find the caller in the request's extensions.
+//!
+//! The layer also names each call: a request id, taken from the caller's
+//! `x-request-id` when it is a plausible one, made up otherwise, returned in
+//! the response's `x-request-id`, carried by every log line of the call and
+//! by the messages of errors whose cause is only logged.
 
 use std::convert::Infallible;
+use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use mcp_store::{ApiKey, RateLimiter, Scope, Store};
 use subtle::ConstantTimeEq;
@@ -17,6 +25,53 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::{Request, Status};
 use tower_service::Service;
+use tracing::Instrument;
+
+/// The key a stream's caller presented, kept so an open stream can be ended
+/// when the key is revoked.
+#[derive(Clone)]
+pub struct PresentedKey(pub Arc<str>);
+
+tokio::task_local! {
+    static REQUEST_ID: Arc<str>;
+}
+
+/// The id of the call being served, if the layer named one.
+pub fn request_id() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(Arc::clone).ok()
+}
+
+/// `message`, with the request id to quote when asking about it.
+pub fn with_request_id(message: &str) -> String {
+    match request_id() {
+        Some(id) => format!("{message} (request id {id})"),
+        None => message.to_owned(),
+    }
+}
+
+/// The caller's id when it is one worth repeating (a log line, a header),
+/// else a new one: this process's random prefix and a count.
+fn name_request(header: Option<&http::HeaderValue>) -> Arc<str> {
+    static PREFIX: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "{:08x}",
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish() as u32
+        )
+    });
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let given = header.and_then(|h| h.to_str().ok()).filter(|id| {
+        (1..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    });
+    match given {
+        Some(id) => id.into(),
+        None => format!("{}-{}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed)).into(),
+    }
+}
 
 /// Who is calling, as the layer found out.
 #[derive(Debug, Clone)]
@@ -98,13 +153,18 @@ where
             .unwrap_or("")
             .to_owned();
         let header = request.headers().get(http::header::AUTHORIZATION).cloned();
-        Box::pin(async move {
+        let id = name_request(request.headers().get(REQUEST_ID_HEADER));
+        let span = tracing::info_span!("request", id = %id, method = %method);
+        let served = async move {
             match identify(&store, &admits, &method, header.as_ref()).await {
                 Ok(Some(caller)) => {
-                    if let Caller::Key(key) = &caller
-                        && let Err(limited) = limiter.check(&key.id, &key.tenant_id).await
-                    {
-                        return Ok(rate_limited(limited).into_http());
+                    if let Caller::Key(key) = &caller {
+                        if let Err(limited) = limiter.check(&key.id, &key.tenant_id).await {
+                            return Ok(rate_limited(limited).into_http());
+                        }
+                        if let Some(token) = header.as_ref().and_then(|h| bearer(Some(h)).ok()) {
+                            request.extensions_mut().insert(PresentedKey(token.into()));
+                        }
                     }
                     request.extensions_mut().insert(caller);
                 }
@@ -112,7 +172,40 @@ where
                 Err(status) => return Ok(status.into_http()),
             }
             inner.call(request).await
-        })
+        };
+        Box::pin(REQUEST_ID.scope(id.clone(), async move {
+            let mut response = served.instrument(span).await?;
+            if let Ok(value) = http::HeaderValue::from_str(&id) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            Ok(response)
+        }))
+    }
+}
+
+/// Where a call's id comes in and goes out.
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// How often an open stream checks its key when no change was announced:
+/// the change feed's own fallback, should it be lost.
+const KEY_RECHECK: Duration = Duration::from_secs(10);
+
+/// Resolves once `token` no longer verifies: revoked, its tenant deleted.
+/// Woken by every key change this process hears of (its own at once,
+/// others' through the change feed within a second); while the database is
+/// unreachable the key stands, as it does for new calls.
+pub async fn revoked(store: Store, token: Arc<str>) {
+    let mut changes = store.watch_keys();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() {
+                return std::future::pending().await;
+            },
+            _ = tokio::time::sleep(KEY_RECHECK) => {}
+        }
+        if let Ok(None) = store.verify_api_key(&token).await {
+            return;
+        }
     }
 }
 
@@ -208,6 +301,18 @@ pub fn is_operator<T>(request: &Request<T>, operator_key: Option<&str>) -> Resul
         _ => Err(Status::unauthenticated(
             "this call needs the operator key (MCP_ADMIN_KEY)",
         )),
+    }
+}
+
+/// Whether an `authorization` header bears the operator key (compared in
+/// constant time); never when no operator key is configured.
+pub fn bears_operator_key(
+    authorization: Option<&http::HeaderValue>,
+    operator_key: Option<&str>,
+) -> bool {
+    match (operator_key, bearer(authorization)) {
+        (Some(expected), Ok(token)) => bool::from(token.as_bytes().ct_eq(expected.as_bytes())),
+        _ => false,
     }
 }
 

@@ -861,6 +861,7 @@ impl Engine {
             egress_denied: host.egress_counters().denials(),
             plugin_log_lines_dropped: host.log_lines_dropped(),
             key_lookups: self.store.key_lookups(),
+            compiled_cache_bytes: host.compiled_cache_usage().1 as u64,
         }
     }
 

@@ -1,13 +1,21 @@
 //! The seed's `mcp.health.v2.Health`: the engine's status, and each
 //! dependency's with its round-trip time.
+//!
+//! Anyone may ask whether the engine serves; what its dependencies are and
+//! how they fare is for the operator (`authorization: Bearer
+//! <MCP_ADMIN_KEY>`). Watch streams share one prober, and there are at most
+//! [`MAX_WATCHERS`] of them.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use tokio::sync::{Semaphore, watch};
+
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::auth::bears_operator_key;
 use crate::clock::now_ms;
 use crate::convert::timestamp;
 use crate::engine::{self, Engine};
@@ -15,9 +23,19 @@ use crate::proto::common::HealthStatus;
 use crate::proto::health::health_server::Health;
 use crate::proto::health::*;
 
+/// Most Watch streams open at once; one more is refused.
+pub const MAX_WATCHERS: usize = 256;
+
+/// How often the shared prober looks while anyone watches.
+const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
 pub struct HealthService {
-    pub engine: Arc<Engine>,
-    pub started_at_ms: i64,
+    engine: Arc<Engine>,
+    started_at_ms: i64,
+    operator_key: Option<Arc<str>>,
+    watchers: Arc<Semaphore>,
+    /// Whether the engine serves, as the prober last found.
+    serving: watch::Receiver<bool>,
 }
 
 /// Services this one answers for; "" is the engine as a whole.
@@ -33,16 +51,58 @@ fn now() -> prost_types::Timestamp {
 }
 
 impl HealthService {
+    /// Starts the prober Watch streams share; it probes only while someone
+    /// watches, and stops with the engine.
+    pub fn new(
+        engine: Arc<Engine>,
+        started_at_ms: i64,
+        operator_key: Option<Arc<str>>,
+    ) -> HealthService {
+        let (publish, serving) = watch::channel(true);
+        let weak = Arc::downgrade(&engine);
+        tokio::spawn(async move {
+            loop {
+                if publish.receiver_count() > 1 {
+                    let Some(engine) = weak.upgrade() else { return };
+                    // Degraded still serves turns.
+                    let up = engine.health().await.down.is_empty();
+                    publish.send_if_modified(|serving| std::mem::replace(serving, up) != up);
+                } else if weak.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(WATCH_INTERVAL).await;
+            }
+        });
+        HealthService {
+            engine,
+            started_at_ms,
+            operator_key,
+            watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+            serving,
+        }
+    }
+
     async fn status(&self, service: &str) -> HealthStatus {
         if !KNOWN.contains(&service) {
             return HealthStatus::HealthServiceUnknown;
         }
-        // Degraded still serves turns.
-        if self.engine.health().await.down.is_empty() {
-            HealthStatus::HealthServing
-        } else {
-            HealthStatus::HealthNotServing
-        }
+        serving_status(self.engine.health().await.down.is_empty())
+    }
+
+    /// Whether the request bears the operator key.
+    fn from_operator<T>(&self, request: &Request<T>) -> bool {
+        bears_operator_key(
+            AsRef::<http::HeaderMap>::as_ref(request.metadata()).get(http::header::AUTHORIZATION),
+            self.operator_key.as_deref(),
+        )
+    }
+}
+
+fn serving_status(serving: bool) -> HealthStatus {
+    if serving {
+        HealthStatus::HealthServing
+    } else {
+        HealthStatus::HealthNotServing
     }
 }
 
@@ -66,43 +126,48 @@ impl Health for HealthService {
 
     type WatchStream = WatchStream;
 
-    /// The status now, then again whenever it changes (checked every 5 s).
+    /// The status now, then again whenever it changes (checked every 5 s
+    /// by the prober all streams share).
     async fn watch(
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_WATCHERS} health watches are open; use Check, or try again later"
+            ))
+        })?;
         let service = request.into_inner().service;
-        let engine = self.engine.clone();
-        let (sender, receiver) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            let probe = HealthService {
-                engine,
-                started_at_ms: 0,
-            };
-            let mut last = None;
-            loop {
-                let status = probe.status(&service).await;
-                if last != Some(status) {
-                    let update = HealthCheckResponse {
-                        status: status as i32,
-                        service: service.clone(),
-                        timestamp: Some(now()),
-                        details: None,
-                    };
-                    if sender.send(Ok(update)).await.is_err() {
-                        return;
+        let known = KNOWN.contains(&service.as_str());
+        let update = move |service: &str, status: HealthStatus| HealthCheckResponse {
+            status: status as i32,
+            service: service.to_owned(),
+            timestamp: Some(now()),
+            details: None,
+        };
+        // The first answer is probed now; later ones come from the prober.
+        let first = self.status(&service).await;
+        let mut serving = self.serving.clone();
+        serving.borrow_and_update();
+        let head = futures::stream::once(std::future::ready(Ok(update(&service, first))));
+        let tail = futures::stream::unfold(
+            (serving, service, permit, first),
+            move |(mut serving, service, permit, last)| async move {
+                if !known {
+                    // Unknown it stays: nothing more to say.
+                    return std::future::pending().await;
+                }
+                loop {
+                    serving.changed().await.ok()?;
+                    let status = serving_status(*serving.borrow_and_update());
+                    if status != last {
+                        let next = update(&service, status);
+                        return Some((Ok(next), (serving, service, permit, status)));
                     }
-                    last = Some(status);
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = sender.closed() => return,
-                }
-            }
-        });
-        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|item| (item, receiver))
-        });
+            },
+        );
+        let stream = head.chain(tail);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -110,7 +175,13 @@ impl Health for HealthService {
         &self,
         request: Request<DetailedHealthRequest>,
     ) -> Result<Response<DetailedHealthResponse>, Status> {
+        let operator = self.from_operator(&request);
         let request = request.into_inner();
+        if request.include_dependencies && !operator {
+            return Err(Status::unauthenticated(
+                "include_dependencies needs the operator key (authorization: Bearer <MCP_ADMIN_KEY>)",
+            ));
+        }
         let health = self.engine.health().await;
         let details = details(&health);
         let failing = !health.down.is_empty();
@@ -151,7 +222,8 @@ impl Health for HealthService {
             dependencies,
             resource_usage: None,
             metrics: None,
-            details: Some(details),
+            // Why it is degraded or down is for the operator.
+            details: operator.then_some(details),
         }))
     }
 }

@@ -4,6 +4,10 @@
 //! why when it does not) and, with the demo on, the demo's order API
 //! (`/demo/orders/{id}`); anything else is 404.
 //!
+//! The port listens on loopback unless the operator says otherwise
+//! (`HTTP_HOST`). Listening beyond loopback, `/metrics` (which names every
+//! tenant and plugin) answers only callers bearing the operator key.
+//!
 //! Connections are served by hyper's HTTP/1 with a header-read timeout
 //! ([`HEADER_READ_TIMEOUT`]). Its timer runs whenever a connection waits for
 //! a request's head (from the connection's start, and again after each
@@ -23,6 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::auth::bears_operator_key;
 use crate::engine::Engine;
 
 /// How long a connection may wait for a complete request head: from when
@@ -35,34 +40,66 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// file descriptors, say), rather than spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Who may read `/metrics`.
+#[derive(Clone)]
+pub enum MetricsAccess {
+    /// Whoever reaches the port: it listens on loopback only.
+    Open,
+    /// Callers bearing this operator key; none if no key is configured.
+    OperatorKey(Option<Arc<str>>),
+}
+
 #[derive(Clone)]
 struct AppState {
     engine: Arc<Engine>,
     started: std::time::Instant,
+    metrics_access: MetricsAccess,
 }
 
 /// The port's routes; with `demo`, the demo tenant's order API too.
-pub fn router(engine: Arc<Engine>, started: std::time::Instant, demo: bool) -> Router {
+pub fn router(
+    engine: Arc<Engine>,
+    started: std::time::Instant,
+    demo: bool,
+    metrics_access: MetricsAccess,
+) -> Router {
     let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz));
     if demo {
         router = router.route("/demo/orders/{*id}", get(demo_order));
     }
-    router
-        .fallback(not_found)
-        .with_state(AppState { engine, started })
+    router.fallback(not_found).with_state(AppState {
+        engine,
+        started,
+        metrics_access,
+    })
 }
 
 /// Serves until the process ends; with `demo`, the demo tenant's order API
-/// too (`/demo/orders/{id}`).
+/// too (`/demo/orders/{id}`). `/metrics` is open on a loopback listener and
+/// needs `operator_key` on any other.
 pub async fn serve_http(
     listener: TcpListener,
     engine: Arc<Engine>,
     started: std::time::Instant,
     demo: bool,
+    operator_key: Option<Arc<str>>,
 ) {
-    serve(listener, router(engine, started, demo), HEADER_READ_TIMEOUT).await
+    let loopback = listener
+        .local_addr()
+        .is_ok_and(|address| address.ip().is_loopback());
+    let access = if loopback {
+        MetricsAccess::Open
+    } else {
+        MetricsAccess::OperatorKey(operator_key)
+    };
+    serve(
+        listener,
+        router(engine, started, demo, access),
+        HEADER_READ_TIMEOUT,
+    )
+    .await
 }
 
 /// Serves `app` on `listener` (HTTP/1.1) until the process ends, closing
@@ -90,7 +127,23 @@ pub async fn serve(listener: TcpListener, app: Router, header_read: Duration) {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, headers: header::HeaderMap) -> Response {
+    if let MetricsAccess::OperatorKey(key) = &state.metrics_access {
+        let allowed = bears_operator_key(headers.get(header::AUTHORIZATION), key.as_deref());
+        if !allowed {
+            let mut response = respond(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "/metrics on a non-loopback address needs authorization: Bearer <MCP_ADMIN_KEY>\n"
+                    .to_owned(),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4",

@@ -59,6 +59,7 @@ struct DataPathGauges {
     egress_denied: prometheus::IntGaugeVec,
     plugin_log_lines_dropped: IntGauge,
     key_lookups: IntGauge,
+    compiled_cache_bytes: IntGauge,
 }
 
 /// The figures of the writers behind the reply, at one moment.
@@ -81,6 +82,8 @@ pub struct DataPathFigures {
     pub plugin_log_lines_dropped: u64,
     /// API keys looked up in the database (cache misses).
     pub key_lookups: u64,
+    /// Compiled plugin code the in-memory cache keeps.
+    pub compiled_cache_bytes: u64,
 }
 
 /// One series, for GetMetrics: a counter, or a histogram's count or sum.
@@ -218,6 +221,10 @@ impl Default for Metrics {
                     "mcp_api_key_lookups",
                     "API keys looked up in the database: cache misses of well-formed keys.",
                 ),
+                compiled_cache_bytes: gauge(
+                    "mcp_compiled_cache_bytes",
+                    "Compiled plugin code kept in memory for reuse (COMPILED_CACHE_BYTES bounds it).",
+                ),
             },
             registry,
         };
@@ -253,6 +260,9 @@ impl Metrics {
             .plugin_log_lines_dropped
             .set(data_path.plugin_log_lines_dropped as i64);
         gauges.key_lookups.set(data_path.key_lookups as i64);
+        gauges
+            .compiled_cache_bytes
+            .set(data_path.compiled_cache_bytes as i64);
         let mut text = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut text)

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_registry::{PluginRegistry, artifact_store};
+use mcp_registry::{PluginRegistry, UploadLimits, artifact_store};
 use mcp_store::{
     Analytics, Database, DurableWriter, Rate, RateLimitSettings, RateLimiter, Store, StoreSettings,
     Wakeups, open_context_store,
@@ -54,6 +54,13 @@ pub struct ServerSettings {
     pub egress_allow_ranges: Vec<mcp_wasm::egress::IpNet>,
     /// `RATE_LIMIT_PER_KEY`, `RATE_LIMIT_PER_TENANT`, `RATE_LIMIT_BURST`.
     pub rate_limits: RateLimitSettings,
+    /// `UPLOAD_PARALLEL` (2): uploads checked at once, one per tenant;
+    /// `TENANT_PLUGIN_BYTES` (256 MiB): what a tenant's stored versions may
+    /// add up to.
+    pub upload_limits: UploadLimits,
+    /// `COMPILED_CACHE_BYTES` (512 MiB): compiled code kept in memory for
+    /// reuse, least recently used out.
+    pub compiled_cache_bytes: usize,
     /// Install the demo tenant at start (`serve --demo`).
     pub demo: bool,
 }
@@ -93,6 +100,10 @@ impl ServerSettings {
                 ));
             }
         };
+        let http_host = var("HTTP_HOST").unwrap_or_else(|| "127.0.0.1".into());
+        let http_ip: std::net::IpAddr = http_host
+            .parse()
+            .map_err(|_| format!("HTTP_HOST={http_host:?}: must be an IP address"))?;
         let http_port: u16 = var("HTTP_PORT")
             .map(|p| {
                 p.parse()
@@ -131,7 +142,7 @@ impl ServerSettings {
         };
         Ok(ServerSettings {
             grpc_addr,
-            http_addr: SocketAddr::new(grpc_addr.ip(), http_port),
+            http_addr: SocketAddr::new(http_ip, http_port),
             admin_key: var("MCP_ADMIN_KEY"),
             engine: EngineSettings {
                 turn_timeout: Duration::from_millis(number("STATE_EXECUTION_TIMEOUT_MS", 10_000)?),
@@ -147,6 +158,11 @@ impl ServerSettings {
             plugin_instances,
             egress_allow_ranges,
             rate_limits,
+            upload_limits: UploadLimits {
+                parallel: number("UPLOAD_PARALLEL", 2)?.max(1) as usize,
+                tenant_bytes: number("TENANT_PLUGIN_BYTES", 256 << 20)?,
+            },
+            compiled_cache_bytes: number("COMPILED_CACHE_BYTES", 512 << 20)? as usize,
             demo: false,
         })
     }
@@ -162,9 +178,15 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
     }
     let stop = shutdown()?;
     let db = Database::connect(&settings.store.database).await?;
+    match db.prune_artifacts().await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::info!(pruned, "compiled code of no stored plugin deleted"),
+        Err(e) => tracing::warn!(error = %e, "could not prune compiled plugins"),
+    }
     let host = PluginHost::new(HostConfig {
         artifacts: Some(artifact_store(&db)),
         max_instances: settings.plugin_instances,
+        compiled_cache_bytes: settings.compiled_cache_bytes,
         egress: Egress {
             allowed_ranges: settings.egress_allow_ranges.clone(),
             ..Egress::default()
@@ -172,7 +194,7 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         ..HostConfig::default()
     })?;
     let store = Store::open(db.clone()).await?;
-    let plugins = PluginRegistry::new(store.clone(), host);
+    let plugins = PluginRegistry::with_limits(store.clone(), host, settings.upload_limits);
     let data = DataPath {
         contexts: open_context_store(&settings.store.context).await?,
         durable: DurableWriter::start(db, &settings.store.durable),
@@ -196,10 +218,11 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let health_v2 = HealthServer::new(HealthService {
-        engine: engine.clone(),
-        started_at_ms: crate::clock::now_ms(),
-    });
+    let health_v2 = HealthServer::new(HealthService::new(
+        engine.clone(),
+        crate::clock::now_ms(),
+        settings.admin_key.as_deref().map(Arc::from),
+    ));
     let listener = tokio::net::TcpListener::bind(settings.grpc_addr).await?;
     let bound = listener.local_addr()?;
     let http = tokio::net::TcpListener::bind(settings.http_addr).await?;
@@ -221,6 +244,7 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         engine.clone(),
         std::time::Instant::now(),
         settings.demo,
+        settings.admin_key.as_deref().map(Arc::from),
     ));
     #[cfg(feature = "demo")]
     if settings.demo {

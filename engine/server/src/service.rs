@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 use mcp_store::Scope;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{authenticate, authorize};
+use crate::auth::{PresentedKey, authenticate, authorize, revoked};
 use crate::clock::now_ms;
 use crate::convert::{metric_data, tenant_of, timestamp};
 use crate::engine::Engine;
@@ -101,11 +101,24 @@ impl McpEngine for EngineService {
         request: Request<tonic::Streaming<ConversationStreamRequest>>,
     ) -> Result<Response<Self::StreamConversationStream>, Status> {
         let key = authenticate(&request)?;
+        let presented = request.extensions().get::<PresentedKey>().cloned();
         let mut incoming = request.into_inner();
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
         let engine = self.engine.clone();
+        // A stream outlives its key's check: it ends when the key is revoked.
+        let revoked = async move {
+            match presented {
+                Some(PresentedKey(token)) => revoked(engine.store().clone(), token).await,
+                None => std::future::pending().await,
+            }
+        };
+        let engine = self.engine.clone();
         tokio::spawn(async move {
-            if let Err(status) = stream_session(&engine, &key, &mut incoming, &sender).await {
+            let ended = tokio::select! {
+                ended = stream_session(&engine, &key, &mut incoming, &sender) => ended,
+                () = revoked => Err(Status::unauthenticated("the API key was revoked")),
+            };
+            if let Err(status) = ended {
                 let _ = sender.send(Err(status)).await;
             }
         });

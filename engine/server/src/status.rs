@@ -6,6 +6,7 @@ use mcp_registry::RegistryError;
 use mcp_store::StoreError;
 use tonic::Status;
 
+use crate::auth::with_request_id;
 use crate::engine::EngineError;
 
 pub fn from_store(e: StoreError) -> Status {
@@ -20,7 +21,7 @@ pub fn from_store(e: StoreError) -> Status {
         StoreError::NotFound { .. } => Status::not_found(e.to_string()),
         StoreError::Database(_) | StoreError::Migration(_) => {
             tracing::error!(error = %e, "database failure");
-            Status::unavailable("the database is unavailable")
+            Status::unavailable(with_request_id("the database is unavailable"))
         }
         StoreError::Unavailable(reason) => {
             Status::unavailable(format!("the database is unavailable: {reason}"))
@@ -34,6 +35,9 @@ pub fn from_registry(e: RegistryError) -> Status {
         RegistryError::Store(e) => from_store(e),
         RegistryError::Plugin(e) => Status::invalid_argument(format!("component: {e}")),
         RegistryError::Policy(e) => Status::invalid_argument(e.to_string()),
+        RegistryError::Busy(_) | RegistryError::Quota(_) => {
+            Status::resource_exhausted(e.to_string())
+        }
         RegistryError::StalePolicy { .. } => internal(&e),
     }
 }
@@ -47,7 +51,7 @@ pub fn from_context(e: ContextError) -> Status {
         ContextError::BadKey { .. } => Status::invalid_argument(e.to_string()),
         ContextError::Unavailable(_) => {
             tracing::error!(error = %e, "context store failure");
-            Status::unavailable("the context store is unavailable")
+            Status::unavailable(with_request_id("the context store is unavailable"))
         }
         ContextError::Corrupt { .. } => internal(&e),
     }
@@ -69,5 +73,5 @@ pub fn from_engine(e: EngineError) -> Status {
 
 fn internal(e: &dyn std::error::Error) -> Status {
     tracing::error!(error = %e, "internal error");
-    Status::internal("internal error")
+    Status::internal(with_request_id("internal error"))
 }

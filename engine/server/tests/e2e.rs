@@ -526,11 +526,15 @@ async fn whole_story(engine: &Engine) {
         unknown.status,
         mcp_engine::proto::common::HealthStatus::HealthServiceUnknown as i32
     );
+    // Dependencies are for the operator (hostile.rs: refused to others).
     let detailed = health_v2
-        .get_detailed_health(mcp_engine::proto::health::DetailedHealthRequest {
-            include_dependencies: true,
-            ..Default::default()
-        })
+        .get_detailed_health(authed(
+            mcp_engine::proto::health::DetailedHealthRequest {
+                include_dependencies: true,
+                ..Default::default()
+            },
+            OPERATOR_KEY,
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -331,3 +331,323 @@ async fn a_key_over_its_rate_limit_is_told_when_to_retry_and_others_are_answered
             .starts_with("Hello!")
     );
 }
+
+/// Uploads `count` distinct copies of a plugin as `tenant`, `parallel` at a
+/// time, each retried while the engine says it is busy: (accepted, refused
+/// for the quota, busy answers seen).
+async fn upload_storm(
+    engine: &Engine,
+    tenant: &str,
+    key: &str,
+    count: usize,
+    parallel: usize,
+) -> (usize, usize, usize) {
+    use mcp_engine::proto::admin::UploadPluginRequest;
+    let (admin, _) = clients(engine).await;
+    let vip = std::fs::read(mcp_example_plugins::VIP_CHECK).unwrap();
+    let busy = AtomicUsize::new(0);
+    let outcomes: Vec<Result<(), tonic::Status>> = futures::stream::iter(0..count)
+        .map(|i| {
+            let (mut admin, busy) = (admin.clone(), &busy);
+            let component = mcp_testkit::unique_component(vip.clone(), &format!("storm-{i}"));
+            async move {
+                loop {
+                    let request = UploadPluginRequest {
+                        tenant_id: tenant.into(),
+                        name: format!("storm-{i}"),
+                        version: "1".into(),
+                        component: component.clone(),
+                        ..Default::default()
+                    };
+                    match admin.upload_plugin(authed(request, key)).await {
+                        Err(status)
+                            if status.code() == Code::ResourceExhausted
+                                && status.message().starts_with("busy: ") =>
+                        {
+                            busy.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        other => return other.map(|_| ()),
+                    }
+                }
+            }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let accepted = outcomes.iter().filter(|o| o.is_ok()).count();
+    let over_quota = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(o, Err(s) if s.code() == Code::ResourceExhausted && s.message().starts_with("quota: "))
+        })
+        .count();
+    assert_eq!(accepted + over_quota, count, "{outcomes:?}");
+    (accepted, over_quota, busy.load(Ordering::Relaxed))
+}
+
+fn gauge(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+#[tokio::test]
+async fn an_upload_storm_is_bounded_and_what_is_refused_leaves_nothing() {
+    let vip = std::fs::metadata(mcp_example_plugins::VIP_CHECK)
+        .unwrap()
+        .len();
+    let engine = start(HashMap::from([
+        ("UPLOAD_PARALLEL", "2".to_owned()),
+        // Room for three copies (each a few bytes longer), not four.
+        ("TENANT_PLUGIN_BYTES", (3 * vip + 1000).to_string()),
+    ]))
+    .await;
+    let (tenant, key) = bystander(&engine).await;
+    let (stormer, stormer_key) = named_tenant(&engine, "stormer").await;
+    let (mut admin, client) = clients(&engine).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let talking = tokio::spawn(keep_talking(
+        client,
+        tenant.clone(),
+        key.clone(),
+        stop.clone(),
+    ));
+
+    // Twenty uploads, eight at a time, from one tenant: one is checked at a
+    // time (the others told busy), and the quota ends it at three.
+    let (accepted, over_quota, busy) = upload_storm(&engine, &stormer, &stormer_key, 20, 8).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(talking.await.unwrap() > 0, "the bystander was answered");
+    assert_eq!((accepted, over_quota), (3, 17));
+    assert!(busy > 0, "concurrent uploads of one tenant were told busy");
+    let stored = admin
+        .list_plugins(authed(
+            mcp_engine::proto::admin::ListPluginsRequest {
+                tenant_id: stormer.clone(),
+            },
+            &stormer_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .plugins;
+    assert_eq!(stored.len(), 3, "{stored:?}");
+
+    // An upload refused after compiling keeps no compiled code.
+    let (_, metrics) = http_get(&engine.http, "/metrics").await;
+    let cached = gauge(&metrics, "mcp_compiled_cache_bytes");
+    assert!(cached > 0);
+    let misfit = mcp_testkit::unique_component(
+        std::fs::read(mcp_example_plugins::MISFIT_IMPORT).unwrap(),
+        "misfit",
+    );
+    let refused = admin
+        .upload_plugin(authed(
+            mcp_engine::proto::admin::UploadPluginRequest {
+                tenant_id: tenant.clone(),
+                name: "misfit".into(),
+                version: "1".into(),
+                component: misfit,
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("acme:spy/keylogger"),
+        "{refused:?}"
+    );
+    let (_, metrics) = http_get(&engine.http, "/metrics").await;
+    assert_eq!(gauge(&metrics, "mcp_compiled_cache_bytes"), cached);
+}
+
+#[tokio::test]
+async fn a_revoked_key_ends_its_open_stream() {
+    use conversation_stream_request::RequestType;
+    use conversation_stream_response::ResponseType;
+    let engine = start(HashMap::new()).await;
+    let (tenant, key) = bystander(&engine).await;
+    let (mut admin, mut client) = clients(&engine).await;
+    let (to_engine, requests) = tokio::sync::mpsc::channel(4);
+    let requests = futures::stream::unfold(requests, |mut r| async move {
+        r.recv().await.map(|request| (request, r))
+    });
+    to_engine
+        .send(ConversationStreamRequest {
+            request_type: Some(RequestType::Init(StreamInit {
+                tenant_context: common::tenant(&tenant),
+                conversation_id: "streamed".into(),
+                event_types: vec![],
+                metadata: None,
+            })),
+        })
+        .await
+        .unwrap();
+    let mut replies = client
+        .stream_conversation(authed(requests, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let ready = replies.message().await.unwrap().unwrap();
+    assert!(matches!(ready.response_type, Some(ResponseType::Ack(_))));
+
+    let key_id = key.split('_').nth(1).unwrap().to_owned();
+    admin
+        .revoke_api_key(authed(
+            mcp_engine::proto::admin::RevokeApiKeyRequest {
+                tenant_id: tenant.clone(),
+                key_id,
+            },
+            // The tenant's admin key revokes itself.
+            &key,
+        ))
+        .await
+        .unwrap();
+    // The stream ends though the client keeps it open and sends nothing.
+    let ended = tokio::time::timeout(Duration::from_secs(20), replies.message())
+        .await
+        .expect("the stream ends after its key is revoked");
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(status.message(), "the API key was revoked");
+    drop(to_engine);
+}
+
+#[tokio::test]
+async fn health_watches_are_bounded_and_dependencies_are_for_the_operator() {
+    use mcp_engine::proto::health::health_client::HealthClient;
+    use mcp_engine::proto::health::{DetailedHealthRequest, HealthCheckRequest};
+    let engine = start(HashMap::new()).await;
+    // Streams spread over connections: one connection carries only so many.
+    let mut connections = Vec::new();
+    for _ in 0..4 {
+        connections.push(HealthClient::new(
+            Channel::from_shared(engine.address.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        ));
+    }
+    let mut open = Vec::new();
+    let refused = loop {
+        let client = &mut connections[open.len() % 4];
+        match client
+            .watch(HealthCheckRequest {
+                service: String::new(),
+                metadata: None,
+            })
+            .await
+        {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                assert!(stream.message().await.unwrap().is_some(), "a first status");
+                open.push(stream);
+            }
+            Err(status) => break status,
+        }
+        assert!(open.len() <= 256, "more watches than the bound");
+    };
+    assert_eq!(open.len(), 256);
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("health watches"), "{refused:?}");
+    // A closed watch makes room for another.
+    drop(open.pop());
+    let again = eventually(Duration::from_secs(20), async || {
+        connections[0]
+            .watch(HealthCheckRequest {
+                service: String::new(),
+                metadata: None,
+            })
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(again);
+
+    let detailed = |operator: bool| {
+        let mut request = tonic::Request::new(DetailedHealthRequest {
+            include_dependencies: true,
+            ..Default::default()
+        });
+        if operator {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {OPERATOR_KEY}").parse().unwrap(),
+            );
+        }
+        request
+    };
+    let anonymous = connections[1].get_detailed_health(detailed(false)).await;
+    let status = anonymous.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let operator = connections[1]
+        .get_detailed_health(detailed(true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(operator.dependencies.len(), 2);
+}
+
+#[tokio::test]
+async fn every_call_is_named_by_a_request_id() {
+    let engine = start(HashMap::new()).await;
+    let (tenant, key) = bystander(&engine).await;
+    let (_, mut client) = clients(&engine).await;
+    // Refused before any handler: still named.
+    let refused = client
+        .process_message(message(&tenant, "c", "hi"))
+        .await
+        .unwrap_err();
+    let made_up = refused
+        .metadata()
+        .get("x-request-id")
+        .expect("a refusal carries its request id")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!made_up.is_empty());
+    // The caller's own id comes back; a second call gets another made-up one.
+    let mut request = authed(message(&tenant, "c", "hi"), &key);
+    request
+        .metadata_mut()
+        .insert("x-request-id", "chat-svc.42".parse().unwrap());
+    let answered = client.process_message(request).await.unwrap();
+    assert_eq!(
+        answered.metadata().get("x-request-id").unwrap(),
+        "chat-svc.42"
+    );
+    let second = client
+        .process_message(message(&tenant, "c", "hi"))
+        .await
+        .unwrap_err();
+    assert_ne!(
+        second
+            .metadata()
+            .get("x-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        made_up
+    );
+    // An id unfit to repeat (too long) is replaced.
+    let mut request = authed(message(&tenant, "c", "hi"), &key);
+    request
+        .metadata_mut()
+        .insert("x-request-id", "x".repeat(200).parse().unwrap());
+    let answered = client.process_message(request).await.unwrap();
+    assert_ne!(
+        answered
+            .metadata()
+            .get("x-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "x".repeat(200)
+    );
+}

@@ -12,8 +12,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A GET on a connection of its own: (status line, headers, body).
 async fn get(address: &str, path: &str) -> (String, String, String) {
+    get_with(address, path, "").await
+}
+
+/// A GET with extra header lines (each ending in CRLF).
+async fn get_with(address: &str, path: &str, headers: &str) -> (String, String, String) {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{headers}\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
@@ -66,4 +72,28 @@ async fn the_demo_serves_its_order_api() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     assert_eq!(body, r#"{"error":"no such order"}"#);
     assert_eq!(http_get(&engine.http, "/nowhere").await.0, 404);
+}
+
+#[tokio::test]
+async fn metrics_beyond_loopback_need_the_operator_key() {
+    let engine = start(HashMap::from([("HTTP_HOST", "0.0.0.0".to_owned())])).await;
+
+    let (status, headers, body) = get(&engine.http, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    assert!(headers.contains("www-authenticate: bearer"), "{headers}");
+    assert!(body.contains("MCP_ADMIN_KEY"), "{body}");
+    assert!(!body.contains("mcp_"), "no series leak: {body}");
+    let (status, _, _) =
+        get_with(&engine.http, "/metrics", "Authorization: Bearer wrong\r\n").await;
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+
+    let bearer = format!("Authorization: Bearer {OPERATOR_KEY}\r\n");
+    let (status, _, text) = get_with(&engine.http, "/metrics", &bearer).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(text.contains("\nmcp_uptime_seconds "), "{text}");
+    // Probes stay open.
+    assert_eq!(
+        http_get(&engine.http, "/healthz").await,
+        (200, "ok\n".to_owned())
+    );
 }

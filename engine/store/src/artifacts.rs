@@ -41,4 +41,18 @@ impl Database {
         .await?;
         Ok(())
     }
+
+    /// Deletes compiled code no stored plugin version has (versions since
+    /// deleted, uploads refused by older engines); returns how many rows
+    /// went. Artifacts are saved only after their version is stored, so an
+    /// upload in progress elsewhere loses nothing.
+    pub async fn prune_artifacts(&self) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM plugin_artifacts \
+             WHERE content_sha256 NOT IN (SELECT sha256 FROM plugins)",
+        )
+        .execute(self.pool()?)
+        .await?
+        .rows_affected())
+    }
 }

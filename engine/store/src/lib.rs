@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     caches: Mutex<Caches>,
     /// API keys looked up in the database (cache misses), since start.
     key_lookups: std::sync::atomic::AtomicU64,
+    /// Bumped whenever keys may have changed, for holders of open streams.
+    keys_changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// What is cached, and when it was last invalidated.
@@ -134,6 +136,7 @@ impl Inner {
         if kind == ChangeKind::Keys {
             caches.keys.forget_tenant(tenant);
             caches.keys_invalidated = generation;
+            self.keys_changed.send_replace(generation);
         }
         let cache = caches.tenants.entry(tenant.to_owned()).or_default();
         cache.invalidated.insert(kind, generation);
@@ -164,6 +167,7 @@ impl Inner {
         caches.generation += 1;
         caches.all_invalidated = caches.generation;
         caches.keys.clear();
+        self.keys_changed.send_replace(caches.generation);
         for cache in caches.tenants.values_mut() {
             cache.default_flow = None;
             cache.latest.clear();
@@ -181,6 +185,7 @@ impl Store {
             db,
             caches: Mutex::new(Caches::default()),
             key_lookups: Default::default(),
+            keys_changed: tokio::sync::watch::Sender::new(0),
         });
         changes::watch(&inner.db, Arc::downgrade(&inner)).await?;
         Ok(Store { inner })
@@ -196,6 +201,12 @@ impl Store {
 
     pub fn db(&self) -> &Database {
         &self.inner.db
+    }
+
+    /// Changes whenever any API key may have been revoked: a change this
+    /// process made, one the change feed announced, or a lost feed.
+    pub fn watch_keys(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.keys_changed.subscribe()
     }
 
     /// Drops what this process cached about a tenant (a change it made).

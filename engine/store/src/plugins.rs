@@ -67,6 +67,8 @@ pub struct EnabledPlugin {
     pub world: PluginWorld,
     pub sha256: String,
     pub config: BTreeMap<String, String>,
+    /// What describe() said at upload, for tools and state types.
+    pub manifest: Option<Manifest>,
 }
 
 fn check_version(version: &str) -> Result<(), StoreError> {
@@ -183,7 +185,7 @@ impl Store {
         let read_at = self.generation();
         let policy = self.tenant(tenant_id).await?.policy;
         let rows = sqlx::query(
-            "SELECT name, version, world, sha256, config FROM plugins \
+            "SELECT name, version, world, sha256, config, manifest FROM plugins \
              WHERE tenant_id = $1 AND enabled = 1 ORDER BY name, seq",
         )
         .bind(tenant_id)
@@ -199,6 +201,11 @@ impl Store {
                         .map_err(StoreError::Corrupt)?,
                     sha256: row.try_get("sha256")?,
                     config: parse_json(&row.try_get::<String, _>("config")?)?,
+                    manifest: row
+                        .try_get::<Option<String>, _>("manifest")?
+                        .as_deref()
+                        .map(parse_json)
+                        .transpose()?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -207,6 +214,20 @@ impl Store {
             cache.plugins = Some(plugins.clone());
         });
         Ok(plugins)
+    }
+
+    /// The bytes of every version the tenant stores, enabled or not: what
+    /// its upload quota counts.
+    pub async fn plugin_bytes_stored(&self, tenant_id: &str) -> Result<u64, StoreError> {
+        // PostgreSQL sums bigints as numeric, which the Any driver cannot
+        // decode: cast back.
+        let total: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM plugins WHERE tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_one(self.db().pool()?)
+        .await?;
+        Ok(total as u64)
     }
 
     /// The component bytes of one stored version.

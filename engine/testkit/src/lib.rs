@@ -8,11 +8,42 @@
 //! - [`ThrowawayPostgres`]: a cluster made by `initdb` and run by `pg_ctl`
 //!   (as the `postgres` user when the tests run as root, which PostgreSQL
 //!   refuses).
+//!
+//! And [`unique_component`], for tests that need bytes nothing has compiled.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The component `bytes` with a custom section of its own appended: the
+/// same plugin, other bytes, so no compiled code cached anywhere (in memory,
+/// in a shared database's artifacts) matches it.
+pub fn unique_component(mut bytes: Vec<u8>, tag: &str) -> Vec<u8> {
+    let name = b"mcp-test";
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos();
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(format!("{tag}-{}-{nanos}", std::process::id()).as_bytes());
+    // A custom section (id 0) may come anywhere, the end included; its size
+    // is unsigned LEB128.
+    bytes.push(0);
+    let mut size = section.len();
+    loop {
+        let low = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            bytes.push(low);
+            break;
+        }
+        bytes.push(low | 0x80);
+    }
+    bytes.extend(section);
+    bytes
+}
 
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {

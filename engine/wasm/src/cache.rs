@@ -80,23 +80,93 @@ pub enum CacheStatus {
     Compiled,
 }
 
-/// Components compiled in this process, by content hash.
-#[derive(Default)]
+/// Components compiled in this process, by content hash, up to a total
+/// size: the least recently used go first. Installed plugins hold their own
+/// reference, so evicting one costs a recompile (or an artifact load) only if
+/// the same bytes are installed again.
 pub(crate) struct MemoryCache {
-    components: Mutex<HashMap<String, Component>>,
+    capacity_bytes: usize,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_hash: HashMap<String, Entry>,
+    bytes: usize,
+    /// Bumped on every use; an entry's stamp says when it was last used.
+    clock: u64,
+}
+
+struct Entry {
+    component: Component,
+    bytes: usize,
+    used: u64,
 }
 
 impl MemoryCache {
-    pub fn get(&self, sha256: &str) -> Option<Component> {
-        self.components.lock().unwrap().get(sha256).cloned()
+    pub fn new(capacity_bytes: usize) -> MemoryCache {
+        MemoryCache {
+            capacity_bytes,
+            entries: Mutex::default(),
+        }
     }
 
-    pub fn put(&self, sha256: &str, component: &Component) {
-        self.components
-            .lock()
-            .unwrap()
-            .insert(sha256.to_owned(), component.clone());
+    pub fn get(&self, sha256: &str) -> Option<Component> {
+        let mut entries = self.entries.lock().unwrap();
+        entries.clock += 1;
+        let now = entries.clock;
+        let entry = entries.by_hash.get_mut(sha256)?;
+        entry.used = now;
+        Some(entry.component.clone())
     }
+
+    /// Keeps a component, evicting the least recently used ones until the
+    /// total fits. One larger than the whole capacity is not kept.
+    pub fn put(&self, sha256: &str, component: &Component) {
+        let bytes = compiled_size(component);
+        if bytes > self.capacity_bytes {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap();
+        entries.clock += 1;
+        let used = entries.clock;
+        if let Some(old) = entries.by_hash.insert(
+            sha256.to_owned(),
+            Entry {
+                component: component.clone(),
+                bytes,
+                used,
+            },
+        ) {
+            entries.bytes -= old.bytes;
+        }
+        entries.bytes += bytes;
+        while entries.bytes > self.capacity_bytes {
+            let Some(oldest) = entries
+                .by_hash
+                .iter()
+                .min_by_key(|(_, entry)| entry.used)
+                .map(|(hash, _)| hash.clone())
+            else {
+                break;
+            };
+            let evicted = entries.by_hash.remove(&oldest).expect("just found");
+            entries.bytes -= evicted.bytes;
+            tracing::debug!(sha256 = %oldest, bytes = evicted.bytes, "compiled plugin evicted");
+        }
+    }
+
+    /// Components held, and their compiled size in bytes.
+    pub fn usage(&self) -> (usize, usize) {
+        let entries = self.entries.lock().unwrap();
+        (entries.by_hash.len(), entries.bytes)
+    }
+}
+
+/// The size of a component's compiled code and data in memory.
+fn compiled_size(component: &Component) -> usize {
+    let image = component.image_range();
+    (image.end as usize).saturating_sub(image.start as usize)
 }
 
 /// SHA-256 of bytes, hex.

@@ -51,7 +51,9 @@ pub struct CallStats {
 }
 
 impl PluginHost {
-    /// Runs `f` on a fresh store for `installed`, under its tenant's limits.
+    /// Runs `f` on a fresh store for `installed`, under its tenant's limits,
+    /// if the plugin's breaker admits the call; the outcome goes to the
+    /// breaker.
     async fn run<R>(
         &self,
         installed: &Installed,
@@ -71,6 +73,29 @@ impl PluginHost {
                 return Err(error);
             }
         };
+        let outcome = self.run_unguarded(installed, requested, measure, f).await;
+        match &outcome {
+            // Back-pressure says nothing about the plugin.
+            Err(PluginError::Busy { .. }) => admission.withdraw(),
+            // A plugin's own error is an answer, not a failure of the plugin.
+            outcome => admission.report(matches!(outcome, Ok(_) | Err(PluginError::Failed { .. }))),
+        }
+        if let Err(e) = &outcome {
+            tracing::warn!(tenant, plugin, error = %e, "plugin call failed");
+        }
+        outcome
+    }
+
+    /// [`PluginHost::run`] without the breaker: for the host's own calls
+    /// (describe() at upload), whose failure refuses the upload instead.
+    async fn run_unguarded<R>(
+        &self,
+        installed: &Installed,
+        requested: Duration,
+        measure: impl Fn(&R) -> usize,
+        f: impl for<'s> FnOnce(&'s mut Store<StoreState>) -> CallFuture<'s, R>,
+    ) -> Result<(R, CallStats), PluginError> {
+        let (tenant, plugin) = (installed.tenant.as_str(), installed.name.as_str());
         let (mut limits, allow_list) = self.policy(tenant, installed.world);
         // The caller may want an answer sooner than the plugin's limit allows.
         limits.deadline = limits.deadline.min(requested);
@@ -83,7 +108,7 @@ impl PluginHost {
             duration_ms = tracing::field::Empty,
         );
         let started = Instant::now();
-        let outcome = async {
+        async {
             let mut store = match self.store(installed, &limits, allow_list) {
                 Ok(store) => store,
                 Err(e) => {
@@ -125,17 +150,7 @@ impl PluginHost {
             outcome
         }
         .instrument(span)
-        .await;
-        match &outcome {
-            // Back-pressure says nothing about the plugin.
-            Err(PluginError::Busy { .. }) => admission.withdraw(),
-            // A plugin's own error is an answer, not a failure of the plugin.
-            outcome => admission.report(matches!(outcome, Ok(_) | Err(PluginError::Failed { .. }))),
-        }
-        if let Err(e) = &outcome {
-            tracing::warn!(tenant, plugin, error = %e, "plugin call failed");
-        }
-        outcome
+        .await
     }
 
     /// The plugin a call names; a plugin missing or of another world is
@@ -198,7 +213,7 @@ impl PluginHost {
             Typed::Tool(pre) => {
                 let pre = pre.clone();
                 let (manifest, _) = self
-                    .run(
+                    .run_unguarded(
                         installed,
                         DESCRIBE_DEADLINE,
                         |m: &wit::ToolManifest| {
@@ -230,7 +245,7 @@ impl PluginHost {
             Typed::StateType(pre) => {
                 let pre = pre.clone();
                 let (manifest, _) = self
-                    .run(
+                    .run_unguarded(
                         installed,
                         DESCRIBE_DEADLINE,
                         |m: &wit::StateTypeManifest| m.config_schema.len() + m.description.len(),

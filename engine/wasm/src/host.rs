@@ -44,6 +44,9 @@ pub struct HostConfig {
     pub artifacts: Option<Arc<dyn ArtifactStore>>,
     /// Where tools' outbound HTTP may go, besides each tenant's allow-list.
     pub egress: Egress,
+    /// How much compiled code the in-memory cache keeps, least recently
+    /// used out first.
+    pub compiled_cache_bytes: usize,
 }
 
 impl Default for HostConfig {
@@ -55,6 +58,7 @@ impl Default for HostConfig {
             breaker: BreakerConfig::default(),
             artifacts: None,
             egress: Egress::default(),
+            compiled_cache_bytes: 512 << 20,
         }
     }
 }
@@ -115,6 +119,13 @@ pub(crate) enum Typed {
     Tool(tool::ToolPre<StoreState>),
     StateType(state_type::StateTypePre<StoreState>),
     Intent(intent::IntentPre<StoreState>),
+}
+
+/// An upload that passed every check, describe() included, but is neither
+/// installed nor cached yet: [`PluginHost::commit`] does both.
+pub struct Checked {
+    pub installed: Installed,
+    inspected: Inspected,
 }
 
 /// One installed plugin version of one tenant.
@@ -303,7 +314,7 @@ impl PluginHost {
                 base,
                 with_http,
                 engine_hash,
-                memory: MemoryCache::default(),
+                memory: MemoryCache::new(config.compiled_cache_bytes),
                 registry: RwLock::new(HashMap::new()),
                 policies: RwLock::new(HashMap::new()),
                 breakers: Breakers::new(config.breaker),
@@ -340,10 +351,23 @@ impl PluginHost {
         &self.inner.engine_hash
     }
 
+    /// Compiled components the in-memory cache holds, and their bytes.
+    pub fn compiled_cache_usage(&self) -> (usize, usize) {
+        self.inner.memory.usage()
+    }
+
     /// Validates an upload: a component under the size limit, exporting
     /// exactly one supported world, importing only what the host provides.
-    /// Compiles it (or finds it compiled) on the way.
+    /// Compiles it (or finds it compiled) on the way, and keeps it compiled.
     pub async fn inspect(&self, bytes: &[u8]) -> Result<Inspected, UploadError> {
+        let inspected = self.validate(bytes).await?;
+        self.keep(&inspected).await;
+        Ok(inspected)
+    }
+
+    /// [`PluginHost::inspect`] without keeping anything: what is refused
+    /// leaves nothing behind.
+    async fn validate(&self, bytes: &[u8]) -> Result<Inspected, UploadError> {
         let limit = self.inner.config.max_component_bytes;
         if bytes.len() > limit {
             return Err(UploadError::TooLarge {
@@ -391,10 +415,7 @@ impl PluginHost {
             // of an engine with this compatibility hash, into storage the
             // operator controls; wasmtime re-checks the header and settings.
             match unsafe { Component::deserialize(&inner.engine, &artifact) } {
-                Ok(component) => {
-                    inner.memory.put(sha256, &component);
-                    return Ok((component, CacheStatus::Stored));
-                }
+                Ok(component) => return Ok((component, CacheStatus::Stored)),
                 Err(e) => {
                     tracing::warn!(sha256, error = %e, "stored artifact unusable; compiling again")
                 }
@@ -406,16 +427,29 @@ impl PluginHost {
             .await
             .map_err(|e| UploadError::Invalid(e.to_string()))?
             .map_err(|e| UploadError::Invalid(format!("{e:#}")))?;
-        inner.memory.put(sha256, &component);
+        Ok((component, CacheStatus::Compiled))
+    }
+
+    /// Keeps a validated component compiled: in memory, and in the artifact
+    /// store if it was compiled here.
+    async fn keep(&self, inspected: &Inspected) {
+        let inner = &self.inner;
+        inner.memory.put(&inspected.sha256, &inspected.component);
+        if inspected.cache != CacheStatus::Compiled {
+            return;
+        }
         if let Some(store) = &inner.config.artifacts {
-            match component.serialize() {
+            let key = ArtifactKey {
+                content_sha256: inspected.sha256.clone(),
+                engine_hash: inner.engine_hash.clone(),
+            };
+            match inspected.component.serialize() {
                 Ok(artifact) => store.save(&key, &artifact).await,
                 Err(e) => {
-                    tracing::warn!(sha256, error = %e, "could not serialize a compiled plugin")
+                    tracing::warn!(sha256 = %inspected.sha256, error = %e, "could not serialize a compiled plugin")
                 }
             }
         }
-        Ok((component, CacheStatus::Compiled))
     }
 
     fn linker(&self, world: PluginWorld) -> &Linker<StoreState> {
@@ -437,15 +471,117 @@ impl PluginHost {
         expected: Option<PluginWorld>,
         config: BTreeMap<String, String>,
     ) -> Result<Arc<Installed>, UploadError> {
-        if !mcp_flow::flow::is_plugin_name(name) {
-            return Err(UploadError::BadName(name.to_owned()));
-        }
-        let inspected = self.inspect(bytes).await?;
+        let checked = self
+            .check(tenant, name, version, bytes, expected, config)
+            .await?;
         if let Some(existing) = self.resolve_version(tenant, name, version)
-            && existing.sha256 != inspected.sha256
+            && existing.sha256 != checked.installed.sha256
         {
             return Err(UploadError::VersionExists(version.to_owned()));
         }
+        Ok(self.commit(checked).await)
+    }
+
+    /// Every check of [`PluginHost::install`] but the one against versions
+    /// installed here (the caller's store knows better), describe()
+    /// included, with nothing installed or kept: an upload refused here, or
+    /// refused later by the caller, leaves nothing behind in the host.
+    pub async fn check(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+        expected: Option<PluginWorld>,
+        config: BTreeMap<String, String>,
+    ) -> Result<Checked, UploadError> {
+        let (mut installed, inspected) = self
+            .prepare(tenant, name, version, bytes, expected, config)
+            .await?;
+        installed.manifest = self
+            .describe(&installed)
+            .await
+            .map_err(|e| UploadError::Describe(e.to_string()))?;
+        Ok(Checked {
+            installed,
+            inspected,
+        })
+    }
+
+    /// Installs a stored version whose manifest was read by describe() at
+    /// upload: no plugin code runs, so a turn that loads a tenant's plugins
+    /// never waits on one. A tool or state type stored without its manifest
+    /// is described as at upload.
+    pub async fn install_described(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+        world: PluginWorld,
+        config: BTreeMap<String, String>,
+        manifest: Option<Manifest>,
+    ) -> Result<Arc<Installed>, UploadError> {
+        let described = matches!(world, PluginWorld::Tool | PluginWorld::StateType);
+        if described && manifest.is_none() {
+            tracing::warn!(
+                tenant,
+                plugin = name,
+                version,
+                "stored without a manifest; describing"
+            );
+            return self
+                .install(tenant, name, version, bytes, Some(world), config)
+                .await;
+        }
+        let (mut installed, inspected) = self
+            .prepare(tenant, name, version, bytes, Some(world), config)
+            .await?;
+        installed.manifest = manifest;
+        Ok(self
+            .commit(Checked {
+                installed,
+                inspected,
+            })
+            .await)
+    }
+
+    /// Keeps a checked upload's compiled code, without installing it.
+    pub async fn keep_compiled(&self, checked: &Checked) {
+        self.keep(&checked.inspected).await;
+    }
+
+    /// Installs a checked upload and keeps its compiled code.
+    pub async fn commit(&self, checked: Checked) -> Arc<Installed> {
+        self.keep(&checked.inspected).await;
+        let installed = Arc::new(checked.installed);
+        let (tenant, name, version) = (&installed.tenant, &installed.name, &installed.version);
+        {
+            let mut registry = self.inner.registry.write().unwrap();
+            let versions = registry.entry((tenant.clone(), name.clone())).or_default();
+            versions.installed.retain(|p| p.version != *version);
+            versions.installed.push(installed.clone());
+            versions.active = Some(version.clone());
+        }
+        tracing::info!(%tenant, plugin = %name, %version, world = %installed.world, sha256 = %installed.sha256, "plugin installed");
+        installed
+    }
+
+    /// Validates and compiles a version and binds it to its world, without
+    /// running it or keeping anything.
+    async fn prepare(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+        expected: Option<PluginWorld>,
+        config: BTreeMap<String, String>,
+    ) -> Result<(Installed, Inspected), UploadError> {
+        if !mcp_flow::flow::is_plugin_name(name) {
+            return Err(UploadError::BadName(name.to_owned()));
+        }
+        let inspected = self.validate(bytes).await?;
         if let Some(expected) = expected
             && expected != inspected.world
         {
@@ -470,32 +606,17 @@ impl PluginHost {
             }
             PluginWorld::Intent => Typed::Intent(intent::IntentPre::new(pre).map_err(bad)?),
         };
-        let mut installed = Installed {
+        let installed = Installed {
             tenant: tenant.to_owned(),
             name: name.to_owned(),
             version: version.to_owned(),
             world: inspected.world,
-            sha256: inspected.sha256,
+            sha256: inspected.sha256.clone(),
             manifest: None,
             typed,
             config: Arc::new(config),
         };
-        installed.manifest = self
-            .describe(&installed)
-            .await
-            .map_err(|e| UploadError::Describe(e.to_string()))?;
-        let installed = Arc::new(installed);
-        {
-            let mut registry = self.inner.registry.write().unwrap();
-            let versions = registry
-                .entry((tenant.to_owned(), name.to_owned()))
-                .or_default();
-            versions.installed.retain(|p| p.version != version);
-            versions.installed.push(installed.clone());
-            versions.active = Some(version.to_owned());
-        }
-        tracing::info!(tenant, plugin = name, version, world = %installed.world, sha256 = %installed.sha256, "plugin installed");
-        Ok(installed)
+        Ok((installed, inspected))
     }
 
     /// Removes every version of (tenant, name); calls fail as not installed.

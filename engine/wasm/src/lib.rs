@@ -21,7 +21,7 @@ pub use cache::{ArtifactKey, ArtifactStore, CacheStatus, DirArtifactStore};
 pub use call::CallStats;
 pub use egress::{Egress, Refusal, Resolve, SystemResolver};
 pub use host::{
-    HostConfig, Inspected, Installed, PluginHost, PolicyError, TenantPolicy, UploadError,
+    Checked, HostConfig, Inspected, Installed, PluginHost, PolicyError, TenantPolicy, UploadError,
     WIT_VERSION,
 };
 pub use ledger::{CallRecord, record_calls};

@@ -268,3 +268,73 @@ async fn versions_coexist_and_pinned_calls_reach_their_own() {
     );
     assert!(!HOST.activate(tenant, name, "1"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compiled_code_is_kept_up_to_its_bytes_least_recently_used_out() {
+    let plugins = [built::VIP_CHECK, built::PRICE, built::KEYWORD_INTENTS].map(bytes);
+    // Each one's compiled size, measured by a cache with room for all.
+    let roomy = PluginHost::new(HostConfig {
+        pooling: false,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let mut sizes = Vec::new();
+    for plugin in &plugins {
+        let before = roomy.compiled_cache_usage().1;
+        roomy.inspect(plugin).await.unwrap();
+        sizes.push(roomy.compiled_cache_usage().1 - before);
+    }
+    assert!(sizes.iter().all(|&size| size > 0), "{sizes:?}");
+
+    // Room for any two of the three, not for all three.
+    let mut sorted = sizes.clone();
+    sorted.sort();
+    let capacity = sorted[1] + sorted[2];
+    assert!(capacity < sizes.iter().sum::<usize>());
+    let host = PluginHost::new(HostConfig {
+        pooling: false,
+        compiled_cache_bytes: capacity,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let [vip, price, intents] = &plugins;
+    host.inspect(vip).await.unwrap();
+    host.inspect(price).await.unwrap();
+    // Using vip makes price the least recently used.
+    assert_eq!(host.inspect(vip).await.unwrap().cache, CacheStatus::Memory);
+    host.inspect(intents).await.unwrap();
+    assert!(host.is_compiled(vip));
+    assert!(host.is_compiled(intents));
+    assert!(!host.is_compiled(price), "the least recently used went");
+    let (held, bytes_held) = host.compiled_cache_usage();
+    assert_eq!(held, 2);
+    assert!(bytes_held <= capacity, "{bytes_held} > {capacity}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_install_refused_after_compiling_keeps_nothing() {
+    let host = PluginHost::new(HostConfig {
+        pooling: false,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let price = bytes(built::PRICE);
+    let refused = host
+        .install(
+            "t-refused",
+            "price",
+            "1",
+            &price,
+            Some(PluginWorld::Tool),
+            BTreeMap::new(),
+        )
+        .await;
+    assert!(matches!(refused, Err(UploadError::WrongWorld { .. })));
+    assert!(!host.is_compiled(&price));
+    assert_eq!(host.compiled_cache_usage(), (0, 0));
+    // The same bytes, rightly claimed, are kept.
+    host.install("t-refused", "price", "1", &price, None, BTreeMap::new())
+        .await
+        .unwrap();
+    assert!(host.is_compiled(&price));
+}

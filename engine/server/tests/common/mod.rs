@@ -137,11 +137,15 @@ pub async fn start_with(args: &[&str], env: HashMap<&str, String>) -> (Engine, O
         .await
         .unwrap()
         .expect("the HTTP port line");
+    // Listening on every address (HTTP_HOST=0.0.0.0), it is reached on loopback.
     let http = http_line
         .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {http_line:?}"))
-        .to_owned();
+        .find_map(|w| {
+            w.strip_prefix("127.0.0.1:")
+                .or_else(|| w.strip_prefix("0.0.0.0:"))
+        })
+        .map(|port| format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("no address in {http_line:?}"));
     let engine = Engine {
         child,
         http,
