@@ -47,8 +47,12 @@ pub mod bounds {
     pub const MAX_COMPREHENSION_NESTING: u32 = 2;
     /// Steps an evaluation may take, estimated before it starts from the
     /// data it reads: the tree's size times the largest list, map or string
-    /// it could iterate, once per level of comprehension nesting.
+    /// it could iterate, once per level of comprehension nesting, times what
+    /// one step may copy (a step per [`STRING_STEP_BYTES`] of its longest
+    /// string: concatenating large strings in a loop is what costs).
     pub const STEP_BUDGET: u64 = 2_000_000;
+    /// Bytes of string one step may copy.
+    pub const STRING_STEP_BYTES: usize = 1024;
 }
 
 /// The shape of a compiled tree, for the bounds above.
@@ -129,22 +133,60 @@ impl Shape {
         Ok(())
     }
 
-    /// Steps an evaluation over collections of at most `widest` items may take.
-    fn steps(&self, widest: usize) -> u64 {
-        let per_level = (widest as u64).max(1);
-        (self.nodes as u64).saturating_mul(per_level.saturating_pow(self.comprehension_nesting))
+    /// Steps an evaluation over data of this extent may take.
+    fn steps(&self, extent: Extent) -> u64 {
+        let per_level = (extent.items as u64).max(1);
+        let per_step = 1 + (extent.string_bytes / bounds::STRING_STEP_BYTES) as u64;
+        (self.nodes as u64)
+            .saturating_mul(per_level.saturating_pow(self.comprehension_nesting))
+            .saturating_mul(per_step)
     }
 }
 
-/// The most items a comprehension could iterate over in `value`: its
-/// largest list or map, or its longest string (which `split` could turn
-/// into a list).
-fn widest(value: &Value) -> usize {
-    match value {
-        Value::String(s) => s.len(),
-        Value::Array(items) => items.iter().map(widest).fold(items.len(), usize::max),
-        Value::Object(map) => map.values().map(widest).fold(map.len(), usize::max),
-        _ => 0,
+/// How large the data an expression reads is, for its cost estimate.
+#[derive(Debug, Clone, Copy, Default)]
+struct Extent {
+    /// The most items a comprehension could iterate: the largest list or
+    /// map, or the longest string (which `split` could turn into a list).
+    items: usize,
+    /// The longest string, in bytes: what one step may copy.
+    string_bytes: usize,
+}
+
+impl Extent {
+    fn max(self, other: Extent) -> Extent {
+        Extent {
+            items: self.items.max(other.items),
+            string_bytes: self.string_bytes.max(other.string_bytes),
+        }
+    }
+
+    fn of(value: &Value) -> Extent {
+        match value {
+            Value::String(s) => Extent {
+                items: s.len(),
+                string_bytes: s.len(),
+            },
+            Value::Array(items) => items.iter().map(Extent::of).fold(
+                Extent {
+                    items: items.len(),
+                    string_bytes: 0,
+                },
+                Extent::max,
+            ),
+            Value::Object(map) => Extent::of_map(map),
+            _ => Extent::default(),
+        }
+    }
+
+    fn of_map(map: &serde_json::Map<String, Value>) -> Extent {
+        map.values().map(Extent::of).fold(
+            Extent {
+                items: map.len(),
+                string_bytes: 0,
+            },
+            Extent::max,
+        )
     }
 }
 
@@ -196,16 +238,17 @@ impl Expr {
     /// holds a worker for long.
     pub fn eval(&self, scope: &Scope<'_>) -> Result<Value, String> {
         if self.shape.comprehension_nesting > 0 {
-            let widest = self
+            let extent = self
                 .reads
                 .iter()
-                .map(|name| scope.widest(name))
-                .max()
-                .unwrap_or(0);
-            let steps = self.shape.steps(widest);
+                .map(|name| scope.extent(name))
+                .fold(Extent::default(), Extent::max);
+            let steps = self.shape.steps(extent);
             if steps > bounds::STEP_BUDGET {
                 return Err(format!(
-                    "the expression is too costly for this conversation's data: about {steps} steps over collections of up to {widest} items, the budget is {}",
+                    "the expression is too costly for this conversation's data: about {steps} steps over collections of up to {} items and strings of up to {} bytes, the budget is {}",
+                    extent.items,
+                    extent.string_bytes,
                     bounds::STEP_BUDGET
                 ));
             }
@@ -251,17 +294,14 @@ impl<'a> Scope<'a> {
         self
     }
 
-    /// The widest collection or string bound to `name`.
-    fn widest(&self, name: &str) -> usize {
+    /// How large the data bound to `name` is.
+    fn extent(&self, name: &str) -> Extent {
         let c = self.conversation;
-        let of_map = |map: &serde_json::Map<String, Value>| {
-            map.values().map(widest).fold(map.len(), usize::max)
-        };
         match name {
-            "slots" => of_map(&c.slots),
-            "variables" => of_map(&c.variables),
-            "integrations" => of_map(&c.integration_results),
-            _ => widest(&self.lookup(name)),
+            "slots" => Extent::of_map(&c.slots),
+            "variables" => Extent::of_map(&c.variables),
+            "integrations" => Extent::of_map(&c.integration_results),
+            _ => Extent::of(&self.lookup(name)),
         }
     }
 
@@ -452,6 +492,27 @@ mod tests {
                 .unwrap();
         c.slots.insert("text".into(), json!("y".repeat(5_000)));
         assert!(split.eval_bool(&Scope::new(&c, None)).is_err());
+
+        // Few items, but each step copies long strings: ten concatenations
+        // of 30 KB per item is seconds of copying over 30,000 items.
+        let copying = Expr::compile(&format!(
+            "variables.items.exists(x, ({}slots.text).size() == 0)",
+            "slots.text + ".repeat(10)
+        ))
+        .unwrap();
+        c.variables
+            .insert("items".into(), json!((0..2_000).collect::<Vec<_>>()));
+        c.slots.insert("text".into(), json!("y".repeat(100)));
+        assert!(
+            copying.eval_bool(&Scope::new(&c, None)).is_ok(),
+            "short strings: evaluated"
+        );
+        c.slots.insert("text".into(), json!("y".repeat(30_000)));
+        let refused = copying.eval_bool(&Scope::new(&c, None)).unwrap_err();
+        assert!(
+            refused.contains("strings of up to 30000 bytes"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -529,3 +529,42 @@ async fn uploads_are_bounded_per_tenant_overall_and_by_quota() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn loading_a_tenants_plugins_uses_the_manifest_stored_at_upload() {
+    for_each_database(|backend| async move {
+        let uploader = registry(&backend).await;
+        let tenant = new_tenant(uploader.store(), "described").await;
+        uploader
+            .upload_plugin(&tenant, plugin("order-api", "1", built::ORDER_API))
+            .await
+            .unwrap();
+        let described = uploader.host().tools(&tenant);
+        assert_eq!(described.len(), 1);
+        assert_ne!(described[0].description, "as stored");
+
+        // Another process loads the version: were describe() run again, the
+        // plugin's own description would come back, not the stored one.
+        let mut manifest = serde_json::to_value(
+            uploader.store().list_plugins(&tenant).await.unwrap()[0]
+                .manifest
+                .clone()
+                .unwrap(),
+        )
+        .unwrap();
+        manifest["description"] = json!("as stored");
+        sqlx::query("UPDATE plugins SET manifest = $1 WHERE tenant_id = $2")
+            .bind(manifest.to_string())
+            .bind(&tenant)
+            .execute(uploader.store().db().pool().unwrap())
+            .await
+            .unwrap();
+        let other = registry(&backend).await;
+        assert!(other.load_plugins(&tenant).await.unwrap());
+        let tools = other.host().tools(&tenant);
+        assert_eq!(tools.len(), 1);
+        assert_eq!(tools[0].description, "as stored");
+        assert_eq!(tools[0].input_schema, described[0].input_schema);
+    })
+    .await;
+}
