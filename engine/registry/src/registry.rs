@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use mcp_flow::{PluginWorld, PolicySettings};
 use mcp_store::tenants::check_tenant_id;
 use mcp_store::{NewPlugin, PluginVersion, Store, StoreError, Tenant, TenantPlugins};
-use mcp_wasm::{PluginHost, TenantPolicy};
+use mcp_wasm::{PluginHost, StoredVersion, TenantPolicy};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::RegistryError;
@@ -289,12 +289,14 @@ impl PluginRegistry {
                 if let Err(e) = host
                     .install_described(
                         tenant_id,
-                        name,
-                        version,
-                        &bytes,
-                        plugin.world,
-                        plugin.config.clone(),
-                        plugin.manifest.clone(),
+                        StoredVersion {
+                            name,
+                            version,
+                            bytes: &bytes,
+                            world: plugin.world,
+                            config: plugin.config.clone(),
+                            manifest: plugin.manifest.clone(),
+                        },
                     )
                     .await
                 {

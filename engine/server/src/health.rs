@@ -90,7 +90,7 @@ impl HealthService {
     }
 
     /// Whether the request bears the operator key.
-    fn from_operator<T>(&self, request: &Request<T>) -> bool {
+    fn asked_by_operator<T>(&self, request: &Request<T>) -> bool {
         bears_operator_key(
             AsRef::<http::HeaderMap>::as_ref(request.metadata()).get(http::header::AUTHORIZATION),
             self.operator_key.as_deref(),
@@ -175,7 +175,7 @@ impl Health for HealthService {
         &self,
         request: Request<DetailedHealthRequest>,
     ) -> Result<Response<DetailedHealthResponse>, Status> {
-        let operator = self.from_operator(&request);
+        let operator = self.asked_by_operator(&request);
         let request = request.into_inner();
         if request.include_dependencies && !operator {
             return Err(Status::unauthenticated(

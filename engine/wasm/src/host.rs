@@ -128,6 +128,16 @@ pub struct Checked {
     inspected: Inspected,
 }
 
+/// A version as stored: its bytes, and what checking it at upload found.
+pub struct StoredVersion<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub bytes: &'a [u8],
+    pub world: PluginWorld,
+    pub config: BTreeMap<String, String>,
+    pub manifest: Option<Manifest>,
+}
+
 /// One installed plugin version of one tenant.
 pub struct Installed {
     pub tenant: String,
@@ -515,13 +525,16 @@ impl PluginHost {
     pub async fn install_described(
         &self,
         tenant: &str,
-        name: &str,
-        version: &str,
-        bytes: &[u8],
-        world: PluginWorld,
-        config: BTreeMap<String, String>,
-        manifest: Option<Manifest>,
+        stored: StoredVersion<'_>,
     ) -> Result<Arc<Installed>, UploadError> {
+        let StoredVersion {
+            name,
+            version,
+            bytes,
+            world,
+            config,
+            manifest,
+        } = stored;
         let described = matches!(world, PluginWorld::Tool | PluginWorld::StateType);
         if described && manifest.is_none() {
             tracing::warn!(

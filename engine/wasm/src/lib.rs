@@ -21,8 +21,8 @@ pub use cache::{ArtifactKey, ArtifactStore, CacheStatus, DirArtifactStore};
 pub use call::CallStats;
 pub use egress::{Egress, Refusal, Resolve, SystemResolver};
 pub use host::{
-    Checked, HostConfig, Inspected, Installed, PluginHost, PolicyError, TenantPolicy, UploadError,
-    WIT_VERSION,
+    Checked, HostConfig, Inspected, Installed, PluginHost, PolicyError, StoredVersion,
+    TenantPolicy, UploadError, WIT_VERSION,
 };
 pub use ledger::{CallRecord, record_calls};
 pub use limits::Limits;
