@@ -68,12 +68,6 @@ pub struct TurnRequest {
     pub deadline: Option<Instant>,
 }
 
-/// What a running turn holds: its tenant's share and the engine's.
-struct Permits<'e> {
-    _tenant: tokio::sync::OwnedSemaphorePermit,
-    _global: tokio::sync::SemaphorePermit<'e>,
-}
-
 /// Largest user profile a conversation keeps, as JSON.
 pub const MAX_PROFILE_BYTES: usize = 32 * 1024;
 
@@ -298,11 +292,17 @@ impl Engine {
         }
     }
 
-    /// Permits to run a turn of `tenant`: the tenant's own share first,
-    /// then one of MAX_PARALLEL_EXECUTIONS, waiting at most until `deadline`.
-    /// Taken once the conversation is locked: a turn waiting for its
-    /// conversation holds nothing others could use.
-    async fn permit(&self, tenant: &str, deadline: Instant) -> Result<Permits<'_>, EngineError> {
+    /// A place among the tenant's turns in flight (TENANT_MAX_PARALLEL),
+    /// waiting at most until `deadline`. Taken as the turn starts, before
+    /// any work is done for it, so a tenant's excess load waits idle here and
+    /// the work in flight, which every tenant's turns share the machine
+    /// with, stays bounded per tenant. Waiting on its own conversation, a
+    /// turn holds its tenant's place: that costs no one else.
+    async fn tenant_share(
+        &self,
+        tenant: &str,
+        deadline: Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, EngineError> {
         let wait = deadline.saturating_duration_since(Instant::now());
         let share = {
             let mut shares = self.tenant_permits.lock().unwrap();
@@ -315,18 +315,24 @@ impl Engine {
                 })
                 .clone()
         };
-        let acquire = async {
-            let tenant = share.acquire_owned().await;
-            let global = self.permits.acquire().await;
-            (tenant, global)
-        };
-        let (tenant, global) = tokio::time::timeout_at(deadline.into(), acquire)
+        tokio::time::timeout_at(deadline.into(), share.acquire_owned())
             .await
-            .map_err(|_| EngineError::Busy(wait))?;
-        Ok(Permits {
-            _tenant: tenant.expect("the semaphore is never closed"),
-            _global: global.expect("the semaphore is never closed"),
-        })
+            .map_err(|_| EngineError::Busy(wait))
+            .map(|permit| permit.expect("the semaphore is never closed"))
+    }
+
+    /// One of MAX_PARALLEL_EXECUTIONS, waiting at most until `deadline`.
+    /// Taken once the conversation is locked: a turn waiting for its
+    /// conversation holds nothing another tenant could use.
+    async fn permit(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, EngineError> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout_at(deadline.into(), self.permits.acquire())
+            .await
+            .map_err(|_| EngineError::Busy(wait))
+            .map(|permit| permit.expect("the semaphore is never closed"))
     }
 
     async fn process_uncounted(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
@@ -341,6 +347,7 @@ impl Engine {
         // Before anything changes: a turn whose record could not be kept
         // is refused, not acknowledged and lost.
         let reservation = self.durable.reserve()?;
+        let _share = self.tenant_share(&request.tenant_id, deadline).await?;
         let key = ConversationKey::new(&request.tenant_id, &request.conversation_id);
         let (lease, loaded) = Box::pin(self.acquire(&key, deadline)).await?;
         // Boxed, as the machine's step below: these futures are large, and
@@ -350,7 +357,7 @@ impl Engine {
                 &lease,
                 deadline,
                 Box::pin(async {
-                    let _permits = self.permit(&request.tenant_id, deadline).await?;
+                    let _permit = self.permit(deadline).await?;
                     self.plugins.load_plugins(&request.tenant_id).await?;
                     let (flow, mut conversation) = match loaded.conversation.clone() {
                         Some(conversation) => {
@@ -706,6 +713,7 @@ impl Engine {
         let started = Instant::now();
         let deadline = self.deadline(None);
         let reservation = self.durable.reserve()?;
+        let _share = self.tenant_share(&key.tenant_id, deadline).await?;
         let (lease, loaded) = self.acquire(key, deadline).await?;
         let result = async {
             let Some(conversation) = loaded.conversation.clone() else {
@@ -715,7 +723,7 @@ impl Engine {
             };
             let stepped = self
                 .hold(&lease, deadline, Box::pin(async {
-                    let _permits = self.permit(&key.tenant_id, deadline).await?;
+                    let _permit = self.permit(deadline).await?;
                     self.plugins.load_plugins(&key.tenant_id).await?;
                     let flow = self.pinned_flow(&conversation).await?;
                     match next_deadline(&flow.flow, &conversation) {

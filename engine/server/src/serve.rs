@@ -149,7 +149,7 @@ impl ServerSettings {
                 max_parallel,
                 tenant_max_parallel: number(
                     "TENANT_MAX_PARALLEL",
-                    (max_parallel as u64 / 2).max(1),
+                    default_tenant_max_parallel(max_parallel),
                 )? as usize,
                 ab_testing,
                 idle_ttl: store.context.idle_ttl,
@@ -166,6 +166,15 @@ impl ServerSettings {
             demo: false,
         })
     }
+}
+
+/// A tenant's turns in flight by default: eight per core, which keeps the
+/// cores busy (a turn mostly waits on Redis and plugins) while leaving room
+/// for other tenants' turns to run at once rather than queue behind one
+/// tenant's load (the `loadgen fair` figures in the README).
+fn default_tenant_max_parallel(max_parallel: usize) -> u64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (8 * cores).max(4).min(max_parallel.max(1)) as u64
 }
 
 /// How long a stopping process waits for its queued turns to be written.

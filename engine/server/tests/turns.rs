@@ -421,6 +421,59 @@ async fn a_turn_waiting_for_a_permit_answers_within_the_clients_deadline() {
 }
 
 #[tokio::test]
+async fn a_tenant_past_its_share_waits_and_other_tenants_are_answered() {
+    let engine = start(HashMap::from([
+        ("TENANT_MAX_PARALLEL", "1".to_owned()),
+        ("STATE_EXECUTION_TIMEOUT_MS", "30000".to_owned()),
+    ]))
+    .await;
+    let mut api = slow_api().await;
+    let (tenant, key) = tenant_on_slow_api(&engine, &api).await;
+    let (mut admin, client) = clients(&engine).await;
+    let (other, other_key) = new_tenant(&mut admin, "other", &[]).await;
+    let hello = json!({
+        "flow_id": "hello", "name": "Hello", "version": "1", "initial_state": "hello",
+        "states": { "hello": {
+            "type": "response",
+            "config": { "response_templates": { "default": "Hello!" } },
+            "transitions": [{ "condition": "any_input", "target_state": "hello" }]
+        } }
+    });
+    publish(&mut admin, &other_key, &other, &hello).await;
+
+    // The tenant's one place is held by a turn waiting on its API.
+    let mut busy_client = client.clone();
+    let (busy_tenant, busy_key) = (tenant.clone(), key.clone());
+    let busy = tokio::spawn(async move {
+        busy_client
+            .process_message(authed(
+                message(&busy_tenant, "busy", "where is my order?"),
+                &busy_key,
+            ))
+            .await
+    });
+    api.arrived.recv().await.unwrap();
+
+    // Its next turn, on another conversation, waits for the tenant's place
+    // until its deadline; another tenant's turn runs at once.
+    let mut request = authed(message(&tenant, "next", "hello"), &key);
+    request.set_timeout(Duration::from_millis(300));
+    let refused = client.clone().process_message(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let answered = client
+        .clone()
+        .process_message(authed(message(&other, "c", "hi"), &other_key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answered.response.unwrap().text.starts_with("Hello!"));
+
+    api.release.send(()).await.unwrap();
+    let done = busy.await.unwrap().unwrap().into_inner();
+    assert_eq!(done.response.unwrap().text, "Your order is shipped.");
+}
+
+#[tokio::test]
 async fn sigterm_lets_a_turn_in_flight_finish() {
     let mut engine = start(HashMap::new()).await;
     let mut api = slow_api().await;
