@@ -279,6 +279,67 @@ async fn an_expensive_cel_expression_is_refused_at_publish_naming_the_bound() {
 }
 
 #[tokio::test]
+async fn an_expression_too_costly_for_its_data_fails_the_condition_and_others_are_answered() {
+    let engine = start(HashMap::new()).await;
+    let (tenant, key) = bystander(&engine).await;
+    let (attacker, attacker_key) = named_tenant(&engine, "attacker").await;
+    let (mut admin, client) = clients(&engine).await;
+    // Fine for short messages; for a long one, each of its characters would
+    // copy the message twice over.
+    let mut flow = greeting_flow();
+    flow["flow_id"] = json!("costly");
+    flow["states"]["hello"]["transitions"] = json!([{
+        "condition": "any_input", "target_state": "check",
+        "actions": [{ "type": "set_variable", "name": "said", "expression": "event.text" }]
+    }]);
+    flow["states"]["check"] = json!({
+        "type": "condition",
+        "transitions": [
+            {
+                "condition": "expression",
+                "expression": "variables.said.split('').exists(c, (variables.said + variables.said).size() == 0)",
+                "target_state": "hello"
+            },
+            { "condition": "default", "target_state": "hello" }
+        ]
+    });
+    publish(&mut admin, &attacker_key, &attacker, &flow).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let talking = tokio::spawn(keep_talking(client.clone(), tenant, key, stop.clone()));
+
+    let mut client = client;
+    let short = client
+        .process_message(authed(message(&attacker, "c", "hi"), &attacker_key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        short.status.unwrap().success,
+        "evaluated for a short message"
+    );
+    for _ in 0..5 {
+        let long = client
+            .process_message(authed(
+                message(&attacker, "c", &"y".repeat(30_000)),
+                &attacker_key,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let status = long.status.unwrap();
+        assert!(!status.success, "{status:?} {:?}", long.current_state);
+        assert!(
+            status
+                .message
+                .contains("too costly for this conversation's data"),
+            "{status:?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(talking.await.unwrap() > 0, "the bystander was answered");
+}
+
+#[tokio::test]
 async fn a_key_over_its_rate_limit_is_told_when_to_retry_and_others_are_answered() {
     let engine = start(HashMap::from([
         // A burst of 3, then next to nothing: the test never sees a refill.
