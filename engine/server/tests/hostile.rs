@@ -17,19 +17,6 @@ use serde_json::json;
 use tonic::Code;
 use tonic::transport::Channel;
 
-fn greeting_flow() -> serde_json::Value {
-    json!({
-        "flow_id": "hello", "name": "Hello", "version": "1", "initial_state": "hello",
-        "states": {
-            "hello": {
-                "type": "response",
-                "config": { "response_templates": { "default": "Hello!" } },
-                "transitions": [{ "condition": "any_input", "target_state": "hello" }]
-            }
-        }
-    })
-}
-
 /// A tenant with a published flow, for the bystander's turns.
 async fn bystander(engine: &Engine) -> (String, String) {
     named_tenant(engine, "bystander").await
@@ -38,7 +25,7 @@ async fn bystander(engine: &Engine) -> (String, String) {
 async fn named_tenant(engine: &Engine, name: &str) -> (String, String) {
     let (mut admin, _) = clients(engine).await;
     let (tenant, key) = new_tenant(&mut admin, name, &[]).await;
-    publish(&mut admin, &key, &tenant, &greeting_flow()).await;
+    publish(&mut admin, &key, &tenant, &hello_flow()).await;
     (tenant, key)
 }
 
@@ -52,18 +39,7 @@ async fn keep_talking(
 ) -> usize {
     let mut answered = 0;
     while !stop.load(Ordering::Relaxed) {
-        let reply = client
-            .process_message(authed(message(&tenant, "steady", "hi"), &key))
-            .await
-            .expect("the bystander's turn is answered during the attack");
-        assert!(
-            reply
-                .into_inner()
-                .response
-                .unwrap()
-                .text
-                .starts_with("Hello!")
-        );
+        greeted(&mut client, &tenant, "steady", &key).await;
         answered += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -234,18 +210,7 @@ async fn oversized_fields_are_refused_naming_the_field_and_change_nothing() {
         "{status:?}"
     );
     // The bystander's conversation still answers.
-    let reply = client
-        .process_message(authed(message(&tenant, "steady", "hi"), &key))
-        .await
-        .unwrap();
-    assert!(
-        reply
-            .into_inner()
-            .response
-            .unwrap()
-            .text
-            .starts_with("Hello!")
-    );
+    greeted(&mut client, &tenant, "steady", &key).await;
 }
 
 #[tokio::test]
@@ -253,7 +218,7 @@ async fn an_expensive_cel_expression_is_refused_at_publish_naming_the_bound() {
     let engine = start(HashMap::new()).await;
     let (tenant, key) = bystander(&engine).await;
     let (mut admin, _) = clients(&engine).await;
-    let mut flow = greeting_flow();
+    let mut flow = hello_flow();
     flow["flow_id"] = json!("costly");
     flow["states"]["hello"]["transitions"] = json!([{
         "condition": "expression",
@@ -286,7 +251,7 @@ async fn an_expression_too_costly_for_its_data_fails_the_condition_and_others_ar
     let (mut admin, client) = clients(&engine).await;
     // Fine for short messages; for a long one, each of its characters would
     // copy the message twice over.
-    let mut flow = greeting_flow();
+    let mut flow = hello_flow();
     flow["flow_id"] = json!("costly");
     flow["states"]["hello"]["transitions"] = json!([{
         "condition": "any_input", "target_state": "check",
@@ -379,18 +344,7 @@ async fn a_key_over_its_rate_limit_is_told_when_to_retry_and_others_are_answered
         .unwrap();
     assert!(retry > 0);
     // Another tenant's key has its own bucket.
-    let reply = client
-        .process_message(authed(message(&other, "c-1", "hi"), &other_key))
-        .await
-        .unwrap();
-    assert!(
-        reply
-            .into_inner()
-            .response
-            .unwrap()
-            .text
-            .starts_with("Hello!")
-    );
+    greeted(&mut client, &other, "c-1", &other_key).await;
 }
 
 /// Uploads `count` distinct copies of a plugin as `tenant`, `parallel` at a

@@ -431,15 +431,7 @@ async fn a_tenant_past_its_share_waits_and_other_tenants_are_answered() {
     let (tenant, key) = tenant_on_slow_api(&engine, &api).await;
     let (mut admin, client) = clients(&engine).await;
     let (other, other_key) = new_tenant(&mut admin, "other", &[]).await;
-    let hello = json!({
-        "flow_id": "hello", "name": "Hello", "version": "1", "initial_state": "hello",
-        "states": { "hello": {
-            "type": "response",
-            "config": { "response_templates": { "default": "Hello!" } },
-            "transitions": [{ "condition": "any_input", "target_state": "hello" }]
-        } }
-    });
-    publish(&mut admin, &other_key, &other, &hello).await;
+    publish(&mut admin, &other_key, &other, &hello_flow()).await;
 
     // The tenant's one place is held by a turn waiting on its API.
     let mut busy_client = client.clone();
@@ -460,13 +452,7 @@ async fn a_tenant_past_its_share_waits_and_other_tenants_are_answered() {
     request.set_timeout(Duration::from_millis(300));
     let refused = client.clone().process_message(request).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    let answered = client
-        .clone()
-        .process_message(authed(message(&other, "c", "hi"), &other_key))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(answered.response.unwrap().text.starts_with("Hello!"));
+    greeted(&mut client.clone(), &other, "c", &other_key).await;
 
     api.release.send(()).await.unwrap();
     let done = busy.await.unwrap().unwrap().into_inner();

@@ -417,3 +417,33 @@ pub async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut()
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A one-state flow that answers every message with "Hello!".
+pub fn hello_flow() -> serde_json::Value {
+    serde_json::json!({
+        "flow_id": "hello", "name": "Hello", "version": "1", "initial_state": "hello",
+        "states": {
+            "hello": {
+                "type": "response",
+                "config": { "response_templates": { "default": "Hello!" } },
+                "transitions": [{ "condition": "any_input", "target_state": "hello" }]
+            }
+        }
+    })
+}
+
+/// Sends "hi" to a tenant on [`hello_flow`] and checks it is greeted.
+pub async fn greeted(
+    client: &mut McpEngineClient<Channel>,
+    tenant: &str,
+    conversation: &str,
+    key: &str,
+) {
+    let reply = client
+        .process_message(authed(message(tenant, conversation, "hi"), key))
+        .await
+        .unwrap_or_else(|status| panic!("{tenant}'s turn is answered: {status:?}"))
+        .into_inner();
+    let text = reply.response.unwrap().text;
+    assert!(text.starts_with("Hello!"), "{text}");
+}
