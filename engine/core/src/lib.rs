@@ -47,7 +47,7 @@ pub use experiment::{ExperimentConfig, Variant};
 pub use flow::{Flow, Issue, PluginRef, Report, Severity, validate};
 pub use intent::IntentScore;
 pub use machine::{ActionRecord, Machine, Message, StepResult, TurnError, TurnErrorKind};
-pub use manifest::{Manifest, RateLimit, StateTypeManifest, ToolManifest};
+pub use manifest::{Manifest, RateLimit, StateTypeManifest, ToolAnnotations, ToolManifest};
 pub use model::FlowDefinition;
 pub use policy::{LimitOverrides, PolicySettings};
 pub use ports::{

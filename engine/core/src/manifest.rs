@@ -15,6 +15,34 @@ pub struct ToolManifest {
     pub output_schema: Value,
     pub permissions: Vec<String>,
     pub rate_limit: Option<RateLimit>,
+    /// What the tool does to the world, for agents and their users.
+    /// Manifests stored before annotations existed read as the defaults.
+    #[serde(default)]
+    pub annotations: ToolAnnotations,
+}
+
+/// Hints about a tool's effects, as MCP's tool annotations carry them.
+/// `None`: the tool did not say (MCP's defaults apply).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolAnnotations {
+    /// A human-readable title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// It changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// It may destroy or overwrite (meaningful when not read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive: Option<bool>,
+    /// Calling it twice with the same arguments does no more than once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
+    /// It reaches beyond the tenant's own systems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world: Option<bool>,
+    /// An agent's call runs only once the user confirmed it.
+    #[serde(default)]
+    pub requires_confirmation: bool,
 }
 
 /// At most `requests` calls per `per_seconds` seconds.

@@ -83,6 +83,10 @@ pub enum PluginError {
     /// Back-pressure, not a fault of the plugin.
     #[error("plugin {plugin} was not called: {reason}")]
     Busy { plugin: String, reason: String },
+    /// Not called: the call breaks the plugin's contract (arguments against
+    /// a tool's input schema) or its result did.
+    #[error("plugin {plugin}: {reason}")]
+    Rejected { plugin: String, reason: String },
 }
 
 impl PluginError {
@@ -96,6 +100,7 @@ impl PluginError {
             PluginError::Failed { .. } => "failed",
             PluginError::Unavailable { .. } => "unavailable",
             PluginError::Busy { .. } => "busy",
+            PluginError::Rejected { .. } => "rejected",
         }
     }
 

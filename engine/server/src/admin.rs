@@ -6,11 +6,17 @@ use mcp_registry::{PluginRegistry, UploadPlugin};
 use mcp_store::{DurableWriter, PolicySettings, PublishOptions, Scope, Store};
 use tonic::{Request, Response, Status};
 
-use crate::auth::{authenticate, authorize, is_operator};
+use std::sync::Arc;
+
+use mcp_tools::{Caller as ToolCaller, ToolRequest, Via};
+use serde_json::Value;
+
+use crate::auth::{Caller, authenticate, authorize, is_operator};
 use crate::convert;
+use crate::engine::Engine;
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::*;
-use crate::status::{from_registry, from_store};
+use crate::status::{from_engine, from_registry, from_store};
 
 /// How long a transcript read waits for the turns queued before it.
 const TRANSCRIPT_FLUSH_WAIT: Duration = Duration::from_secs(5);
@@ -23,6 +29,10 @@ pub struct AdminService {
     pub plugins: PluginRegistry,
     /// MCP_ADMIN_KEY: the operator's key, for creating tenants.
     pub operator_key: Option<String>,
+    /// Tool discovery and execution go through the engine's one path.
+    pub engine: Arc<Engine>,
+    /// How long ExecuteTool lets a tool run (STATE_EXECUTION_TIMEOUT_MS).
+    pub tool_timeout: Duration,
 }
 
 impl AdminService {
@@ -72,10 +82,10 @@ impl Admin for AdminService {
         self.authorize(&request, &request.get_ref().tenant_id, Scope::Admin)
             .await?;
         let request = request.into_inner();
-        let scopes = convert::scopes(&request.scopes)?;
+        let grants = convert::scopes(&request.scopes)?;
         let issued = self
             .store
-            .create_api_key(&request.tenant_id, &request.name, &scopes)
+            .create_api_key_granting(&request.tenant_id, &request.name, grants)
             .await
             .map_err(from_store)?;
         Ok(Response::new(CreateApiKeyResponse {
@@ -165,18 +175,79 @@ impl Admin for AdminService {
         self.authorize(&request, &request.get_ref().tenant_id, Scope::PluginsWrite)
             .await?;
         let tenant = &request.get_ref().tenant_id;
-        self.plugins
-            .load_plugins(tenant)
-            .await
-            .map_err(from_registry)?;
         let tools = self
-            .plugins
-            .host()
-            .tools(tenant)
+            .engine
+            .tenant_tools(tenant)
+            .await
+            .map_err(from_engine)?
             .into_iter()
             .map(Tool::from)
             .collect();
         Ok(Response::new(ListToolsResponse { tools }))
+    }
+
+    async fn execute_tool(
+        &self,
+        request: Request<ExecuteToolRequest>,
+    ) -> Result<Response<ExecuteToolResponse>, Status> {
+        let caller = match request.extensions().get::<Caller>() {
+            Some(Caller::Operator) if self.operator_key.is_some() => ToolCaller::Operator,
+            _ => {
+                let key = authenticate(&request)?;
+                authorize(&key, &request.get_ref().tenant_id, Scope::ToolsCall)?;
+                ToolCaller::Key(key)
+            }
+        };
+        let r = request.into_inner();
+        if r.tool.trim().is_empty() {
+            return Err(Status::invalid_argument("tool: must not be empty"));
+        }
+        let args = r
+            .arguments
+            .as_ref()
+            .map_or_else(|| Value::Object(Default::default()), convert::from_struct);
+        let executed = self
+            .engine
+            .execute_tool(ToolRequest {
+                tenant_id: &r.tenant_id,
+                tool: &r.tool,
+                version: None,
+                args: &args,
+                caller: &caller,
+                via: Via::Grpc,
+                confirmed: r.confirmed,
+                timeout: self.tool_timeout,
+                conversation: None,
+            })
+            .await
+            .map_err(from_engine)?;
+        Ok(Response::new(executed.into()))
+    }
+
+    async fn list_tool_calls(
+        &self,
+        request: Request<ListToolCallsRequest>,
+    ) -> Result<Response<ListToolCallsResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::Admin)
+            .await?;
+        let r = request.into_inner();
+        let limit = if r.limit == 0 {
+            100
+        } else {
+            r.limit.min(10_000)
+        };
+        // Executions are written behind their answers.
+        let _ = tokio::time::timeout(TRANSCRIPT_FLUSH_WAIT, self.engine.tools().audit().flushed())
+            .await;
+        let tool = Some(r.tool.as_str()).filter(|t| !t.is_empty());
+        let calls = self
+            .store
+            .tool_calls(&r.tenant_id, tool, limit)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(ListToolCallsResponse {
+            calls: calls.into_iter().map(ToolCall::from).collect(),
+        }))
     }
 
     async fn publish_flow(

@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use mcp_flow::{Conversation, ExperimentConfig, PluginWorld, PolicySettings, ToolManifest};
+use mcp_flow::{Conversation, ExperimentConfig, PluginWorld, PolicySettings};
 use mcp_registry::UploadPlugin;
 use mcp_store::{
     ApiKey as StoredKey, Experiment as StoredExperiment, FlowStatus,
-    FlowVersion as StoredFlowVersion, PluginVersion as StoredPlugin, PublishOptions, Scope,
-    TurnRecord,
+    FlowVersion as StoredFlowVersion, KeyGrants, PluginVersion as StoredPlugin, PublishOptions,
+    ToolCallRecord, TurnRecord,
 };
+use mcp_tools::{Executed, ToolListing};
 use prost_types::{Struct, Timestamp, value::Kind};
 use serde_json::Value;
 use tonic::Status;
@@ -20,8 +21,8 @@ use crate::clock::now_ms;
 use crate::engine::{TimeoutTurn, TurnOutcome, TurnRequest};
 use crate::metrics::Sample;
 use crate::proto::admin::{
-    ApiKey, CreateTenantRequest, Experiment, FlowIssue, FlowVersion, PluginVersion,
-    PublishFlowRequest, Tool, Turn, UploadPluginRequest,
+    ApiKey, CreateTenantRequest, ExecuteToolResponse, Experiment, FlowIssue, FlowVersion,
+    PluginVersion, PublishFlowRequest, RateLimit, Tool, ToolCall, Turn, UploadPluginRequest,
 };
 use crate::proto::common::{self, MessageType, PerformanceMetrics};
 use crate::proto::engine::{
@@ -289,7 +290,7 @@ pub fn from_struct(s: &Struct) -> Value {
     )
 }
 
-fn from_value(v: &prost_types::Value) -> Value {
+pub fn from_value(v: &prost_types::Value) -> Value {
     match &v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(*b),
@@ -301,7 +302,7 @@ fn from_value(v: &prost_types::Value) -> Value {
     }
 }
 
-fn to_value(value: &Value) -> prost_types::Value {
+pub fn to_value(value: &Value) -> prost_types::Value {
     let kind = match value {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(*b),
@@ -317,11 +318,12 @@ fn to_value(value: &Value) -> prost_types::Value {
 
 /// A stored key as the admin API shows it; `token` only when just issued.
 pub fn api_key(key: StoredKey, token: String) -> ApiKey {
+    let scopes = key.scope_names();
     ApiKey {
         key_id: key.id,
         tenant_id: key.tenant_id,
         name: key.name,
-        scopes: key.scopes.iter().map(|s| s.to_string()).collect(),
+        scopes,
         created_at_ms: key.created_at_ms,
         revoked_at_ms: key.revoked_at_ms.unwrap_or_default(),
         token,
@@ -385,14 +387,58 @@ impl From<StoredExperiment> for Experiment {
     }
 }
 
-impl From<ToolManifest> for Tool {
-    fn from(t: ToolManifest) -> Tool {
+impl From<ToolListing> for Tool {
+    fn from(listing: ToolListing) -> Tool {
+        let t = listing.manifest;
         Tool {
             input_schema: object(&t.input_schema),
             output_schema: object(&t.output_schema),
             name: t.name,
             description: t.description,
             permissions: t.permissions,
+            rate_limit: t.rate_limit.map(|r| RateLimit {
+                requests: r.requests,
+                per_seconds: r.per_seconds,
+            }),
+            plugin: listing.name,
+            version: listing.version,
+            requires_confirmation: t.annotations.requires_confirmation,
+        }
+    }
+}
+
+impl From<Executed> for ExecuteToolResponse {
+    fn from(executed: Executed) -> ExecuteToolResponse {
+        let (success, result, error, outcome, retry_after) = match executed.result {
+            Ok(value) => (true, Some(to_value(&value)), String::new(), "ok", None),
+            Err(e) => (false, None, e.message, e.outcome.as_str(), e.retry_after),
+        };
+        ExecuteToolResponse {
+            success,
+            result,
+            error,
+            outcome: outcome.to_owned(),
+            retry_after_ms: retry_after.map_or(0, |d| d.as_millis() as u64),
+            version: executed.version,
+            duration_us: executed.duration.as_micros() as u64,
+            fuel: executed.fuel,
+        }
+    }
+}
+
+impl From<ToolCallRecord> for ToolCall {
+    fn from(c: ToolCallRecord) -> ToolCall {
+        ToolCall {
+            called_at_ms: c.called_at_ms,
+            via: c.via,
+            caller: c.caller,
+            tool: c.tool,
+            version: c.version,
+            args_sha256: c.args_sha256,
+            outcome: c.outcome.as_str().to_owned(),
+            error: c.error.unwrap_or_default(),
+            duration_us: c.duration_us,
+            fuel: c.fuel,
         }
     }
 }
@@ -474,13 +520,9 @@ impl From<&PublishFlowRequest> for PublishOptions {
     }
 }
 
-/// Scope names, each one the engine knows.
-pub fn scopes(names: &[String]) -> Result<Vec<Scope>, Status> {
-    names
-        .iter()
-        .map(|name| Scope::from_str(name))
-        .collect::<Result<_, _>>()
-        .map_err(crate::status::from_store)
+/// Scope names, each one the engine knows, and `permission:<name>` grants.
+pub fn scopes(names: &[String]) -> Result<KeyGrants, Status> {
+    KeyGrants::parse(names.iter().map(String::as_str)).map_err(crate::status::from_store)
 }
 
 /// An experiment's configuration, as JSON text.

@@ -22,7 +22,8 @@ use mcp_store::{
     Analytics, CacheUse, DurableWriter, Reservation, Store, StoreError, StoredFlow, TurnRecord,
     TurnWrite, Wakeups, track_cache,
 };
-use mcp_wasm::{CallRecord, PluginHost, record_calls};
+use mcp_tools::{Executed, FlowRuntime, ToolListing, ToolRequest, Tools};
+use mcp_wasm::{CallRecord, record_calls};
 use serde_json::{Value, json};
 
 use crate::clock::TokioClock;
@@ -152,7 +153,8 @@ pub struct Engine {
     store: Store,
     plugins: PluginRegistry,
     contexts: Arc<dyn ContextStore>,
-    machine: Machine<PluginHost, TokioClock>,
+    machine: Machine<FlowRuntime, TokioClock>,
+    tools: Arc<Tools>,
     settings: EngineSettings,
     permits: tokio::sync::Semaphore,
     /// Each tenant's share of the permits (TENANT_MAX_PARALLEL), by tenant.
@@ -160,8 +162,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(plugins: PluginRegistry, data: DataPath, settings: EngineSettings) -> Engine {
-        let machine = Machine::new(plugins.host().clone(), TokioClock);
+    pub fn new(
+        plugins: PluginRegistry,
+        data: DataPath,
+        settings: EngineSettings,
+        tools: Arc<Tools>,
+    ) -> Engine {
+        let machine = Machine::new(FlowRuntime::new(tools.clone()), TokioClock);
         Engine {
             metrics: Arc::new(Metrics::default()),
             analytics: data.analytics,
@@ -172,6 +179,7 @@ impl Engine {
             plugins,
             contexts: data.contexts,
             machine,
+            tools,
             permits: tokio::sync::Semaphore::new(settings.max_parallel.max(1)),
             tenant_permits: Mutex::new(HashMap::new()),
             settings,
@@ -180,6 +188,27 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn tools(&self) -> &Arc<Tools> {
+        &self.tools
+    }
+
+    pub fn plugins(&self) -> &PluginRegistry {
+        &self.plugins
+    }
+
+    /// A tenant's tools, its plugins loaded first if this process has not.
+    pub async fn tenant_tools(&self, tenant_id: &str) -> Result<Vec<ToolListing>, EngineError> {
+        self.plugins.load_plugins(tenant_id).await?;
+        Ok(self.tools.list(tenant_id))
+    }
+
+    /// Runs a tool for an agent (MCP, seed 002, ExecuteTool), the tenant's
+    /// plugins loaded first if this process has not.
+    pub async fn execute_tool(&self, request: ToolRequest<'_>) -> Result<Executed, EngineError> {
+        self.plugins.load_plugins(request.tenant_id).await?;
+        Ok(self.tools.execute(request).await)
     }
 
     /// Runs one message through the conversation's flow, and counts it.

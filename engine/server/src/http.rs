@@ -1,7 +1,8 @@
-//! The operator's HTTP port, an axum `Router`: `/metrics` (Prometheus
-//! text), `/healthz` (200 "ok" when the database and context store answer,
-//! 200 "degraded" and why when only the context store does, 503 "down" and
-//! why when it does not) and, with the demo on, the demo's order API
+//! The HTTP port, an axum `Router`: `/metrics` (Prometheus text),
+//! `/healthz` (200 "ok" when the database and context store answer, 200
+//! "degraded" and why when only the context store does, 503 "down" and why
+//! when it does not), `/mcp` (each tenant's tools for AI agents, see
+//! [`crate::mcp`]) and, with the demo on, the demo's order API
 //! (`/demo/orders/{id}`); anything else is 404.
 //!
 //! The port listens on loopback unless the operator says otherwise
@@ -21,7 +22,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::bears_operator_key;
 use crate::engine::Engine;
+use crate::mcp::{KeyCheck, McpSettings};
 
 /// How long a connection may wait for a complete request head: from when
 /// it opens or finishes a response, to the end of the next request's
@@ -56,24 +58,49 @@ struct AppState {
     metrics_access: MetricsAccess,
 }
 
+/// What the tool routes need.
+#[derive(Clone)]
+pub struct ToolRoutes {
+    pub settings: McpSettings,
+    pub keys: KeyCheck,
+}
+
 /// The port's routes; with `demo`, the demo tenant's order API too.
 pub fn router(
     engine: Arc<Engine>,
     started: std::time::Instant,
     demo: bool,
     metrics_access: MetricsAccess,
+    tools: ToolRoutes,
 ) -> Router {
+    let seed_002 = Router::new()
+        .route("/mcp/discover", get(crate::tool_http::discover))
+        .route("/mcp/execute", post(crate::tool_http::execute))
+        .with_state(crate::tool_http::ToolHttp {
+            engine: engine.clone(),
+            call_timeout: tools.settings.call_timeout,
+        });
+    let agents = Router::new()
+        .route_service("/mcp", crate::mcp::service(engine.clone(), &tools.settings))
+        .merge(seed_002)
+        .route_layer(axum::middleware::from_fn_with_state(
+            tools.keys,
+            crate::mcp::require_tool_key,
+        ));
     let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz));
     if demo {
         router = router.route("/demo/orders/{*id}", get(demo_order));
     }
-    router.fallback(not_found).with_state(AppState {
-        engine,
-        started,
-        metrics_access,
-    })
+    router
+        .with_state(AppState {
+            engine,
+            started,
+            metrics_access,
+        })
+        .merge(agents)
+        .fallback(not_found)
 }
 
 /// Serves until the process ends; with `demo`, the demo tenant's order API
@@ -85,6 +112,7 @@ pub async fn serve_http(
     started: std::time::Instant,
     demo: bool,
     operator_key: Option<Arc<str>>,
+    tools: ToolRoutes,
 ) {
     let loopback = listener
         .local_addr()
@@ -96,7 +124,7 @@ pub async fn serve_http(
     };
     serve(
         listener,
-        router(engine, started, demo, access),
+        router(engine, started, demo, access, tools),
         HEADER_READ_TIMEOUT,
     )
     .await

@@ -171,7 +171,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("MCP_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            // rmcp logs every MCP session's start and end at info.
+            EnvFilter::try_from_env("MCP_LOG").unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -8,8 +8,9 @@ use std::time::Duration;
 use mcp_registry::{PluginRegistry, UploadLimits, artifact_store};
 use mcp_store::{
     Analytics, Database, DurableWriter, Rate, RateLimitSettings, RateLimiter, Store, StoreSettings,
-    Wakeups, open_context_store,
+    TokenBuckets, Wakeups, open_context_store,
 };
+use mcp_tools::{AuditLog, AuditSettings, Tools};
 use mcp_wasm::{Egress, HostConfig, PluginHost};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -61,6 +62,11 @@ pub struct ServerSettings {
     /// `COMPILED_CACHE_BYTES` (512 MiB): compiled code kept in memory for
     /// reuse, least recently used out.
     pub compiled_cache_bytes: usize,
+    /// `TOOL_AUDIT_RETENTION_DAYS` (30): how long tool executions stay in
+    /// the audit log.
+    pub audit: AuditSettings,
+    /// `MCP_ALLOWED_HOSTS`, `MCP_ALLOWED_ORIGINS`, `MCP_TOOLS_PAGE_SIZE`.
+    pub mcp: crate::mcp::McpSettings,
     /// Install the demo tenant at start (`serve --demo`).
     pub demo: bool,
 }
@@ -163,9 +169,40 @@ impl ServerSettings {
                 tenant_bytes: number("TENANT_PLUGIN_BYTES", 256 << 20)?,
             },
             compiled_cache_bytes: number("COMPILED_CACHE_BYTES", 512 << 20)? as usize,
+            audit: AuditSettings {
+                retention: Duration::from_secs(86_400 * number("TOOL_AUDIT_RETENTION_DAYS", 30)?),
+                ..AuditSettings::default()
+            },
+            mcp: mcp_settings(&var, number("MCP_TOOLS_PAGE_SIZE", 100)? as usize)?,
             demo: false,
         })
     }
+}
+
+/// `MCP_ALLOWED_HOSTS` (default: the loopback names) and
+/// `MCP_ALLOWED_ORIGINS` (default: none), comma separated.
+fn mcp_settings(
+    var: &dyn Fn(&str) -> Option<String>,
+    page_size: usize,
+) -> Result<crate::mcp::McpSettings, String> {
+    let list = |name: &str| -> Option<Vec<String>> {
+        var(name).map(|v| {
+            v.split(',')
+                .map(|item| item.trim().to_owned())
+                .filter(|item| !item.is_empty())
+                .collect()
+        })
+    };
+    if page_size == 0 {
+        return Err("MCP_TOOLS_PAGE_SIZE=0: must be at least 1".into());
+    }
+    let defaults = crate::mcp::McpSettings::default();
+    Ok(crate::mcp::McpSettings {
+        allowed_hosts: list("MCP_ALLOWED_HOSTS").unwrap_or(defaults.allowed_hosts),
+        allowed_origins: list("MCP_ALLOWED_ORIGINS").unwrap_or(defaults.allowed_origins),
+        page_size,
+        ..defaults
+    })
 }
 
 /// A tenant's turns in flight by default: eight per core, which keeps the
@@ -213,7 +250,17 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
     let durable = data.durable.clone();
     let limiter =
         Arc::new(RateLimiter::open(&settings.rate_limits, &settings.store.context).await?);
-    let engine = Arc::new(Engine::new(plugins.clone(), data, settings.engine.clone()));
+    let tools = Tools::new(
+        plugins.host().clone(),
+        TokenBuckets::open(&settings.store.context).await?,
+        AuditLog::start(store.clone(), settings.audit.clone()),
+    );
+    let engine = Arc::new(Engine::new(
+        plugins.clone(),
+        data,
+        settings.engine.clone(),
+        tools,
+    ));
     tokio::spawn(engine.clone().run_timeouts(TIMEOUT_POLL_INTERVAL));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -254,6 +301,16 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         std::time::Instant::now(),
         settings.demo,
         settings.admin_key.as_deref().map(Arc::from),
+        crate::http::ToolRoutes {
+            settings: crate::mcp::McpSettings {
+                call_timeout: settings.engine.turn_timeout,
+                ..settings.mcp.clone()
+            },
+            keys: crate::mcp::KeyCheck {
+                store: store.clone(),
+                limiter: limiter.clone(),
+            },
+        },
     ));
     #[cfg(feature = "demo")]
     if settings.demo {
@@ -268,9 +325,11 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(Authenticated::new(
-            McpEngineServer::new(EngineService { engine })
-                .max_decoding_message_size(MAX_TURN_REQUEST_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            McpEngineServer::new(EngineService {
+                engine: engine.clone(),
+            })
+            .max_decoding_message_size(MAX_TURN_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
             store.clone(),
             Admits::TenantKeys { open: OPEN_METHODS },
             limiter.clone(),
@@ -281,6 +340,8 @@ pub async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::E
                 durable: durable.clone(),
                 plugins,
                 operator_key: settings.admin_key.clone(),
+                engine: engine.clone(),
+                tool_timeout: settings.engine.turn_timeout,
             })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),

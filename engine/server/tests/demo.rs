@@ -15,18 +15,7 @@ use tonic::transport::Channel;
 /// Starts the engine with the demo on `data`; returns it and the demo key
 /// it printed.
 async fn start_demo(data: &std::path::Path) -> (Engine, String) {
-    let env = HashMap::from([("MCP_DATA_DIR", data.display().to_string())]);
-    let (engine, mut output) = start_with(&["serve", "--demo"], env).await;
-    let mut key = None;
-    while let Some(line) = output.next_line().await.unwrap() {
-        if let Some(k) = line.strip_prefix("Its API key: ") {
-            key = Some(k.trim().to_owned());
-        }
-        if line.contains("chat --tenant demo") {
-            break;
-        }
-    }
-    (engine, key.expect("the demo prints its key"))
+    start_demo_with(data, HashMap::new()).await
 }
 
 struct Demo {

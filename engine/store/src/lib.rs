@@ -37,6 +37,7 @@ mod redis_connection;
 mod redis_retry;
 pub mod settings;
 pub mod tenants;
+pub mod tool_calls;
 pub mod transcripts;
 pub mod wakeups;
 
@@ -58,9 +59,10 @@ pub use experiments::{Experiment, ExperimentStatus};
 pub use flows::{FlowStatus, FlowVersion, PublishOptions, StoredFlow};
 pub use mcp_flow::PolicySettings;
 pub use plugins::{EnabledPlugin, NewPlugin, PluginVersion, TenantPlugins};
-pub use rate_limits::{Rate, RateLimitSettings, RateLimited, RateLimiter};
+pub use rate_limits::{Rate, RateLimitSettings, RateLimited, RateLimiter, TokenBuckets};
 pub use settings::{ContextSettings, DatabaseSettings, SettingError, StoreSettings};
-pub use tenants::{ApiKey, IssuedKey, Scope, Tenant};
+pub use tenants::{ApiKey, IssuedKey, KeyGrants, PERMISSION_PREFIX, Scope, Tenant};
+pub use tool_calls::{ToolCallRecord, ToolOutcome};
 pub use transcripts::TurnRecord;
 pub use wakeups::Wakeups;
 

@@ -47,6 +47,27 @@ pub struct RateLimiter {
     buckets: Buckets,
 }
 
+/// Token buckets of any name and rate: where per-tool limits are kept.
+/// Shared by every process through Redis when `REDIS_URL` is set.
+pub struct TokenBuckets(Buckets);
+
+impl TokenBuckets {
+    pub async fn open(context: &ContextSettings) -> Result<TokenBuckets, String> {
+        Ok(TokenBuckets(Buckets::open(context).await?))
+    }
+
+    /// Buckets kept in this process.
+    pub fn in_process() -> TokenBuckets {
+        TokenBuckets(Buckets::InProcess(Mutex::new(HashMap::new())))
+    }
+
+    /// Takes a token from `bucket`: `None` if there was one, else how long
+    /// until there is.
+    pub async fn take(&self, bucket: &str, rate: Rate) -> Option<Duration> {
+        self.0.take(&format!("mcp:rate:{{{bucket}}}"), rate).await
+    }
+}
+
 /// Where the buckets live.
 enum Buckets {
     Off,
@@ -95,13 +116,8 @@ impl RateLimiter {
     ) -> Result<RateLimiter, String> {
         let buckets = if settings.per_key.is_none() && settings.per_tenant.is_none() {
             Buckets::Off
-        } else if context.redis_url.is_none() {
-            Buckets::InProcess(Mutex::new(HashMap::new()))
         } else {
-            Buckets::Redis {
-                connection: RedisConnection::connect(context).await?,
-                script: Script::new(TAKE),
-            }
+            Buckets::open(context).await?
         };
         Ok(RateLimiter {
             settings: settings.clone(),
@@ -123,16 +139,30 @@ impl RateLimiter {
             let Some(rate) = rate else { continue };
             // One hash slot per bucket (the braces), for Redis Cluster.
             let bucket = format!("mcp:rate:{{{scope}:{id}}}");
-            if let Some(retry_after) = self.take(&bucket, rate).await {
+            if let Some(retry_after) = self.buckets.take(&bucket, rate).await {
                 return Err(RateLimited { scope, retry_after });
             }
         }
         Ok(())
     }
+}
+
+impl Buckets {
+    /// In this process without Redis, else in Redis.
+    async fn open(context: &ContextSettings) -> Result<Buckets, String> {
+        Ok(if context.redis_url.is_none() {
+            Buckets::InProcess(Mutex::new(HashMap::new()))
+        } else {
+            Buckets::Redis {
+                connection: RedisConnection::connect(context).await?,
+                script: Script::new(TAKE),
+            }
+        })
+    }
 
     /// `None` if a token was taken, else how long until one is there.
     async fn take(&self, bucket: &str, rate: Rate) -> Option<Duration> {
-        match &self.buckets {
+        match self {
             Buckets::Off => None,
             Buckets::InProcess(buckets) => {
                 let mut buckets = buckets.lock().unwrap();

@@ -40,16 +40,21 @@ pub enum Scope {
     /// Upload, enable, disable and delete plugins.
     #[serde(rename = "plugins:write")]
     PluginsWrite,
+    /// Call the tenant's tools (MCP, seed 002's endpoints, ExecuteTool);
+    /// a tool that declares permissions needs a grant of each too.
+    #[serde(rename = "tools:call")]
+    ToolsCall,
     /// Everything the tenant can do, keys included.
     #[serde(rename = "admin")]
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 5] = [
         Scope::Messages,
         Scope::FlowsWrite,
         Scope::PluginsWrite,
+        Scope::ToolsCall,
         Scope::Admin,
     ];
 
@@ -58,6 +63,7 @@ impl Scope {
             Scope::Messages => "messages",
             Scope::FlowsWrite => "flows:write",
             Scope::PluginsWrite => "plugins:write",
+            Scope::ToolsCall => "tools:call",
             Scope::Admin => "admin",
         }
     }
@@ -79,7 +85,10 @@ impl FromStr for Scope {
             .ok_or_else(|| {
                 StoreError::invalid(
                     "scopes",
-                    format!("unknown scope \"{s}\"; scopes are messages, flows:write, plugins:write, admin"),
+                    format!(
+                        "unknown scope \"{s}\"; scopes are messages, flows:write, plugins:write, \
+                         tools:call, admin, and {PERMISSION_PREFIX}<name> for a tool's permission"
+                    ),
                 )
             })
     }
@@ -92,6 +101,9 @@ pub struct ApiKey {
     pub tenant_id: String,
     pub name: String,
     pub scopes: BTreeSet<Scope>,
+    /// Tool permissions granted (`permission:<name>` scopes): a tool whose
+    /// manifest declares a permission runs only for keys granted it.
+    pub permissions: BTreeSet<String>,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
 }
@@ -100,6 +112,82 @@ impl ApiKey {
     /// `admin` allows everything.
     pub fn allows(&self, scope: Scope) -> bool {
         self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
+    }
+
+    /// Whether the key is granted a tool permission; `admin` is granted all.
+    pub fn grants(&self, permission: &str) -> bool {
+        self.scopes.contains(&Scope::Admin) || self.permissions.contains(permission)
+    }
+
+    /// The scopes as given and stored: names, then `permission:<name>`s.
+    pub fn scope_names(&self) -> Vec<String> {
+        self.scopes
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .chain(
+                self.permissions
+                    .iter()
+                    .map(|p| format!("{PERMISSION_PREFIX}{p}")),
+            )
+            .collect()
+    }
+}
+
+/// How a key's scopes name a tool permission it is granted.
+pub const PERMISSION_PREFIX: &str = "permission:";
+
+/// What a key may do: its scopes and the tool permissions it is granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyGrants {
+    pub scopes: BTreeSet<Scope>,
+    pub permissions: BTreeSet<String>,
+}
+
+impl KeyGrants {
+    /// Parses scope names as clients send them: `messages`, `tools:call`,
+    /// `permission:network`, ...
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<KeyGrants, StoreError> {
+        let mut grants = KeyGrants::default();
+        for name in names {
+            match name.strip_prefix(PERMISSION_PREFIX) {
+                Some(permission) => {
+                    check_permission_name(permission)?;
+                    grants.permissions.insert(permission.to_owned());
+                }
+                None => {
+                    grants.scopes.insert(name.parse()?);
+                }
+            }
+        }
+        Ok(grants)
+    }
+}
+
+impl From<&[Scope]> for KeyGrants {
+    fn from(scopes: &[Scope]) -> KeyGrants {
+        KeyGrants {
+            scopes: scopes.iter().copied().collect(),
+            permissions: BTreeSet::new(),
+        }
+    }
+}
+
+/// A permission as tools declare it: 1 to 64 letters, digits, `-`, `_`,
+/// `.` or `:`.
+fn check_permission_name(name: &str) -> Result<(), StoreError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "scopes",
+            format!(
+                "\"{PERMISSION_PREFIX}{name}\": a permission is 1 to 64 letters, digits, '-', '_', '.' or ':'"
+            ),
+        ))
     }
 }
 
@@ -144,16 +232,8 @@ fn secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-fn parse_scopes(text: &str) -> Result<BTreeSet<Scope>, StoreError> {
-    text.split_whitespace().map(Scope::from_str).collect()
-}
-
-fn scopes_text(scopes: &BTreeSet<Scope>) -> String {
-    scopes
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(" ")
+fn parse_scopes(text: &str) -> Result<KeyGrants, StoreError> {
+    KeyGrants::parse(text.split_whitespace())
 }
 
 impl Store {
@@ -284,7 +364,18 @@ impl Store {
         name: &str,
         scopes: &[Scope],
     ) -> Result<IssuedKey, StoreError> {
-        if scopes.is_empty() {
+        self.create_api_key_granting(tenant_id, name, KeyGrants::from(scopes))
+            .await
+    }
+
+    /// Creates an API key with scopes and tool permissions.
+    pub async fn create_api_key_granting(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        grants: KeyGrants,
+    ) -> Result<IssuedKey, StoreError> {
+        if grants.scopes.is_empty() {
             return Err(StoreError::invalid(
                 "scopes",
                 "a key needs at least one scope",
@@ -296,7 +387,8 @@ impl Store {
             id,
             tenant_id: tenant_id.to_owned(),
             name: name.trim().to_owned(),
-            scopes: scopes.iter().copied().collect(),
+            scopes: grants.scopes,
+            permissions: grants.permissions,
             created_at_ms: now_ms(),
             revoked_at_ms: None,
         };
@@ -309,7 +401,7 @@ impl Store {
         .bind(&key.tenant_id)
         .bind(&key.name)
         .bind(secret_hash(&secret))
-        .bind(scopes_text(&key.scopes))
+        .bind(key.scope_names().join(" "))
         .bind(key.created_at_ms)
         .execute(&mut *tx)
         .await?;
@@ -401,12 +493,14 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
+        let grants = parse_scopes(&row.try_get::<String, _>("scopes")?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let key = ApiKey {
             id: row.try_get("id")?,
             tenant_id: row.try_get("tenant_id")?,
             name: row.try_get("name")?,
-            scopes: parse_scopes(&row.try_get::<String, _>("scopes")?)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            scopes: grants.scopes,
+            permissions: grants.permissions,
             created_at_ms: row.try_get("created_at")?,
             revoked_at_ms: None,
         };
@@ -423,12 +517,14 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
+                let grants = parse_scopes(&row.try_get::<String, _>("scopes")?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 Ok(ApiKey {
                     id: row.try_get("id")?,
                     tenant_id: row.try_get("tenant_id")?,
                     name: row.try_get("name")?,
-                    scopes: parse_scopes(&row.try_get::<String, _>("scopes")?)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    scopes: grants.scopes,
+                    permissions: grants.permissions,
                     created_at_ms: row.try_get("created_at")?,
                     revoked_at_ms: row.try_get("revoked_at")?,
                 })

@@ -42,6 +42,22 @@ pub mod tool {
     });
 }
 
+/// The `annotated-tool` world: a tool that also exports its hints.
+pub mod annotated_tool {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "mcp:plugin/annotated-tool",
+        exports: { default: async },
+        with: {
+            "mcp:plugin/types": super::types,
+            "mcp:plugin/host": super::host,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+    });
+}
+
 /// The `state-type` world.
 pub mod state_type {
     wasmtime::component::bindgen!({

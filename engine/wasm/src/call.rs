@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mcp_flow::{
     ActionOutput, IntentScore, Manifest, PluginCall, PluginError, PluginRuntime, PluginWorld,
-    RateLimit, StateOutput, StateTypeManifest, ToolManifest,
+    RateLimit, StateOutput, StateTypeManifest, ToolAnnotations, ToolManifest,
 };
 use serde_json::Value;
 use tracing::Instrument;
@@ -210,37 +210,58 @@ impl PluginHost {
 
     async fn call_describe(&self, installed: &Installed) -> Result<Option<Manifest>, PluginError> {
         match &installed.typed {
-            Typed::Tool(pre) => {
-                let pre = pre.clone();
-                let (manifest, _) = self
+            Typed::Tool(_, Some(annotated)) => {
+                let pre = annotated.clone();
+                let ((manifest, hints), _) = self
                     .run_unguarded(
                         installed,
                         DESCRIBE_DEADLINE,
-                        |m: &wit::ToolManifest| {
-                            m.input_schema.len() + m.output_schema.len() + m.description.len()
+                        |(m, h): &(wit::ToolManifest, AnnotationsHints)| {
+                            tool_manifest_size(m) + h.title.as_ref().map_or(0, String::len)
                         },
                         |store| {
                             Box::pin(async move {
                                 let bindings = pre.instantiate_async(&mut *store).await?;
-                                Ok(Ok(bindings
+                                let manifest = bindings
                                     .mcp_plugin_tools()
                                     .call_describe(&mut *store)
-                                    .await?))
+                                    .await?;
+                                let hints = bindings
+                                    .mcp_plugin_tool_annotations()
+                                    .call_hints(&mut *store)
+                                    .await?;
+                                Ok(Ok((manifest, hints)))
                             })
                         },
                     )
                     .await?;
-                Ok(Some(Manifest::Tool(ToolManifest {
-                    name: manifest.name,
-                    description: manifest.description,
-                    input_schema: json_or_text(&manifest.input_schema),
-                    output_schema: json_or_text(&manifest.output_schema),
-                    permissions: manifest.permissions,
-                    rate_limit: manifest.rate_limit.map(|r| RateLimit {
-                        requests: r.requests,
-                        per_seconds: r.per_seconds,
-                    }),
-                })))
+                let annotations = ToolAnnotations {
+                    title: hints.title,
+                    read_only: hints.read_only,
+                    destructive: hints.destructive,
+                    idempotent: hints.idempotent,
+                    open_world: hints.open_world,
+                    requires_confirmation: hints.requires_confirmation,
+                };
+                Ok(Some(Manifest::Tool(tool_manifest(manifest, annotations))))
+            }
+            Typed::Tool(pre, None) => {
+                let pre = pre.clone();
+                let (manifest, _) = self
+                    .run_unguarded(installed, DESCRIBE_DEADLINE, tool_manifest_size, |store| {
+                        Box::pin(async move {
+                            let bindings = pre.instantiate_async(&mut *store).await?;
+                            Ok(Ok(bindings
+                                .mcp_plugin_tools()
+                                .call_describe(&mut *store)
+                                .await?))
+                        })
+                    })
+                    .await?;
+                Ok(Some(Manifest::Tool(tool_manifest(
+                    manifest,
+                    ToolAnnotations::default(),
+                ))))
             }
             Typed::StateType(pre) => {
                 let pre = pre.clone();
@@ -276,7 +297,7 @@ impl PluginHost {
         call: PluginCall<'_>,
     ) -> Result<(Value, CallStats), PluginError> {
         let installed = self.resolve_for(&call, PluginWorld::Tool)?;
-        let Typed::Tool(pre) = &installed.typed else {
+        let Typed::Tool(pre, _) = &installed.typed else {
             unreachable!("world checked")
         };
         let pre = pre.clone();
@@ -488,4 +509,27 @@ fn trap(plugin: &str, error: wasmtime::Error) -> PluginError {
 
 fn json_or_text(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+type AnnotationsHints =
+    crate::bindings::annotated_tool::exports::mcp::plugin::tool_annotations::ToolHints;
+
+fn tool_manifest_size(m: &wit::ToolManifest) -> usize {
+    m.input_schema.len() + m.output_schema.len() + m.description.len()
+}
+
+/// A manifest as describe() gave it, with the hints the tool gave.
+fn tool_manifest(manifest: wit::ToolManifest, annotations: ToolAnnotations) -> ToolManifest {
+    ToolManifest {
+        name: manifest.name,
+        description: manifest.description,
+        input_schema: json_or_text(&manifest.input_schema),
+        output_schema: json_or_text(&manifest.output_schema),
+        permissions: manifest.permissions,
+        rate_limit: manifest.rate_limit.map(|r| RateLimit {
+            requests: r.requests,
+            per_seconds: r.per_seconds,
+        }),
+        annotations,
+    }
 }

@@ -13,7 +13,9 @@ use wasmtime::{
 };
 
 use crate::allow_list::AllowList;
-use crate::bindings::{action, condition, host as host_api, intent, state_type, tool};
+use crate::bindings::{
+    action, annotated_tool, condition, host as host_api, intent, state_type, tool,
+};
 use crate::breaker::{BreakerConfig, Breakers};
 use crate::cache::{ArtifactKey, ArtifactStore, CacheStatus, MemoryCache, sha256_hex};
 use crate::egress::{Egress, EgressCounters, Gate};
@@ -116,7 +118,12 @@ pub struct Inspected {
 pub(crate) enum Typed {
     Condition(condition::ConditionPre<StoreState>),
     Action(action::ActionPre<StoreState>),
-    Tool(tool::ToolPre<StoreState>),
+    /// A tool; with its hints' bindings when it exports
+    /// `tool-annotations` too.
+    Tool(
+        tool::ToolPre<StoreState>,
+        Option<annotated_tool::AnnotatedToolPre<StoreState>>,
+    ),
     StateType(state_type::StateTypePre<StoreState>),
     Intent(intent::IntentPre<StoreState>),
 }
@@ -613,7 +620,13 @@ impl PluginHost {
                 Typed::Condition(condition::ConditionPre::new(pre).map_err(bad)?)
             }
             PluginWorld::Action => Typed::Action(action::ActionPre::new(pre).map_err(bad)?),
-            PluginWorld::Tool => Typed::Tool(tool::ToolPre::new(pre).map_err(bad)?),
+            PluginWorld::Tool => {
+                let annotated = exports_annotations(&inspected.component, &self.inner.engine)
+                    .then(|| annotated_tool::AnnotatedToolPre::new(pre.clone()))
+                    .transpose()
+                    .map_err(bad)?;
+                Typed::Tool(tool::ToolPre::new(pre).map_err(bad)?, annotated)
+            }
             PluginWorld::StateType => {
                 Typed::StateType(state_type::StateTypePre::new(pre).map_err(bad)?)
             }
@@ -809,10 +822,19 @@ fn world_of(component: &Component, engine: &Engine) -> Result<PluginWorld, Uploa
         .exports(engine)
         .map(|(name, _)| name.to_owned())
         .collect();
+    // tool-annotations rides beside tools; it is no world of its own.
     let ours: Vec<&String> = exports
         .iter()
-        .filter(|e| e.starts_with("mcp:plugin/"))
+        .filter(|e| e.starts_with("mcp:plugin/") && !is_annotations(e))
         .collect();
+    if exports.iter().any(|e| is_annotations(e))
+        && !ours.iter().any(|e| e.starts_with("mcp:plugin/tools@"))
+    {
+        return Err(UploadError::NoWorld(format!(
+            "{}: mcp:plugin/tool-annotations is exported without mcp:plugin/tools",
+            exports.join(", ")
+        )));
+    }
     match ours.as_slice() {
         [] => Err(UploadError::NoWorld(if exports.is_empty() {
             "nothing".into()
@@ -844,6 +866,18 @@ fn world_of(component: &Component, engine: &Engine) -> Result<PluginWorld, Uploa
                 .join(", "),
         )),
     }
+}
+
+fn is_annotations(export: &str) -> bool {
+    export.starts_with("mcp:plugin/tool-annotations@")
+}
+
+/// Whether a tool component also exports its hints.
+fn exports_annotations(component: &Component, engine: &Engine) -> bool {
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| is_annotations(name))
 }
 
 fn import_problem(world: PluginWorld, error: &wasmtime::Error) -> String {

@@ -29,6 +29,8 @@ impl Guest for Hostile {
         let args: Value = serde_json::from_str(&args).unwrap_or(Value::Null);
         match args["mode"].as_str().unwrap_or("") {
             "ok" => Ok(r#"{"fine":true}"#.into()),
+            // What it was given, to show what callers pass.
+            "echo" => Ok(args.to_string()),
             "loop" => {
                 let mut i = 0u64;
                 loop {

@@ -5,8 +5,9 @@
 //! `GET {base_url}/orders/{order_id}` through wasi:http and returns the JSON
 //! the API answers.
 
-wit_bindgen::generate!({ path: "../../wit", world: "tool", generate_all });
+wit_bindgen::generate!({ path: "../../wit", world: "annotated-tool", generate_all });
 
+use exports::mcp::plugin::tool_annotations::{Guest as Annotated, ToolHints};
 use exports::mcp::plugin::tools::Guest;
 use mcp::plugin::host::{Level, config, log};
 use mcp::plugin::types::{Conversation, Error, RateLimit, ToolManifest};
@@ -120,6 +121,20 @@ fn get(url: &str) -> Result<(u16, String), Error> {
     let text =
         String::from_utf8(bytes).map_err(|_| error("http", "the body is not UTF-8".into()))?;
     Ok((status, text))
+}
+
+/// A lookup: it changes nothing, and it calls the tenant's API.
+impl Annotated for OrderApi {
+    fn hints() -> ToolHints {
+        ToolHints {
+            title: Some("Order status".into()),
+            read_only: Some(true),
+            destructive: Some(false),
+            idempotent: Some(true),
+            open_world: Some(true),
+            requires_confirmation: false,
+        }
+    }
 }
 
 export!(OrderApi);

@@ -157,6 +157,26 @@ pub async fn start_with(args: &[&str], env: HashMap<&str, String>) -> (Engine, O
     (engine, lines)
 }
 
+/// `serve --demo` with its data in `data`: the engine and the demo
+/// tenant's key.
+pub async fn start_demo_with(
+    data: &std::path::Path,
+    mut env: HashMap<&str, String>,
+) -> (Engine, String) {
+    env.insert("MCP_DATA_DIR", data.display().to_string());
+    let (engine, mut output) = start_with(&["serve", "--demo"], env).await;
+    let mut key = None;
+    while let Some(line) = output.next_line().await.unwrap() {
+        if let Some(k) = line.strip_prefix("Its API key: ") {
+            key = Some(k.trim().to_owned());
+        }
+        if line.contains("chat --tenant demo") {
+            break;
+        }
+    }
+    (engine, key.expect("the demo prints its key"))
+}
+
 /// A plain HTTP/1.1 GET: (status code, body).
 pub async fn http_get(address: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
