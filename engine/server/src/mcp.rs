@@ -403,18 +403,11 @@ fn paginate<'a>(
 
 /// Cursors are opaque to clients: the name, hex-encoded.
 fn encode_cursor(after: &str) -> String {
-    after.bytes().map(|b| format!("{b:02x}")).collect()
+    hex::encode(after)
 }
 
 fn decode_cursor(cursor: &str) -> Option<String> {
-    if cursor.len() % 2 != 0 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
+    String::from_utf8(hex::decode(cursor).ok()?).ok()
 }
 
 /// A tool as MCP lists it. Schemas that are not objects at the root are

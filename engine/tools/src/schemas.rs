@@ -95,3 +95,39 @@ fn check(validator: Option<&Validator>, value: &Value) -> Result<(), String> {
         Err(problems.join("; "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_problem_is_named_by_where_it_is() {
+        let schema = json!({
+            "type": "object",
+            "required": ["order_id"],
+            "properties": {
+                "order_id": { "type": "string", "pattern": "^[A-Z]{2}[0-9]{4}$" },
+                "count": { "type": "integer" }
+            }
+        });
+        let validator = compile(&schema).unwrap();
+        assert_eq!(
+            check(validator.as_ref(), &json!({ "order_id": "AB1234" })),
+            Ok(())
+        );
+        let problems = check(validator.as_ref(), &json!({ "count": "two" })).unwrap_err();
+        assert!(
+            problems.contains("(root): \"order_id\" is a required property"),
+            "{problems}"
+        );
+        assert!(problems.contains("/count: "), "{problems}");
+    }
+
+    #[test]
+    fn a_schema_that_is_not_an_object_checks_nothing_and_a_broken_one_is_refused() {
+        assert!(compile(&json!({})).unwrap().is_none());
+        assert!(compile(&Value::String("text".into())).unwrap().is_none());
+        assert!(compile(&json!({ "type": "no-such-type" })).is_err());
+    }
+}
