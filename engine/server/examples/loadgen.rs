@@ -14,6 +14,10 @@
 //! # demo tenant is under full load (creates that tenant with the operator key)
 //! MCP_API_KEY=<key> MCP_ADMIN_KEY=<operator key> cargo run --release -p mcp-engine \
 //!     --example loadgen -- fair --concurrency 64 --conversations 100000
+//! # a trivial tool, one call at a time: over MCP (the official Rust SDK as
+//! # the client) and from a flow's integration state (a turn), side by side
+//! MCP_ADMIN_KEY=<operator key> cargo run --release -p mcp-engine --example loadgen -- \
+//!     tools --mcp http://127.0.0.1:8002/mcp --calls 2000
 //! ```
 //!
 //! Each conversation orders a pizza from the demo's flow (five turns: intent
@@ -58,6 +62,20 @@ enum Command {
     /// Load a bare echo (started as a child process), then the engine at
     /// `--server`, and print both and their ratio.
     Compare(Load),
+    /// A trivial tool called `--calls` times one at a time over MCP, then
+    /// from a flow (one integration state a turn); prints both latencies.
+    Tools {
+        #[arg(long, env = "MCP_SERVER", default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// The engine's MCP endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8002/mcp")]
+        mcp: String,
+        /// The operator key, to create the tenant the tool belongs to.
+        #[arg(long, env = "MCP_ADMIN_KEY", hide_env_values = true)]
+        operator_key: String,
+        #[arg(long, default_value_t = 2000)]
+        calls: usize,
+    },
     /// Another tenant's turns every `--interval-ms`: alone, then while this
     /// load runs; prints its latency both ways and the ratio of their p99.
     Fair {
@@ -157,6 +175,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             serve_echo(listener).await?;
         }
         Command::Compare(load) => compare(load).await?,
+        Command::Tools {
+            server,
+            mcp,
+            operator_key,
+            calls,
+        } => tools(&server, &mcp, &operator_key, calls).await?,
         Command::Fair {
             load,
             operator_key,
@@ -324,6 +348,155 @@ async fn fair(
     println!(
         "p99 under load / p99 alone: {:.2}",
         loaded.at(0.99).as_secs_f64() / alone.at(0.99).as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+/// The flow of `tools`: each message calls the tool, then ends (the next
+/// message starts it over).
+const TOOL_FLOW: &str = r#"{
+    "flow_id": "tool-bench", "name": "Tool bench", "version": "1", "initial_state": "call",
+    "states": {
+        "call": {
+            "type": "integration",
+            "config": { "integration_id": "echo-tool", "timeout_ms": 5000 },
+            "transitions": [
+                { "condition": "integration_success", "target_state": "done" },
+                { "condition": "integration_error", "target_state": "done" }
+            ]
+        },
+        "done": { "type": "end", "config": { "message": "done" } }
+    }
+}"#;
+
+async fn tools(
+    server: &str,
+    mcp: &str,
+    operator_key: &str,
+    calls: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use mcp_engine::proto::admin::admin_client::AdminClient;
+    use mcp_engine::proto::admin::{CreateTenantRequest, PublishFlowRequest, UploadPluginRequest};
+    use rmcp::ServiceExt;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let channel = Channel::from_shared(server.to_owned())?.connect().await?;
+    let mut admin = AdminClient::new(channel.clone()).max_encoding_message_size(64 << 20);
+    let tenant = format!("tools-{}", rand_suffix() % 1_000_000_000);
+    let key = admin
+        .create_tenant(authorized(
+            CreateTenantRequest {
+                tenant_id: tenant.clone(),
+                name: "tool bench".into(),
+                ..Default::default()
+            },
+            operator_key,
+        ))
+        .await?
+        .into_inner()
+        .api_key
+        .ok_or("no key for the new tenant")?
+        .token;
+    admin
+        .upload_plugin(authorized(
+            UploadPluginRequest {
+                tenant_id: tenant.clone(),
+                name: "echo-tool".into(),
+                version: "1.0.0".into(),
+                component: mcp_example_plugins::CANNED_BYTES.to_vec(),
+                config: [("result".to_owned(), r#"{"ok":true}"#.to_owned())].into(),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await?;
+    admin
+        .publish_flow(authorized(
+            PublishFlowRequest {
+                tenant_id: tenant.clone(),
+                definition: TOOL_FLOW.into(),
+                make_default: true,
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await?;
+    // The first calls (sessions, caches) are not counted.
+    const WARM_UP: usize = 50;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let summary = |name: &str, mut latencies: Vec<Duration>, errors: usize| {
+        latencies.sort();
+        let at =
+            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        println!(
+            "{name}: {} calls, {errors} errors, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms",
+            latencies.len(),
+            ms(at(0.5)),
+            ms(at(0.9)),
+            ms(at(0.99))
+        );
+        at(0.5)
+    };
+
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(mcp.to_owned()).auth_header(key.clone()),
+    );
+    let client = ().serve(transport).await?;
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for n in 0..calls + WARM_UP {
+        let started = Instant::now();
+        let result = client
+            .call_tool(CallToolRequestParams::new("echo-tool"))
+            .await;
+        if !matches!(&result, Ok(r) if r.is_error != Some(true)) {
+            errors += 1;
+        }
+        if n >= WARM_UP {
+            latencies.push(started.elapsed());
+        }
+    }
+    client.cancel().await?;
+    let over_mcp = summary("tools/call over MCP", latencies, errors);
+
+    let mut engine = McpEngineClient::new(channel);
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for n in 0..calls + WARM_UP {
+        let request = authorized(
+            ProcessMessageRequest {
+                tenant_context: Some(TenantContext {
+                    tenant_id: tenant.clone(),
+                    ..Default::default()
+                }),
+                conversation_id: "bench".into(),
+                user_id: "bench".into(),
+                content: Some(MessageContent {
+                    text: "go".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &key,
+        );
+        let started = Instant::now();
+        match engine.process_message(request).await {
+            Ok(reply)
+                if reply
+                    .get_ref()
+                    .response
+                    .as_ref()
+                    .is_some_and(|r| r.text == "done") => {}
+            _ => errors += 1,
+        }
+        if n >= WARM_UP {
+            latencies.push(started.elapsed());
+        }
+    }
+    let from_flow = summary("the tool from a flow (a turn)", latencies, errors);
+    println!(
+        "MCP p50 / flow p50: {:.2}",
+        over_mcp.as_secs_f64() / from_flow.as_secs_f64().max(1e-9)
     );
     Ok(())
 }
