@@ -44,12 +44,14 @@ mod clock;
 pub use clock::SystemClock;
 pub use context::{Conversation, ConversationStatus, Event, EventKind, IntentResult};
 pub use experiment::{ExperimentConfig, Variant};
-pub use flow::{Flow, Issue, PluginRef, Report, Severity, validate};
+pub use flow::{
+    Flow, Issue, PluginRef, REMOTE_TOOL_PREFIX, Report, Severity, remote_tool, validate,
+};
 pub use intent::IntentScore;
 pub use machine::{ActionRecord, Machine, Message, StepResult, TurnError, TurnErrorKind};
 pub use manifest::{Manifest, RateLimit, StateTypeManifest, ToolAnnotations, ToolManifest};
 pub use model::FlowDefinition;
-pub use policy::{LimitOverrides, PolicySettings};
+pub use policy::{LimitOverrides, PolicySettings, RemoteMcpServer};
 pub use ports::{
     ActionOutput, Clock, NoPlugins, PluginCall, PluginError, PluginRuntime, PluginWorld,
     StateOutput,

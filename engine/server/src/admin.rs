@@ -177,7 +177,7 @@ impl Admin for AdminService {
         let tenant = &request.get_ref().tenant_id;
         let tools = self
             .engine
-            .tenant_tools(tenant)
+            .tenant_and_remote_tools(tenant)
             .await
             .map_err(from_engine)?
             .into_iter()

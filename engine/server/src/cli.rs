@@ -177,7 +177,7 @@ pub async fn create_tenant(
                 tenant_id: id.unwrap_or_default(),
                 name: name.to_owned(),
                 allow_list,
-                limits: None,
+                ..Default::default()
             },
             operator_key,
         )?)

@@ -478,9 +478,21 @@ impl TryFrom<&CreateTenantRequest> for PolicySettings {
             Some(limits) => serde_json::from_value(from_struct(limits))
                 .map_err(|e| Status::invalid_argument(format!("limits: {e}")))?,
         };
+        let mcp_servers = request
+            .mcp_servers
+            .iter()
+            .map(|(name, server)| {
+                let remote = mcp_flow::RemoteMcpServer {
+                    url: server.url.clone(),
+                    token: Some(server.token.clone()).filter(|t| !t.is_empty()),
+                };
+                (name.clone(), remote)
+            })
+            .collect();
         Ok(PolicySettings {
             limits,
             allow_list: request.allow_list.clone(),
+            mcp_servers,
         })
     }
 }

@@ -204,6 +204,17 @@ impl Engine {
         Ok(self.tools.list(tenant_id))
     }
 
+    /// A tenant's tools and its remote MCP servers' tools (which only its
+    /// flows may call).
+    pub async fn tenant_and_remote_tools(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<ToolListing>, EngineError> {
+        let mut tools = self.tenant_tools(tenant_id).await?;
+        tools.extend(self.tools.list_remote(tenant_id).await);
+        Ok(tools)
+    }
+
     /// Runs a tool for an agent (MCP, seed 002, ExecuteTool), the tenant's
     /// plugins loaded first if this process has not.
     pub async fn execute_tool(&self, request: ToolRequest<'_>) -> Result<Executed, EngineError> {

@@ -186,7 +186,7 @@ pub async fn run(
         TENANT,
         TenantPolicy {
             allow_list,
-            limits: Default::default(),
+            ..Default::default()
         },
     );
     for (name, spec) in &file.plugins {

@@ -491,3 +491,133 @@ async fn seed_002_discover_and_execute_answer_the_contract() {
     .await;
     assert_eq!(status, 401);
 }
+
+/// A flow whose one integration calls `integration_id`: "Your order is
+/// <status>." on success, "failed" on an error.
+fn remote_order_flow(integration_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "flow_id": "remote-orders", "name": "Remote orders", "version": "1",
+        "initial_state": "lookup",
+        "states": {
+            "lookup": {
+                "type": "integration",
+                "config": {
+                    "integration_id": integration_id,
+                    "timeout_ms": 10000,
+                    "request_mapping": { "order_id": "'AB1234'" },
+                    "response_mapping": { "slots.status": "result.status" }
+                },
+                "transitions": [
+                    { "condition": "integration_success", "target_state": "status" },
+                    { "condition": "integration_error", "target_state": "failed" }
+                ]
+            },
+            "status": { "type": "end", "config": { "message": "Your order is {{ slots.status }}." } },
+            "failed": { "type": "end", "config": { "message": "failed" } }
+        }
+    })
+}
+
+/// The engine as an MCP client: a flow on one engine process calls a tool
+/// on a second process's /mcp (the server and its key in the tenant's
+/// policy, its host on the allow-list), and lists it among its tools; a
+/// tenant whose allow-list lacks the host is refused by the egress policy
+/// and its flow routes the error.
+#[tokio::test]
+async fn an_integration_calls_a_tool_on_another_engines_mcp_endpoint() {
+    let data = std::env::temp_dir().join(format!("mcp-agents-remote-{}", std::process::id()));
+    let (remote, remote_key) = start_demo_with(&data, HashMap::new()).await;
+    let port = remote.http.rsplit(':').next().unwrap().to_owned();
+    let engine = start(HashMap::new()).await;
+    let (mut admin, chat) = clients(&engine).await;
+    let server = RemoteMcpServer {
+        url: format!("http://{}/mcp", remote.http),
+        token: remote_key,
+    };
+    let mut tenants = Vec::new();
+    for (n, allow_list) in [vec![format!("127.0.0.1/32:{port}")], vec![]]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("remote-{}-{n}", std::process::id());
+        let key = admin
+            .create_tenant(authed(
+                CreateTenantRequest {
+                    tenant_id: id.clone(),
+                    name: format!("remote tools {n}"),
+                    allow_list,
+                    mcp_servers: [("pizza".to_owned(), server.clone())].into(),
+                    ..Default::default()
+                },
+                OPERATOR_KEY,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .api_key
+            .unwrap()
+            .token;
+        publish(
+            &mut admin,
+            &key,
+            &id,
+            &remote_order_flow("mcp:pizza/order-api"),
+        )
+        .await;
+        tenants.push((id, key));
+    }
+    let reply = |tenant: &str, key: &str| {
+        let request = authed(message(tenant, "c-1", "where is my order?"), key);
+        let mut chat = chat.clone();
+        async move {
+            chat.process_message(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .response
+                .unwrap()
+                .text
+        }
+    };
+    let (allowed, allowed_key) = &tenants[0];
+    assert_eq!(
+        reply(allowed, allowed_key).await,
+        "Your order is out for delivery."
+    );
+    let (refused, refused_key) = &tenants[1];
+    assert_eq!(reply(refused, refused_key).await, "failed");
+    let calls = admin
+        .list_tool_calls(authed(
+            ListToolCallsRequest {
+                tenant_id: refused.clone(),
+                ..Default::default()
+            },
+            refused_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .calls;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        (calls[0].via.as_str(), calls[0].outcome.as_str()),
+        ("flow", "failed")
+    );
+    assert!(calls[0].error.contains("egress denied"), "{:?}", calls[0]);
+
+    let tools = admin
+        .list_tools(authed(
+            ListToolsRequest {
+                tenant_id: allowed.clone(),
+            },
+            allowed_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tools;
+    let listed: Vec<&str> = tools.iter().map(|t| t.plugin.as_str()).collect();
+    assert!(listed.contains(&"mcp:pizza/order-api"), "{listed:?}");
+    drop((engine, remote));
+    let _ = std::fs::remove_dir_all(&data);
+}

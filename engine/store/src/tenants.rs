@@ -280,12 +280,14 @@ impl Store {
             });
         }
         sqlx::query(
-            "INSERT INTO tenants (id, name, limits, allow_list, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO tenants (id, name, limits, allow_list, mcp_servers, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&tenant.id)
         .bind(&tenant.name)
         .bind(json(&tenant.policy.limits))
         .bind(json(&tenant.policy.allow_list))
+        .bind(json(&tenant.policy.mcp_servers))
         .bind(tenant.created_at_ms)
         .execute(&mut *tx)
         .await
@@ -304,7 +306,7 @@ impl Store {
 
     pub async fn tenant(&self, tenant_id: &str) -> Result<Tenant, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name, limits, allow_list, created_at FROM tenants WHERE id = $1",
+            "SELECT id, name, limits, allow_list, mcp_servers, created_at FROM tenants WHERE id = $1",
         )
         .bind(tenant_id)
         .fetch_optional(self.db().pool()?)
@@ -316,6 +318,7 @@ impl Store {
             policy: PolicySettings {
                 limits: parse_json(&row.try_get::<String, _>("limits")?)?,
                 allow_list: parse_json(&row.try_get::<String, _>("allow_list")?)?,
+                mcp_servers: parse_json(&row.try_get::<String, _>("mcp_servers")?)?,
             },
             created_at_ms: row.try_get("created_at")?,
         })
@@ -340,12 +343,15 @@ impl Store {
         policy: PolicySettings,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_for_tenant(tenant_id).await?;
-        let updated = sqlx::query("UPDATE tenants SET limits = $1, allow_list = $2 WHERE id = $3")
-            .bind(json(&policy.limits))
-            .bind(json(&policy.allow_list))
-            .bind(tenant_id)
-            .execute(&mut *tx)
-            .await?;
+        let updated = sqlx::query(
+            "UPDATE tenants SET limits = $1, allow_list = $2, mcp_servers = $3 WHERE id = $4",
+        )
+        .bind(json(&policy.limits))
+        .bind(json(&policy.allow_list))
+        .bind(json(&policy.mcp_servers))
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::not_found("tenant", tenant_id));
         }

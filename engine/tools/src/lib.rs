@@ -19,6 +19,7 @@
 //! 7. the execution is written to the audit log, behind the answer.
 
 mod audit;
+mod remote;
 mod runtime;
 mod schemas;
 
@@ -146,6 +147,7 @@ pub struct Tools {
     buckets: TokenBuckets,
     audit: AuditLog,
     schemas: Schemas,
+    remote: remote::RemoteLists,
 }
 
 impl Tools {
@@ -155,6 +157,7 @@ impl Tools {
             buckets,
             audit,
             schemas: Schemas::default(),
+            remote: Default::default(),
         })
     }
 
@@ -186,6 +189,12 @@ impl Tools {
         tools
     }
 
+    /// The tools of a tenant's remote MCP servers (`mcp:<server>/<tool>`),
+    /// which its flows may call; each server's list kept for a minute.
+    pub async fn list_remote(&self, tenant_id: &str) -> Vec<ToolListing> {
+        self.remote.list(&self.host, tenant_id).await
+    }
+
     /// Runs a tool the one way (see the crate's docs) and audits it.
     pub async fn execute(&self, request: ToolRequest<'_>) -> Executed {
         let started = Instant::now();
@@ -202,6 +211,9 @@ impl Tools {
 
     /// (version, result, fuel)
     async fn run(&self, request: &ToolRequest<'_>) -> (String, Result<Value, ToolError>, u64) {
+        if let Some(remote) = request.tool.strip_prefix(mcp_flow::REMOTE_TOOL_PREFIX) {
+            return (String::new(), self.run_remote(request, remote).await, 0);
+        }
         let installed = match request.version {
             Some(version) => self
                 .host
@@ -281,6 +293,43 @@ impl Tools {
                 (version, Err(error), 0)
             }
         }
+    }
+
+    /// A remote MCP server's tool: for flows (and the operator) only, so an
+    /// agent cannot use the tenant's credentials for another server.
+    async fn run_remote(
+        &self,
+        request: &ToolRequest<'_>,
+        remote: &str,
+    ) -> Result<Value, ToolError> {
+        let not_found = || {
+            ToolError::new(
+                ToolOutcome::NotFound,
+                format!("no tool named \"{}\" for this tenant", request.tool),
+            )
+        };
+        if matches!(request.caller, Caller::Key(_)) {
+            return Err(not_found());
+        }
+        let (server, tool) = mcp_flow::remote_tool(remote).ok_or_else(not_found)?;
+        remote::call(
+            &self.host,
+            request.tenant_id,
+            server,
+            tool,
+            request.args,
+            request.timeout,
+        )
+        .await
+        .map_err(|e| {
+            let outcome = match e {
+                PluginError::NotFound { .. } => ToolOutcome::NotFound,
+                _ => ToolOutcome::Failed,
+            };
+            let mut error = ToolError::new(outcome, e.to_string());
+            error.plugin_error = Some(e);
+            error
+        })
     }
 
     /// Permissions, confirmation and the rate limit: may this caller run

@@ -6,7 +6,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use mcp_flow::{LimitOverrides, Manifest, PluginWorld, PolicySettings, ToolManifest};
+use mcp_flow::{
+    LimitOverrides, Manifest, PluginWorld, PolicySettings, RemoteMcpServer, ToolManifest,
+};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -162,6 +164,8 @@ pub struct Installed {
 pub struct TenantPolicy {
     pub allow_list: AllowList,
     pub limits: HashMap<PluginWorld, LimitOverrides>,
+    /// Remote MCP servers its flows may call, by name.
+    pub mcp_servers: BTreeMap<String, RemoteMcpServer>,
 }
 
 /// A policy setting this host cannot enforce, by the field that holds it.
@@ -213,9 +217,32 @@ impl TenantPolicy {
                 });
             }
         }
+        for (name, server) in &settings.mcp_servers {
+            let field = || format!("mcp_servers.{name}");
+            if !mcp_flow::flow::is_plugin_name(name) {
+                return Err(PolicyError {
+                    field: field(),
+                    message: "a server's name is 1 to 64 lowercase letters, digits, '-' or '_'"
+                        .into(),
+                });
+            }
+            let authority = server
+                .url
+                .strip_prefix("http://")
+                .or_else(|| server.url.strip_prefix("https://"))
+                .and_then(|rest| rest.split('/').next())
+                .filter(|authority| !authority.is_empty());
+            if authority.is_none() {
+                return Err(PolicyError {
+                    field: format!("{}.url", field()),
+                    message: format!("\"{}\" is not an http(s) URL", server.url),
+                });
+            }
+        }
         Ok(TenantPolicy {
             allow_list,
             limits: settings.limits.clone(),
+            mcp_servers: settings.mcp_servers.clone(),
         })
     }
 }
@@ -250,6 +277,7 @@ impl Installed {
 struct Policy {
     allow_list: Arc<AllowList>,
     limits: HashMap<PluginWorld, LimitOverrides>,
+    mcp_servers: BTreeMap<String, RemoteMcpServer>,
 }
 
 pub(crate) struct Inner {
@@ -750,8 +778,37 @@ impl PluginHost {
             Policy {
                 allow_list: Arc::new(policy.allow_list),
                 limits: policy.limits,
+                mcp_servers: policy.mcp_servers,
             },
         );
+    }
+
+    /// A remote MCP server of a tenant, with what an outbound call to it
+    /// must pass: the engine's egress policy and the tenant's allow-list.
+    pub fn remote_server(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Option<(RemoteMcpServer, Egress, Arc<AllowList>)> {
+        let policies = self.inner.policies.read().unwrap();
+        let policy = policies.get(tenant)?;
+        let server = policy.mcp_servers.get(name)?.clone();
+        Some((
+            server,
+            self.inner.egress.policy.clone(),
+            policy.allow_list.clone(),
+        ))
+    }
+
+    /// A tenant's remote MCP servers, by name.
+    pub fn remote_servers(&self, tenant: &str) -> Vec<String> {
+        self.inner
+            .policies
+            .read()
+            .unwrap()
+            .get(tenant)
+            .map(|p| p.mcp_servers.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The limits and allow-list of a call to a tenant's plugin of `world`.

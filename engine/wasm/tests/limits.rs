@@ -20,6 +20,7 @@ async fn hostile(tenant: &str, overrides: LimitOverrides) {
         TenantPolicy {
             allow_list: AllowList::default(),
             limits: HashMap::from([(PluginWorld::Tool, overrides)]),
+            ..Default::default()
         },
     );
     install(tenant, "hostile", built::HOSTILE, PluginWorld::Tool).await;

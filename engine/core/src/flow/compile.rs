@@ -13,7 +13,7 @@ use crate::slots::Rule;
 use crate::template::Templates;
 
 use super::cycles::automatic_cycles;
-use super::plugins::{PluginRef, is_plugin_name};
+use super::plugins::{PluginRef, REMOTE_TOOL_PREFIX, is_plugin_name, remote_tool};
 use super::report::Report;
 use super::validated::Flow;
 
@@ -634,6 +634,19 @@ impl<'a> Compiler<'a> {
     }
 
     fn plugin(&mut self, world: PluginWorld, path: String, name: &str) {
+        // A remote MCP server's tool: checked against the tenant's servers
+        // when it is called, not against its plugins.
+        if world == PluginWorld::Tool
+            && let Some(remote) = name.strip_prefix(REMOTE_TOOL_PREFIX)
+        {
+            if remote_tool(remote).is_none() {
+                self.out.report.error(
+                    &path,
+                    format!("\"{name}\" is not a remote tool: use \"mcp:<server>/<tool>\""),
+                );
+            }
+            return;
+        }
         if !is_plugin_name(name) {
             self.out.report.error(
                 &path,

@@ -10,6 +10,6 @@ mod report;
 mod validated;
 
 pub use parse::validate;
-pub use plugins::{PluginRef, is_plugin_name};
+pub use plugins::{PluginRef, REMOTE_TOOL_PREFIX, is_plugin_name, remote_tool};
 pub use report::{Issue, Report, Severity};
 pub use validated::Flow;

@@ -20,3 +20,17 @@ pub fn is_plugin_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
+
+/// How an integration names a tool of a remote MCP server:
+/// `mcp:<server>/<tool>`, the server as the tenant's policy names it.
+pub const REMOTE_TOOL_PREFIX: &str = "mcp:";
+
+/// `(server, tool)` of what follows [`REMOTE_TOOL_PREFIX`], if well formed.
+pub fn remote_tool(name: &str) -> Option<(&str, &str)> {
+    let (server, tool) = name.split_once('/')?;
+    let tool_ok = (1..=128).contains(&tool.len())
+        && tool
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    (is_plugin_name(server) && tool_ok).then_some((server, tool))
+}
