@@ -25,12 +25,14 @@ use crate::ToolListing;
 /// How long a remote server's tool list is kept.
 const LIST_TTL: Duration = Duration::from_secs(60);
 
-/// Lists of remote servers' tools, by (tenant, server), with when they were
-/// fetched.
+/// Lists of remote servers' tools, by (tenant, server).
 #[derive(Default)]
 pub(crate) struct RemoteLists {
-    lists: Mutex<HashMap<(String, String), (Instant, Vec<ToolListing>)>>,
+    lists: Mutex<HashMap<(String, String), Fetched>>,
 }
+
+/// A server's tools and when they were fetched.
+type Fetched = (Instant, Vec<ToolListing>);
 
 fn unavailable(name: &str, reason: impl std::fmt::Display) -> PluginError {
     PluginError::Unavailable {
