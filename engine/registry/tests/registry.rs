@@ -340,6 +340,24 @@ async fn policies_the_host_cannot_enforce_are_refused_and_change_nothing() {
             registry.store().tenant(&tenant).await.is_err(),
             "no tenant was created"
         );
+        let bad_server = PolicySettings {
+            mcp_servers: [(
+                "crm".to_owned(),
+                mcp_flow::RemoteMcpServer {
+                    url: "ftp://crm.example.com/mcp".into(),
+                    token: None,
+                },
+            )]
+            .into(),
+            ..PolicySettings::default()
+        };
+        let refused = registry
+            .create_tenant(Some(&tenant), "Policy", bad_server)
+            .await;
+        assert!(
+            matches!(&refused, Err(RegistryError::Policy(e)) if e.field == "mcp_servers.crm.url"),
+            "{refused:?}"
+        );
 
         registry
             .create_tenant(Some(&tenant), "Policy", PolicySettings::default())

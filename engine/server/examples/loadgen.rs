@@ -440,6 +440,7 @@ async fn tools(
         at(0.5)
     };
 
+    mcp_tools::install_tls_provider();
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(mcp.to_owned()).auth_header(key.clone()),
     );

@@ -575,6 +575,14 @@ async fn a_change_through_one_store_reaches_another_within_a_second() {
 
         let policy = PolicySettings {
             allow_list: vec!["api.example.com".into()],
+            mcp_servers: [(
+                "crm".to_owned(),
+                mcp_flow::RemoteMcpServer {
+                    url: "https://api.example.com/mcp".into(),
+                    token: Some("secret".into()),
+                },
+            )]
+            .into(),
             ..PolicySettings::default()
         };
         one.set_tenant_policy(&tenant, policy.clone())

@@ -33,6 +33,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use audit::{AuditLog, AuditSettings};
+pub use remote::install_tls_provider;
 pub use runtime::FlowRuntime;
 use schemas::Schemas;
 

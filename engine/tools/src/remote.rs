@@ -77,6 +77,17 @@ async fn connect(
         })
 }
 
+/// Chooses rustls' ring provider for the process, once: reqwest is built
+/// without a provider of its own, so an MCP client (ours, or a tool such
+/// as the load generator) needs one before its first connection.
+pub fn install_tls_provider() {
+    static TLS: Once = Once::new();
+    TLS.call_once(|| {
+        // Another part of the process may have chosen first; either will do.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// An HTTP client that can reach only the checked addresses of the
 /// server's host, follows no redirect, and gives up after `timeout`.
 async fn checked_client(
@@ -85,11 +96,7 @@ async fn checked_client(
     allow_list: &AllowList,
     timeout: Duration,
 ) -> Result<reqwest::Client, String> {
-    static TLS: Once = Once::new();
-    TLS.call_once(|| {
-        // Another part of the process may have chosen first; either will do.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    install_tls_provider();
     let (https, rest) = match remote.url.split_once("://") {
         Some(("https", rest)) => (true, rest),
         Some(("http", rest)) => (false, rest),
