@@ -389,7 +389,8 @@ async fn tools(
         .create_tenant(authorized(
             CreateTenantRequest {
                 tenant_id: tenant.clone(),
-                name: "tool bench".into(),
+                // Tenant names are unique too; one process serves many runs.
+                name: format!("tool bench {tenant}"),
                 ..Default::default()
             },
             operator_key,
