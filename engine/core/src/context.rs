@@ -87,6 +87,9 @@ pub struct IntentResult {
     pub top: Option<String>,
     pub confidence: f64,
     pub low_confidence: bool,
+    /// Entities the classifier was sure enough of, by name.
+    #[serde(default, skip_serializing_if = "Object::is_empty")]
+    pub entities: Object,
 }
 
 /// What happened to a conversation.

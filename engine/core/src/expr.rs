@@ -346,10 +346,12 @@ impl<'a> Scope<'a> {
                     "top": intent.top.clone().unwrap_or_default(),
                     "confidence": intent.confidence,
                     "low_confidence": intent.low_confidence,
+                    "entities": intent.entities,
                 }),
-                None => {
-                    json!({ "name": "", "top": "", "confidence": 0.0, "low_confidence": false })
-                }
+                None => json!({
+                    "name": "", "top": "", "confidence": 0.0, "low_confidence": false,
+                    "entities": {},
+                }),
             },
             "state" => json!({
                 "name": c.current_state,

@@ -358,6 +358,12 @@ pub struct ResponseConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 5000))]
     pub delay_ms: Option<u64>,
+    /// Speak, then wait for the next message. Off (the default), the
+    /// message that moved the conversation on from here is handed on to an
+    /// intent or slot-filling target: a greeting does not swallow the
+    /// request it came with.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_input: bool,
 }
 
 /// Classifies the user's message into an intent.

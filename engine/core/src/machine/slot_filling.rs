@@ -43,49 +43,53 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         }
     }
 
-    /// Seed 000 handle_slot_filling: extract, validate, store, ask for the next.
-    pub(super) fn fill_slots(
+    /// Fills slots from what the message offers unasked: the channel's
+    /// entities, and values the extractors and rules find anywhere in it
+    /// for open slots other than `asking` (the caller reads its answer).
+    pub(super) fn read_slots(
         &mut self,
         c: &mut Conversation,
         name: &str,
         config: &SlotFillingConfig,
-    ) -> Handled {
-        let flow = self.flow;
-        let event = self.event;
+        asking: Option<&str>,
+    ) {
+        let (flow, event) = (self.flow, self.event);
         let text = event.text.as_str();
         let rule = |slot: &str| flow.rules.get(&(name.to_owned(), slot.to_owned()));
-        let asking = c
-            .slot_filling
-            .get_or_insert(SlotProgress {
-                asking: None,
-                retries: 0,
-            })
-            .asking
-            .clone();
         let slots: Vec<&String> = config
             .required_slots
             .iter()
             .chain(&config.optional_slots)
             .collect();
 
+        // A value offered for a slot, if its rule takes it.
+        let accept = |slot: &str, value: &Value, c: &Conversation| match rule(slot) {
+            Some(rule) => rule.accept(value, c).ok(),
+            None => Some(value.clone()),
+        };
         // Values the channel already extracted.
         if let Some(entities) = event.entities() {
             for slot in &slots {
-                let Some(value) = entities.get(slot.as_str()) else {
-                    continue;
-                };
-                let accepted = match rule(slot) {
-                    Some(rule) => rule.accept(value, c),
-                    None => Ok(value.clone()),
-                };
-                if let Ok(value) = accepted {
+                let value = entities.get(slot.as_str());
+                if let Some(value) = value.and_then(|value| accept(slot, value, c)) {
                     c.slots.insert((*slot).clone(), value);
                 }
             }
         }
+        // Values the classifier found in this turn's message, for open slots.
+        let classified = self.result.intent.as_ref().map(|i| &i.entities);
+        for slot in &slots {
+            let value = classified.and_then(|entities| entities.get(slot.as_str()));
+            if c.slots.contains_key(slot.as_str()) {
+                continue;
+            }
+            if let Some(value) = value.and_then(|value| accept(slot, value, c)) {
+                c.slots.insert((*slot).clone(), value);
+            }
+        }
         // Values found anywhere in the message, for slots not yet filled.
         for slot in &slots {
-            if c.slots.contains_key(slot.as_str()) || asking.as_deref() == Some(slot.as_str()) {
+            if c.slots.contains_key(slot.as_str()) || asking == Some(slot.as_str()) {
                 continue;
             }
             let found = match config.extractors.get(slot.as_str()) {
@@ -102,6 +106,27 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                 c.slots.insert((*slot).clone(), value);
             }
         }
+    }
+
+    /// Seed 000 handle_slot_filling: extract, validate, store, ask for the next.
+    pub(super) fn fill_slots(
+        &mut self,
+        c: &mut Conversation,
+        name: &str,
+        config: &SlotFillingConfig,
+    ) -> Handled {
+        let (flow, event) = (self.flow, self.event);
+        let text = event.text.as_str();
+        let rule = |slot: &str| flow.rules.get(&(name.to_owned(), slot.to_owned()));
+        let asking = c
+            .slot_filling
+            .get_or_insert(SlotProgress {
+                asking: None,
+                retries: 0,
+            })
+            .asking
+            .clone();
+        self.read_slots(c, name, config, asking.as_deref());
         // The answer to the question asked.
         let mut invalid = None;
         if let Some(slot) = asking.as_deref()

@@ -57,6 +57,7 @@ impl<R: PluginRuntime, C: Clock> Machine<R, C> {
             flow,
             event,
             input_pending: event.kind == EventKind::Message,
+            carry: None,
             steps: 0,
             halted: false,
             result: StepResult::default(),

@@ -16,6 +16,15 @@ use super::step_result::{Message, StepResult, TurnError, TurnErrorKind};
 /// the turn's own deadline bounds the whole.
 pub(super) const PLUGINS_OWN_LIMIT: u64 = u64::MAX;
 
+/// The turn's message, handed on from the state that took it to the state
+/// its transition entered, which reads it as if it had been waiting there.
+#[derive(Clone, Copy)]
+pub(super) struct Carry {
+    /// A state of this turn already answered the message (a greeting
+    /// spoke): a target that cannot make sense of it stays quiet.
+    pub(super) answered: bool,
+}
+
 /// What a state did with a message.
 pub(super) enum Handled {
     /// Try the state's transitions; `failed` if its own logic failed.
@@ -35,6 +44,8 @@ pub(super) struct Turn<'a, R, C> {
     /// The message has not been handed to a state yet. States entered
     /// before it is hold their prompts: the message may answer them.
     pub(super) input_pending: bool,
+    /// The message goes on to the state being entered.
+    pub(super) carry: Option<Carry>,
     pub(super) steps: u32,
     /// The loop guard tripped: nothing more happens this turn.
     pub(super) halted: bool,
