@@ -357,6 +357,8 @@ impl<'a> Scope<'a> {
                 "name": c.current_state,
                 "outcome": c.state_outcome.clone().unwrap_or_default(),
                 "retries": c.slot_filling.as_ref().map_or(0, |p| p.retries),
+                "no_match": c.unanswered.no_match,
+                "no_input": c.unanswered.no_input,
             }),
             "integrations" => Value::Object(c.integration_results.clone()),
             _ => Value::Null,

@@ -42,7 +42,9 @@ pub mod template;
 mod clock;
 
 pub use clock::SystemClock;
-pub use context::{Conversation, ConversationStatus, Event, EventKind, IntentResult};
+pub use context::{
+    Conversation, ConversationStatus, Event, EventKind, IntentResult, Unanswered,
+};
 pub use experiment::{ExperimentConfig, Variant};
 pub use flow::{
     Flow, Issue, PluginRef, REMOTE_TOOL_PREFIX, Report, Severity, remote_tool, validate,

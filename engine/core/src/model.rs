@@ -48,6 +48,41 @@ pub struct FlowDefinition {
     /// Extension: limits of the machine for this flow.
     #[serde(default)]
     pub settings: FlowSettings,
+    /// Extension: what a state without its own `no_match` does with a
+    /// message it can do nothing with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub no_match: Vec<EventHandler>,
+    /// Extension: what a waiting state without its own `no_input` does
+    /// when the user says nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_input: Option<NoInput>,
+}
+
+/// The answer to the n-th no-match or no-input in a row: handlers are
+/// used in order, one per occurrence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventHandler {
+    /// Template sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    /// State to go to; without one the conversation stays where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_state: Option<String>,
+    /// When staying, repeat what the state asks after the response.
+    #[serde(default = "defaults::yes")]
+    pub reprompt: bool,
+}
+
+/// Silence: after `timeout_ms` without a message the next handler runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoInput {
+    #[schemars(range(min = 1000, max = 86_400_000))]
+    pub timeout_ms: u64,
+    #[schemars(length(min = 1, max = 10))]
+    pub handlers: Vec<EventHandler>,
 }
 
 /// Limits of the machine for one flow.
@@ -125,6 +160,10 @@ pub struct State {
     pub transitions: Vec<Transition>,
     pub entry_actions: Vec<Action>,
     pub exit_actions: Vec<Action>,
+    /// Handlers for messages the state can do nothing with.
+    pub no_match: Vec<EventHandler>,
+    /// Handlers for silence while the state waits.
+    pub no_input: Option<NoInput>,
     pub metadata: Object,
 }
 
@@ -155,6 +194,11 @@ pub(crate) struct RawState {
     pub entry_actions: Vec<Action>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exit_actions: Vec<Action>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub no_match: Vec<EventHandler>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_input: Option<NoInput>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Object,
 }
@@ -177,6 +221,8 @@ impl RawState {
             transitions: self.transitions,
             entry_actions: self.entry_actions,
             exit_actions: self.exit_actions,
+            no_match: self.no_match,
+            no_input: self.no_input,
             metadata: self.metadata,
         }
     }
@@ -203,6 +249,8 @@ impl From<State> for RawState {
             transitions: state.transitions,
             entry_actions: state.entry_actions,
             exit_actions: state.exit_actions,
+            no_match: state.no_match,
+            no_input: state.no_input,
             metadata: state.metadata,
         }
     }

@@ -87,6 +87,8 @@ impl Templates {
                 "state" => context! {
                     name => c.current_state.as_str(),
                     outcome => c.state_outcome.as_deref(),
+                    no_match => c.unanswered.no_match,
+                    no_input => c.unanswered.no_input,
                 },
                 "integrations" => Value::from_serialize(&c.integration_results),
                 _ => return None,

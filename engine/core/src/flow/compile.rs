@@ -7,7 +7,9 @@ use regex::{Regex, RegexBuilder};
 
 use crate::expr::Expr;
 use crate::intent::IntentMatcher;
-use crate::model::{Action, FlowDefinition, State, StateConfig, TransitionCondition};
+use crate::model::{
+    Action, EventHandler, FlowDefinition, NoInput, State, StateConfig, TransitionCondition,
+};
 use crate::ports::PluginWorld;
 use crate::slots::Rule;
 use crate::template::Templates;
@@ -49,6 +51,10 @@ pub(super) fn build(
         warnings: compiled.report.issues,
     })
 }
+
+/// No-match or no-input handlers a list may hold: one per occurrence in a
+/// row, the last repeating.
+const MAX_HANDLERS: usize = 10;
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
@@ -124,14 +130,67 @@ impl<'a> Compiler<'a> {
             }
             self.actions(&path, "actions", &handler.actions);
         }
+        let d = self.definition;
+        self.unanswered("", &d.no_match, d.no_input.as_ref());
         for (name, state) in &self.definition.states {
             self.check_state(name, state);
+            let path = format!("states.{name}.");
+            self.unanswered(&path, &state.no_match, state.no_input.as_ref());
+            let handled = !state.no_match.is_empty() || state.no_input.is_some();
+            if handled && matches!(state.config, StateConfig::End(_)) {
+                self.out.report.warning(
+                    format!("states.{name}"),
+                    "an end state never waits: its no_match and no_input never run",
+                );
+            }
         }
         self.check_graph();
         if self.out.report.has_errors() {
             return Err(self.out.report);
         }
         Ok(self.out)
+    }
+
+    /// No-match and no-input handlers, under `base` (`""` for the flow's).
+    fn unanswered(&mut self, base: &str, no_match: &[EventHandler], no_input: Option<&NoInput>) {
+        let mut handlers = vec![(format!("{base}no_match"), no_match)];
+        if let Some(no_input) = no_input {
+            let path = format!("{base}no_input");
+            if !(1_000..=86_400_000).contains(&no_input.timeout_ms) {
+                self.out.report.error(
+                    format!("{path}.timeout_ms"),
+                    "must be between 1000 and 86400000",
+                );
+            }
+            if no_input.handlers.is_empty() {
+                self.out
+                    .report
+                    .error(format!("{path}.handlers"), "needs at least one handler");
+            }
+            handlers.push((format!("{path}.handlers"), &no_input.handlers));
+        }
+        for (path, list) in handlers {
+            if list.len() > MAX_HANDLERS {
+                self.out.report.error(
+                    &path,
+                    format!("at most {MAX_HANDLERS} handlers (one per occurrence in a row)"),
+                );
+            }
+            for (i, handler) in list.iter().enumerate() {
+                let path = format!("{path}[{i}]");
+                if handler.response.is_none() && handler.target_state.is_none() {
+                    self.out
+                        .report
+                        .error(&path, "a handler needs a response or a target_state");
+                }
+                if let Some(response) = &handler.response {
+                    self.template(format!("{path}.response"), response);
+                }
+                if let Some(target) = &handler.target_state {
+                    self.target(format!("{path}.target_state"), target);
+                }
+            }
+        }
     }
 
     fn exists(&self, state: &str) -> bool {
@@ -674,6 +733,13 @@ impl<'a> Compiler<'a> {
                 .values()
                 .filter_map(|h| h.target_state.as_deref()),
         );
+        let unanswered_targets = |no_match: &'a [EventHandler], no_input: Option<&'a NoInput>| {
+            no_match
+                .iter()
+                .chain(no_input.into_iter().flat_map(|n| &n.handlers))
+                .filter_map(|h| h.target_state.as_deref())
+        };
+        stack.extend(unanswered_targets(&d.no_match, d.no_input.as_ref()));
         while let Some(name) = stack.pop() {
             if !reachable.insert(name) {
                 continue;
@@ -682,6 +748,7 @@ impl<'a> Compiler<'a> {
                 continue;
             };
             stack.extend(state.transitions.iter().map(|t| t.target_state.as_str()));
+            stack.extend(unanswered_targets(&state.no_match, state.no_input.as_ref()));
             if let StateConfig::SlotFilling(c) = &state.config {
                 stack.extend(c.fallback_state.as_deref());
             }

@@ -60,8 +60,9 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         true
     }
 
-    /// Says again what the current state asks, after a global handler.
-    fn reprompt(&mut self, c: &mut Conversation) {
+    /// Says again what the current state asks, after a global handler or
+    /// a no-match or no-input handler.
+    pub(super) fn reprompt(&mut self, c: &mut Conversation) {
         let flow = self.flow;
         let name = c.current_state.clone();
         let Some(state) = flow.state(&name) else {

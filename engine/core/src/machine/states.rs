@@ -4,7 +4,7 @@
 use super::turn::PLUGINS_OWN_LIMIT;
 use serde_json::{Value, json};
 
-use crate::context::{Conversation, ConversationStatus, IntentResult, SlotProgress};
+use crate::context::{Conversation, ConversationStatus, IntentResult, SlotProgress, Unanswered};
 use crate::intent::Classification;
 use crate::model::{IntentConfig, Object, ResponseConfig, State, StateConfig};
 use crate::ports::{Clock, PluginRuntime};
@@ -14,6 +14,7 @@ use super::slot_filling::missing_slot;
 use super::step_result::{Message, TurnErrorKind};
 use super::transitions::Trigger;
 use super::turn::{Carry, Handled, Turn};
+use super::unanswered::Miss;
 use super::variables::apply_updates;
 
 /// What a state did when entered.
@@ -101,6 +102,10 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             c.previous_states.drain(..excess);
         }
         c.state_entered_at_ms = self.clock.now_ms();
+        c.unanswered = Unanswered {
+            quiet_since_ms: c.state_entered_at_ms,
+            ..Unanswered::default()
+        };
         c.slot_filling = None;
         c.state_outcome = None;
         self.result.visited.push(name.to_owned());
@@ -128,7 +133,11 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             _ => Handled::Evaluate { failed: false },
         };
         let target = match handled {
-            Handled::Stay => return,
+            Handled::Stay => {
+                // The state took something from the message.
+                c.unanswered.no_match = 0;
+                return;
+            }
             Handled::Goto(target) => {
                 self.run_actions(c, &name, &state.exit_actions).await;
                 target
@@ -148,7 +157,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                             recovery.to_owned()
                         }
                         _ => {
-                            tracing::debug!(state = %name, "no transition matched the message; staying");
+                            self.missed(c, Miss::NoMatch).await;
                             return;
                         }
                     },
