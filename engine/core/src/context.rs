@@ -56,6 +56,9 @@ pub struct Conversation {
     /// No-match and no-input counters of the current state.
     #[serde(default)]
     pub unanswered: Unanswered,
+    /// States a digression interrupted, the latest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupted: Vec<Interruption>,
     /// Progress of the slot-filling state the conversation is in, if any.
     #[serde(default)]
     pub slot_filling: Option<SlotProgress>,
@@ -84,6 +87,15 @@ pub struct Unanswered {
     /// Since when the user has said nothing: the state's entry, their
     /// latest message or the latest no-input handler (Unix milliseconds).
     pub quiet_since_ms: i64,
+}
+
+/// A state a digression interrupted, to come back to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interruption {
+    pub state: String,
+    /// The handler's `resume_message`, sent on the way back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_message: Option<String>,
 }
 
 /// Which slot is being asked for and how many answers to it were invalid.

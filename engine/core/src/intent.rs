@@ -187,27 +187,27 @@ mod tests {
 
     #[test]
     fn patterns_score_full_confidence() {
-        let scores = matcher().classify("Two PIZZAS now", &[]);
+        let scores = matcher().classify("Two PIZZAS now", &[]).intents;
         assert_eq!(scores[0].intent, "order_pizza");
         assert_eq!(scores[0].confidence, 1.0);
     }
 
     #[test]
     fn examples_score_by_word_overlap() {
-        let scores = matcher().classify("what's the status of my order?", &[]);
+        let scores = matcher().classify("what's the status of my order?", &[]).intents;
         assert_eq!(scores[0].intent, "check_order");
         assert!(
             scores[0].confidence >= 0.5 && scores[0].confidence < 1.0,
             "{scores:?}"
         );
-        let exact = matcher().classify("Where is my order?!", &[]);
+        let exact = matcher().classify("Where is my order?!", &[]).intents;
         assert_eq!(exact[0].confidence, 1.0);
     }
 
     #[test]
     fn unrelated_text_scores_nothing_and_filters_apply() {
-        assert!(matcher().classify("tell me a joke", &[]).is_empty());
-        let only = matcher().classify("pizza", &["check_order".into()]);
+        assert!(matcher().classify("tell me a joke", &[]).intents.is_empty());
+        let only = matcher().classify("pizza", &["check_order".into()]).intents;
         assert!(only.is_empty());
     }
 

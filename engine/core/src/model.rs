@@ -149,6 +149,14 @@ pub struct GlobalHandler {
     pub reprompt: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
+    /// A digression: the state it interrupts is remembered, and a
+    /// transition with `resume` brings the conversation back to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupts: bool,
+    /// Template sent when the conversation comes back, before the
+    /// interrupted state asks its question again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_message: Option<String>,
 }
 
 /// One state of a flow.
@@ -465,6 +473,50 @@ pub struct SlotFillingConfig {
     /// Extension: where to go when a slot's retries run out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_state: Option<String>,
+    /// Extension: a new value for a slot already filled changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrections: Option<Corrections>,
+    /// Extension: a way out of the form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<FormCancel>,
+}
+
+/// How a form takes a correction ("actually make it medium"). The state's
+/// own slots are always corrected; these settings add others and say what
+/// follows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Corrections {
+    /// Slots of other states (filled earlier) a message here may change,
+    /// recognised by the rules of the states that ask for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<String>,
+    /// Template sent after a correction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    /// State to go to after a correction (to compute again what depends
+    /// on it); without one the state asks its question again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_state: Option<String>,
+}
+
+/// Leaving a form: the message that says so, and where it goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FormCancel {
+    /// Whole messages that cancel, compared as global handlers' phrases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phrases: Vec<String>,
+    /// Regular expressions searched in the message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+    /// An intent of `intents` found with confidence of at least 0.7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// Template sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    pub target_state: String,
 }
 
 /// Calls a tool plugin and maps its result into the conversation.
@@ -573,6 +625,11 @@ pub struct Transition {
     /// Extension: arguments passed to the condition plugin.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub args: Value,
+    /// Extension: at the end of a digression, go back to the state it
+    /// interrupted instead of `target_state` (which is taken when nothing
+    /// was interrupted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume: bool,
 }
 
 /// When a transition may be taken.

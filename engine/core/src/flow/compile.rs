@@ -104,23 +104,31 @@ impl<'a> Compiler<'a> {
         self.check_intents();
         for (name, handler) in &self.definition.global_handlers {
             let path = format!("global_handlers.{name}");
-            if handler.phrases.is_empty() && handler.patterns.is_empty() && handler.intent.is_none()
-            {
-                self.out.report.error(
-                    &path,
-                    "a global handler needs phrases, patterns or an intent",
-                );
+            self.message_matcher(
+                &path,
+                &handler.phrases,
+                &handler.patterns,
+                handler.intent.as_ref(),
+            );
+            if let Some(message) = &handler.resume_message {
+                self.template(format!("{path}.resume_message"), message);
             }
-            for (i, pattern) in handler.patterns.iter().enumerate() {
-                self.regex(format!("{path}.patterns[{i}]"), pattern);
-            }
-            if let Some(intent) = &handler.intent
-                && !self.definition.intents.contains_key(intent)
-            {
-                self.out.report.error(
-                    format!("{path}.intent"),
-                    format!("intent \"{intent}\" is not defined in `intents`"),
-                );
+            if handler.interrupts {
+                match &handler.target_state {
+                    None => self.out.report.error(
+                        format!("{path}.interrupts"),
+                        "a digression needs a target_state to go to",
+                    ),
+                    Some(target) if !resumes_from(self.definition, target) => {
+                        self.out.report.error(
+                            format!("{path}.target_state"),
+                            format!(
+                                "a digression without a way back: no transition with \"resume\": true can be reached from \"{target}\""
+                            ),
+                        )
+                    }
+                    Some(_) => {}
+                }
             }
             if let Some(response) = &handler.response {
                 self.template(format!("{path}.response"), response);
@@ -447,6 +455,65 @@ impl<'a> Compiler<'a> {
         if let Some(fallback) = &c.fallback_state {
             self.target(format!("{config}.fallback_state"), fallback);
         }
+        if let Some(cancel) = &c.cancel {
+            let p = format!("{config}.cancel");
+            self.message_matcher(&p, &cancel.phrases, &cancel.patterns, cancel.intent.as_ref());
+            if let Some(response) = &cancel.response {
+                self.template(format!("{p}.response"), response);
+            }
+            self.target(format!("{p}.target_state"), &cancel.target_state);
+        }
+        if let Some(corrections) = &c.corrections {
+            let p = format!("{config}.corrections");
+            let d = self.definition;
+            for (i, slot) in corrections.slots.iter().enumerate() {
+                let asked_somewhere = d.states.values().any(|s| match &s.config {
+                    StateConfig::SlotFilling(c) => {
+                        c.required_slots.contains(slot) || c.optional_slots.contains(slot)
+                    }
+                    _ => false,
+                });
+                if !asked_somewhere {
+                    self.out.report.error(
+                        format!("{p}.slots[{i}]"),
+                        format!("no slot-filling state of the flow has a slot \"{slot}\""),
+                    );
+                }
+            }
+            if let Some(response) = &corrections.response {
+                self.template(format!("{p}.response"), response);
+            }
+            if let Some(target) = &corrections.target_state {
+                self.target(format!("{p}.target_state"), target);
+            }
+        }
+    }
+
+    /// What recognises a message (global handlers, a form's cancel): at
+    /// least one of phrases, patterns and an intent, each valid.
+    fn message_matcher(
+        &mut self,
+        path: &str,
+        phrases: &[String],
+        patterns: &[String],
+        intent: Option<&String>,
+    ) {
+        if phrases.is_empty() && patterns.is_empty() && intent.is_none() {
+            self.out
+                .report
+                .error(path, "needs phrases, patterns or an intent");
+        }
+        for (i, pattern) in patterns.iter().enumerate() {
+            self.regex(format!("{path}.patterns[{i}]"), pattern);
+        }
+        if let Some(intent) = intent
+            && !self.definition.intents.contains_key(intent)
+        {
+            self.out.report.error(
+                format!("{path}.intent"),
+                format!("intent \"{intent}\" is not defined in `intents`"),
+            );
+        }
     }
 
     fn check_transition(&mut self, path: &str, state: &State, t: &crate::model::Transition) {
@@ -733,24 +800,27 @@ impl<'a> Compiler<'a> {
                 .values()
                 .filter_map(|h| h.target_state.as_deref()),
         );
-        let unanswered_targets = |no_match: &'a [EventHandler], no_input: Option<&'a NoInput>| {
-            no_match
-                .iter()
-                .chain(no_input.into_iter().flat_map(|n| &n.handlers))
-                .filter_map(|h| h.target_state.as_deref())
-        };
-        stack.extend(unanswered_targets(&d.no_match, d.no_input.as_ref()));
+        stack.extend(handler_targets(&d.no_match, d.no_input.as_ref()));
         while let Some(name) = stack.pop() {
             if !reachable.insert(name) {
                 continue;
             }
-            let Some(state) = d.states.get(name) else {
-                continue;
-            };
-            stack.extend(state.transitions.iter().map(|t| t.target_state.as_str()));
-            stack.extend(unanswered_targets(&state.no_match, state.no_input.as_ref()));
-            if let StateConfig::SlotFilling(c) = &state.config {
-                stack.extend(c.fallback_state.as_deref());
+            if let Some(state) = d.states.get(name) {
+                stack.extend(targets(state));
+            }
+        }
+        let resumed = d.states.values().any(|s| s.transitions.iter().any(|t| t.resume));
+        let digressions = d.global_handlers.values().any(|h| h.interrupts);
+        if resumed && !digressions {
+            for (name, state) in &d.states {
+                for (i, t) in state.transitions.iter().enumerate() {
+                    if t.resume {
+                        self.out.report.warning(
+                            format!("states.{name}.transitions[{i}].resume"),
+                            "no global handler interrupts (\"interrupts\": true): there is never anything to resume",
+                        );
+                    }
+                }
             }
         }
         for name in d.states.keys() {
@@ -789,6 +859,56 @@ impl<'a> Compiler<'a> {
             }
         }
     }
+}
+
+/// The states `state` can lead to: transitions, its form's fallback,
+/// cancel and corrections, and its no-match and no-input handlers.
+fn targets(state: &State) -> impl Iterator<Item = &str> {
+    let form = match &state.config {
+        StateConfig::SlotFilling(c) => [
+            c.fallback_state.as_deref(),
+            c.cancel.as_ref().map(|c| c.target_state.as_str()),
+            c.corrections
+                .as_ref()
+                .and_then(|c| c.target_state.as_deref()),
+        ],
+        _ => [None; 3],
+    };
+    state
+        .transitions
+        .iter()
+        .map(|t| t.target_state.as_str())
+        .chain(form.into_iter().flatten())
+        .chain(handler_targets(&state.no_match, state.no_input.as_ref()))
+}
+
+fn handler_targets<'a>(
+    no_match: &'a [EventHandler],
+    no_input: Option<&'a NoInput>,
+) -> impl Iterator<Item = &'a str> {
+    no_match
+        .iter()
+        .chain(no_input.into_iter().flat_map(|n| &n.handlers))
+        .filter_map(|h| h.target_state.as_deref())
+}
+
+/// Whether a transition with `resume` can be reached from `start`.
+fn resumes_from(d: &FlowDefinition, start: &str) -> bool {
+    let mut seen = HashSet::new();
+    let mut stack = vec![start];
+    while let Some(name) = stack.pop() {
+        if !seen.insert(name) {
+            continue;
+        }
+        let Some(state) = d.states.get(name) else {
+            continue;
+        };
+        if state.transitions.iter().any(|t| t.resume) {
+            return true;
+        }
+        stack.extend(targets(state));
+    }
+    false
 }
 
 /// Whether two transitions can never both match, so their order is moot.

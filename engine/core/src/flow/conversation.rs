@@ -38,6 +38,7 @@ impl Conversation {
                 quiet_since_ms: now_ms,
                 ..Unanswered::default()
             },
+            interrupted: Vec::new(),
             slot_filling: None,
             state_outcome: None,
             ab_variant: None,
@@ -59,6 +60,7 @@ impl Conversation {
         self.integration_results.clear();
         self.slot_filling = None;
         self.state_outcome = None;
+        self.interrupted.clear();
     }
 
     /// Moves the conversation to another flow (a `trigger_flow` action):

@@ -4,7 +4,9 @@
 use super::turn::PLUGINS_OWN_LIMIT;
 use serde_json::{Value, json};
 
-use crate::context::{Conversation, ConversationStatus, IntentResult, SlotProgress, Unanswered};
+use crate::context::{
+    Conversation, ConversationStatus, IntentResult, Interruption, SlotProgress, Unanswered,
+};
 use crate::intent::Classification;
 use crate::model::{IntentConfig, Object, ResponseConfig, State, StateConfig};
 use crate::ports::{Clock, PluginRuntime};
@@ -37,6 +39,12 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                 return;
             }
             let carried = self.carry.take();
+            if let Some(back) = self.resuming.take()
+                && flow.state(&back.state).is_some()
+            {
+                self.come_back(c, back);
+                return;
+            }
             self.steps += 1;
             if self.steps > flow.definition().settings.max_steps_per_turn {
                 self.halted = true;
@@ -89,6 +97,22 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             };
             name = next;
         }
+    }
+
+    /// Back in a state a digression interrupted: no entry actions, the
+    /// resume message, and the state's question again.
+    fn come_back(&mut self, c: &mut Conversation, back: Interruption) {
+        self.move_to(c, &back.state);
+        if let Some(StateConfig::SlotFilling(_)) = self.flow.state(&back.state).map(|s| &s.config) {
+            c.slot_filling = Some(SlotProgress {
+                asking: None,
+                retries: 0,
+            });
+        }
+        if let Some(message) = &back.resume_message {
+            self.say(c, &back.state, message, "text");
+        }
+        self.reprompt(c);
     }
 
     fn move_to(&mut self, c: &mut Conversation, name: &str) {

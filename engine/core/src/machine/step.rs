@@ -59,6 +59,7 @@ impl<R: PluginRuntime, C: Clock> Machine<R, C> {
             event,
             input_pending: event.kind == EventKind::Message,
             carry: None,
+            resuming: None,
             steps: 0,
             halted: false,
             result: StepResult::default(),

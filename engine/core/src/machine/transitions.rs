@@ -127,6 +127,13 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         let transition = &state.transitions[i];
         self.run_actions(c, name, &state.exit_actions).await;
         self.run_actions(c, name, &transition.actions).await;
+        if transition.resume
+            && let Some(back) = c.interrupted.pop()
+        {
+            let state = back.state.clone();
+            self.resuming = Some(back);
+            return state;
+        }
         transition.target_state.clone()
     }
 

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::context::{Conversation, Event};
+use crate::context::{Conversation, Event, Interruption};
 use crate::flow::Flow;
 use crate::ports::{Clock, PluginCall, PluginRuntime};
 
-use super::step_result::{Message, StepResult, TurnError, TurnErrorKind};
+use super::step_result::{ActionRecord, Message, StepResult, TurnError, TurnErrorKind};
 
 /// The timeout of a call the flow sets none for (conditions, actions, state
 /// types, intents): the tenant's limit for the plugin's world decides, and
@@ -46,6 +46,9 @@ pub(super) struct Turn<'a, R, C> {
     pub(super) input_pending: bool,
     /// The message goes on to the state being entered.
     pub(super) carry: Option<Carry>,
+    /// The state being entered is one a digression interrupted: the
+    /// conversation goes back to its question instead.
+    pub(super) resuming: Option<Interruption>,
     pub(super) steps: u32,
     /// The loop guard tripped: nothing more happens this turn.
     pub(super) halted: bool,
@@ -88,6 +91,17 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
             state: state.to_owned(),
             delay_ms: None,
             typing_indicator: true,
+        });
+    }
+
+    /// Lists something the turn did in `state` among its actions.
+    pub(super) fn record(&mut self, state: &str, kind: &str, target: &str) {
+        self.result.actions.push(ActionRecord {
+            kind: kind.to_owned(),
+            target: target.to_owned(),
+            state: state.to_owned(),
+            ok: true,
+            error: None,
         });
     }
 

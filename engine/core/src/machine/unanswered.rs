@@ -5,7 +5,6 @@ use crate::context::Conversation;
 use crate::model::{EventHandler, State};
 use crate::ports::{Clock, PluginRuntime};
 
-use super::step_result::ActionRecord;
 use super::turn::Turn;
 
 /// Which counter an occurrence goes to.
@@ -49,13 +48,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             tracing::debug!(state = %name, kind = kind.as_str(), "nothing handles it; staying");
             return;
         };
-        self.result.actions.push(ActionRecord {
-            kind: kind.as_str().into(),
-            target: n.to_string(),
-            state: name.clone(),
-            ok: true,
-            error: None,
-        });
+        self.record(&name, kind.as_str(), &n.to_string());
         if let Some(response) = &handler.response {
             self.say(c, &name, response, "text");
         }
