@@ -53,6 +53,12 @@ pub struct Conversation {
     /// When the current state was entered (Unix milliseconds).
     #[serde(default)]
     pub state_entered_at_ms: i64,
+    /// No-match and no-input counters of the current state.
+    #[serde(default)]
+    pub unanswered: Unanswered,
+    /// States a digression interrupted, the latest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupted: Vec<Interruption>,
     /// Progress of the slot-filling state the conversation is in, if any.
     #[serde(default)]
     pub slot_filling: Option<SlotProgress>,
@@ -68,6 +74,28 @@ pub struct Conversation {
     pub plugin_versions: std::collections::BTreeMap<String, String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+/// How the current state's exchange is going: counters of the no-match and
+/// no-input handlers (see docs/flows.md), reset when the state is entered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Unanswered {
+    /// Messages in a row the state could do nothing with.
+    pub no_match: u32,
+    /// No-input handlers run in a row.
+    pub no_input: u32,
+    /// Since when the user has said nothing: the state's entry, their
+    /// latest message or the latest no-input handler (Unix milliseconds).
+    pub quiet_since_ms: i64,
+}
+
+/// A state a digression interrupted, to come back to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interruption {
+    pub state: String,
+    /// The handler's `resume_message`, sent on the way back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_message: Option<String>,
 }
 
 /// Which slot is being asked for and how many answers to it were invalid.
@@ -87,6 +115,9 @@ pub struct IntentResult {
     pub top: Option<String>,
     pub confidence: f64,
     pub low_confidence: bool,
+    /// Entities the classifier was sure enough of, by name.
+    #[serde(default, skip_serializing_if = "Object::is_empty")]
+    pub entities: Object,
 }
 
 /// What happened to a conversation.

@@ -346,15 +346,19 @@ impl<'a> Scope<'a> {
                     "top": intent.top.clone().unwrap_or_default(),
                     "confidence": intent.confidence,
                     "low_confidence": intent.low_confidence,
+                    "entities": intent.entities,
                 }),
-                None => {
-                    json!({ "name": "", "top": "", "confidence": 0.0, "low_confidence": false })
-                }
+                None => json!({
+                    "name": "", "top": "", "confidence": 0.0, "low_confidence": false,
+                    "entities": {},
+                }),
             },
             "state" => json!({
                 "name": c.current_state,
                 "outcome": c.state_outcome.clone().unwrap_or_default(),
                 "retries": c.slot_filling.as_ref().map_or(0, |p| p.retries),
+                "no_match": c.unanswered.no_match,
+                "no_input": c.unanswered.no_input,
             }),
             "integrations" => Value::Object(c.integration_results.clone()),
             _ => Value::Null,

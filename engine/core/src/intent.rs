@@ -19,6 +19,21 @@ pub struct IntentScore {
     pub confidence: f64,
 }
 
+/// A value a classifier found in the text, for the slot of the same name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub name: String,
+    pub value: serde_json::Value,
+    pub confidence: f64,
+}
+
+/// What a classifier made of a text: intents best first, and entities.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    pub intents: Vec<IntentScore>,
+    pub entities: Vec<Entity>,
+}
+
 /// Words too common to say anything about intent.
 const STOPWORDS: [&str; 32] = [
     "a", "an", "the", "i", "i'd", "im", "me", "my", "to", "for", "of", "please", "can", "could",
@@ -67,14 +82,17 @@ impl IntentMatcher {
     }
 
     /// Scores `text` against the intents named in `only` (all when empty),
-    /// best first; intents that score zero are left out.
-    pub fn classify(&self, text: &str, only: &[String]) -> Vec<IntentScore> {
+    /// best first; intents that score zero are left out. The named groups
+    /// of the patterns that match are its entities, sure ones.
+    pub fn classify(&self, text: &str, only: &[String]) -> Classification {
         let normalized = normalize(text);
         let words = content_words(text);
-        let mut scores: Vec<IntentScore> = self
-            .intents
-            .iter()
-            .filter(|i| only.is_empty() || only.contains(&i.name))
+        let considered = || {
+            self.intents
+                .iter()
+                .filter(|i| only.is_empty() || only.contains(&i.name))
+        };
+        let mut intents: Vec<IntentScore> = considered()
             .map(|i| IntentScore {
                 intent: i.name.clone(),
                 confidence: i.score(text, &normalized, &words),
@@ -82,8 +100,25 @@ impl IntentMatcher {
             .filter(|s| s.confidence > 0.0)
             .collect();
         // Stable: on equal scores the intent defined first wins.
-        scores.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-        scores
+        intents.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        let mut entities = Vec::new();
+        for pattern in considered().flat_map(|i| &i.patterns) {
+            let Some(captures) = pattern.captures(text) else {
+                continue;
+            };
+            for name in pattern.capture_names().flatten() {
+                if let Some(found) = captures.name(name)
+                    && !entities.iter().any(|e: &Entity| e.name == name)
+                {
+                    entities.push(Entity {
+                        name: name.to_owned(),
+                        value: found.as_str().into(),
+                        confidence: 1.0,
+                    });
+                }
+            }
+        }
+        Classification { intents, entities }
     }
 }
 
@@ -152,27 +187,27 @@ mod tests {
 
     #[test]
     fn patterns_score_full_confidence() {
-        let scores = matcher().classify("Two PIZZAS now", &[]);
+        let scores = matcher().classify("Two PIZZAS now", &[]).intents;
         assert_eq!(scores[0].intent, "order_pizza");
         assert_eq!(scores[0].confidence, 1.0);
     }
 
     #[test]
     fn examples_score_by_word_overlap() {
-        let scores = matcher().classify("what's the status of my order?", &[]);
+        let scores = matcher().classify("what's the status of my order?", &[]).intents;
         assert_eq!(scores[0].intent, "check_order");
         assert!(
             scores[0].confidence >= 0.5 && scores[0].confidence < 1.0,
             "{scores:?}"
         );
-        let exact = matcher().classify("Where is my order?!", &[]);
+        let exact = matcher().classify("Where is my order?!", &[]).intents;
         assert_eq!(exact[0].confidence, 1.0);
     }
 
     #[test]
     fn unrelated_text_scores_nothing_and_filters_apply() {
-        assert!(matcher().classify("tell me a joke", &[]).is_empty());
-        let only = matcher().classify("pizza", &["check_order".into()]);
+        assert!(matcher().classify("tell me a joke", &[]).intents.is_empty());
+        let only = matcher().classify("pizza", &["check_order".into()]).intents;
         assert!(only.is_empty());
     }
 

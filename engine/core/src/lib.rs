@@ -42,12 +42,14 @@ pub mod template;
 mod clock;
 
 pub use clock::SystemClock;
-pub use context::{Conversation, ConversationStatus, Event, EventKind, IntentResult};
+pub use context::{
+    Conversation, ConversationStatus, Event, EventKind, IntentResult, Unanswered,
+};
 pub use experiment::{ExperimentConfig, Variant};
 pub use flow::{
     Flow, Issue, PluginRef, REMOTE_TOOL_PREFIX, Report, Severity, remote_tool, validate,
 };
-pub use intent::IntentScore;
+pub use intent::{Classification, Entity, IntentScore};
 pub use machine::{ActionRecord, Machine, Message, StepResult, TurnError, TurnErrorKind};
 pub use manifest::{Manifest, RateLimit, StateTypeManifest, ToolAnnotations, ToolManifest};
 pub use model::FlowDefinition;

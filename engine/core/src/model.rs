@@ -48,6 +48,41 @@ pub struct FlowDefinition {
     /// Extension: limits of the machine for this flow.
     #[serde(default)]
     pub settings: FlowSettings,
+    /// Extension: what a state without its own `no_match` does with a
+    /// message it can do nothing with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub no_match: Vec<EventHandler>,
+    /// Extension: what a waiting state without its own `no_input` does
+    /// when the user says nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_input: Option<NoInput>,
+}
+
+/// The answer to the n-th no-match or no-input in a row: handlers are
+/// used in order, one per occurrence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventHandler {
+    /// Template sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    /// State to go to; without one the conversation stays where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_state: Option<String>,
+    /// When staying, repeat what the state asks after the response.
+    #[serde(default = "defaults::yes")]
+    pub reprompt: bool,
+}
+
+/// Silence: after `timeout_ms` without a message the next handler runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoInput {
+    #[schemars(range(min = 1000, max = 86_400_000))]
+    pub timeout_ms: u64,
+    #[schemars(length(min = 1, max = 10))]
+    pub handlers: Vec<EventHandler>,
 }
 
 /// Limits of the machine for one flow.
@@ -114,6 +149,14 @@ pub struct GlobalHandler {
     pub reprompt: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
+    /// A digression: the state it interrupts is remembered, and a
+    /// transition with `resume` brings the conversation back to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupts: bool,
+    /// Template sent when the conversation comes back, before the
+    /// interrupted state asks its question again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_message: Option<String>,
 }
 
 /// One state of a flow.
@@ -125,6 +168,10 @@ pub struct State {
     pub transitions: Vec<Transition>,
     pub entry_actions: Vec<Action>,
     pub exit_actions: Vec<Action>,
+    /// Handlers for messages the state can do nothing with.
+    pub no_match: Vec<EventHandler>,
+    /// Handlers for silence while the state waits.
+    pub no_input: Option<NoInput>,
     pub metadata: Object,
 }
 
@@ -155,6 +202,11 @@ pub(crate) struct RawState {
     pub entry_actions: Vec<Action>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exit_actions: Vec<Action>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub no_match: Vec<EventHandler>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_input: Option<NoInput>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Object,
 }
@@ -177,6 +229,8 @@ impl RawState {
             transitions: self.transitions,
             entry_actions: self.entry_actions,
             exit_actions: self.exit_actions,
+            no_match: self.no_match,
+            no_input: self.no_input,
             metadata: self.metadata,
         }
     }
@@ -203,6 +257,8 @@ impl From<State> for RawState {
             transitions: state.transitions,
             entry_actions: state.entry_actions,
             exit_actions: state.exit_actions,
+            no_match: state.no_match,
+            no_input: state.no_input,
             metadata: state.metadata,
         }
     }
@@ -358,6 +414,12 @@ pub struct ResponseConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 5000))]
     pub delay_ms: Option<u64>,
+    /// Speak, then wait for the next message. Off (the default), the
+    /// message that moved the conversation on from here is handed on to an
+    /// intent or slot-filling target: a greeting does not swallow the
+    /// request it came with.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_input: bool,
 }
 
 /// Classifies the user's message into an intent.
@@ -411,6 +473,50 @@ pub struct SlotFillingConfig {
     /// Extension: where to go when a slot's retries run out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_state: Option<String>,
+    /// Extension: a new value for a slot already filled changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrections: Option<Corrections>,
+    /// Extension: a way out of the form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<FormCancel>,
+}
+
+/// How a form takes a correction ("actually make it medium"). The state's
+/// own slots are always corrected; these settings add others and say what
+/// follows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Corrections {
+    /// Slots of other states (filled earlier) a message here may change,
+    /// recognised by the rules of the states that ask for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<String>,
+    /// Template sent after a correction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    /// State to go to after a correction (to compute again what depends
+    /// on it); without one the state asks its question again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_state: Option<String>,
+}
+
+/// Leaving a form: the message that says so, and where it goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FormCancel {
+    /// Whole messages that cancel, compared as global handlers' phrases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phrases: Vec<String>,
+    /// Regular expressions searched in the message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+    /// An intent of `intents` found with confidence of at least 0.7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// Template sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    pub target_state: String,
 }
 
 /// Calls a tool plugin and maps its result into the conversation.
@@ -519,6 +625,11 @@ pub struct Transition {
     /// Extension: arguments passed to the condition plugin.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub args: Value,
+    /// Extension: at the end of a digression, go back to the state it
+    /// interrupted instead of `target_state` (which is taken when nothing
+    /// was interrupted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume: bool,
 }
 
 /// When a transition may be taken.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::context::{Conversation, Event};
-use crate::intent::IntentScore;
+use crate::intent::Classification;
 use crate::model::Object;
 
 /// The extension points a plugin can serve; one WIT world each.
@@ -193,7 +193,7 @@ pub trait PluginRuntime: Send + Sync {
     fn classify_intent(
         &self,
         call: PluginCall<'_>,
-    ) -> impl Future<Output = Result<Vec<IntentScore>, PluginError>> + Send;
+    ) -> impl Future<Output = Result<Classification, PluginError>> + Send;
 }
 
 /// Time, as the machine sees it.
@@ -222,7 +222,7 @@ impl PluginRuntime for NoPlugins {
     async fn execute_state(&self, call: PluginCall<'_>) -> Result<StateOutput, PluginError> {
         Err(not_found(call))
     }
-    async fn classify_intent(&self, call: PluginCall<'_>) -> Result<Vec<IntentScore>, PluginError> {
+    async fn classify_intent(&self, call: PluginCall<'_>) -> Result<Classification, PluginError> {
         Err(not_found(call))
     }
 }

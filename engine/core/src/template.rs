@@ -82,10 +82,13 @@ impl Templates {
                 "intent" => context! {
                     name => c.intent.as_ref().and_then(|i| i.name.clone()),
                     confidence => c.intent.as_ref().map_or(0.0, |i| i.confidence),
+                    entities => Value::from_serialize(c.intent.as_ref().map(|i| &i.entities)),
                 },
                 "state" => context! {
                     name => c.current_state.as_str(),
                     outcome => c.state_outcome.as_deref(),
+                    no_match => c.unanswered.no_match,
+                    no_input => c.unanswered.no_input,
                 },
                 "integrations" => Value::from_serialize(&c.integration_results),
                 _ => return None,

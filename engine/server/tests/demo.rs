@@ -149,6 +149,34 @@ async fn the_demo_tenant_takes_orders_tracks_them_and_plays_trivia() {
         "Correct!\nAnything else? Order, track, or more trivia?"
     );
 
+    // README's suggested phrases work as the first message of a
+    // conversation: the greeting, then the answer to the request.
+    for (n, (phrase, answer)) in [
+        (
+            "I'd like to order a pizza",
+            "What size would you like: small, medium or large?",
+        ),
+        (
+            "where is my order AB1234?",
+            "Order AB1234 is out for delivery, about 12 minutes away. Anything else?",
+        ),
+        (
+            "let's play trivia",
+            "Pizza trivia: which Italian city is the Margherita from?",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        demo.conversation = format!("first-words-{n}");
+        let reply = demo.say(phrase).await;
+        let (greeting, rest) = reply
+            .split_once('\n')
+            .unwrap_or_else(|| panic!("{phrase:?}: only {reply:?}"));
+        assert!(greeting.contains("Pizza Planet"), "{phrase:?}: {greeting}");
+        assert_eq!(rest, answer, "{phrase:?}");
+    }
+
     // Every plugin was called.
     let (_, metrics) = http_get(&engine.http, "/metrics").await;
     for plugin in ["menu-intents", "vip-check", "price", "order-api", "trivia"] {

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use mcp_flow::{ActionOutput, IntentScore, PluginCall, PluginError, PluginRuntime, StateOutput};
+use mcp_flow::{
+    ActionOutput, Classification, PluginCall, PluginError, PluginRuntime, StateOutput,
+};
 use mcp_store::ToolOutcome;
 use serde_json::Value;
 
@@ -56,7 +58,7 @@ impl PluginRuntime for FlowRuntime {
         self.tools.host().execute_state(call).await
     }
 
-    async fn classify_intent(&self, call: PluginCall<'_>) -> Result<Vec<IntentScore>, PluginError> {
+    async fn classify_intent(&self, call: PluginCall<'_>) -> Result<Classification, PluginError> {
         self.tools.host().classify_intent(call).await
     }
 }

@@ -71,6 +71,19 @@ pub mod state_type {
     });
 }
 
+/// The `entity-intent` world: a classifier that also finds entities.
+pub mod entity_intent {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "mcp:plugin/entity-intent",
+        exports: { default: async },
+        with: {
+            "mcp:plugin/types": super::types,
+            "mcp:plugin/host": super::host,
+        },
+    });
+}
+
 /// The `intent` world.
 pub mod intent {
     wasmtime::component::bindgen!({

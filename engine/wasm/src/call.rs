@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_flow::{
-    ActionOutput, IntentScore, Manifest, PluginCall, PluginError, PluginRuntime, PluginWorld,
+    ActionOutput, Classification, Manifest, PluginCall, PluginError, PluginRuntime, PluginWorld,
     RateLimit, StateOutput, StateTypeManifest, ToolAnnotations, ToolManifest,
 };
 use serde_json::Value;
@@ -429,31 +429,65 @@ impl PluginRuntime for PluginHost {
         })
     }
 
-    async fn classify_intent(&self, call: PluginCall<'_>) -> Result<Vec<IntentScore>, PluginError> {
+    async fn classify_intent(&self, call: PluginCall<'_>) -> Result<Classification, PluginError> {
         let installed = self.resolve_for(&call, PluginWorld::Intent)?;
-        let Typed::Intent(pre) = &installed.typed else {
+        let Typed::Intent(pre, with_entities) = &installed.typed else {
             unreachable!("world checked")
         };
-        let pre = pre.clone();
         let text = call.event.map(|e| e.text.clone()).unwrap_or_default();
         let conversation = convert::conversation(call.conversation);
-        let (scores, _) = self
+        let scores_size = |s: &[wit::IntentScore]| -> usize {
+            s.iter().map(|s| s.intent.len() + 8).sum()
+        };
+        let Some(pre) = with_entities.clone() else {
+            let pre = pre.clone();
+            let (scores, _) = self
+                .run(
+                    &installed,
+                    call.timeout,
+                    |s: &Vec<wit::IntentScore>| scores_size(s),
+                    |store| {
+                        Box::pin(async move {
+                            let bindings = pre.instantiate_async(&mut *store).await?;
+                            bindings
+                                .mcp_plugin_intents()
+                                .call_classify(&mut *store, &text, &conversation)
+                                .await
+                        })
+                    },
+                )
+                .await?;
+            return Ok(Classification {
+                intents: convert::intent_scores(scores),
+                entities: Vec::new(),
+            });
+        };
+        let (analysis, _) = self
             .run(
                 &installed,
                 call.timeout,
-                |s: &Vec<wit::IntentScore>| s.iter().map(|s| s.intent.len() + 8).sum(),
+                |a: &Analysis| {
+                    scores_size(&a.intents)
+                        + a.entities
+                            .iter()
+                            .map(|e| e.name.len() + e.value.len() + 8)
+                            .sum::<usize>()
+                },
                 |store| {
                     Box::pin(async move {
                         let bindings = pre.instantiate_async(&mut *store).await?;
                         bindings
-                            .mcp_plugin_intents()
-                            .call_classify(&mut *store, &text, &conversation)
+                            .mcp_plugin_intent_entities()
+                            .call_analyze(&mut *store, &text, &conversation)
                             .await
                     })
                 },
             )
             .await?;
-        Ok(convert::intent_scores(scores))
+        convert::classification(analysis).map_err(|message| PluginError::Failed {
+            plugin: call.plugin.to_owned(),
+            message,
+        })
     }
 }
 
@@ -510,6 +544,8 @@ fn trap(plugin: &str, error: wasmtime::Error) -> PluginError {
 fn json_or_text(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
+
+type Analysis = crate::bindings::entity_intent::exports::mcp::plugin::intent_entities::Analysis;
 
 type AnnotationsHints =
     crate::bindings::annotated_tool::exports::mcp::plugin::tool_annotations::ToolHints;

@@ -1,6 +1,6 @@
 //! The engine's types to the WIT contract's, and back.
 
-use mcp_flow::{Conversation, Event, EventKind, IntentScore};
+use mcp_flow::{Classification, Conversation, Entity, Event, EventKind, IntentScore};
 use serde_json::Value;
 
 use crate::bindings::types as wit;
@@ -44,6 +44,29 @@ pub fn effects(e: wit::Effects) -> Result<(mcp_flow::model::Object, Vec<String>)
         },
     };
     Ok((updates, e.messages))
+}
+
+/// A classifier's analysis; an entity whose value is not JSON fails it.
+pub fn classification(
+    analysis: crate::bindings::entity_intent::exports::mcp::plugin::intent_entities::Analysis,
+) -> Result<Classification, String> {
+    let entities = analysis
+        .entities
+        .into_iter()
+        .map(|e| {
+            let value = serde_json::from_str(&e.value)
+                .map_err(|err| format!("entity \"{}\": value is not JSON: {err}", e.name))?;
+            Ok(Entity {
+                name: e.name,
+                value,
+                confidence: e.confidence,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Classification {
+        intents: intent_scores(analysis.intents),
+        entities,
+    })
 }
 
 pub fn intent_scores(scores: Vec<wit::IntentScore>) -> Vec<IntentScore> {

@@ -16,7 +16,7 @@ use wasmtime::{
 
 use crate::allow_list::AllowList;
 use crate::bindings::{
-    action, annotated_tool, condition, host as host_api, intent, state_type, tool,
+    action, annotated_tool, condition, entity_intent, host as host_api, intent, state_type, tool,
 };
 use crate::breaker::{BreakerConfig, Breakers};
 use crate::cache::{ArtifactKey, ArtifactStore, CacheStatus, MemoryCache, sha256_hex};
@@ -127,7 +127,12 @@ pub(crate) enum Typed {
         Option<annotated_tool::AnnotatedToolPre<StoreState>>,
     ),
     StateType(state_type::StateTypePre<StoreState>),
-    Intent(intent::IntentPre<StoreState>),
+    /// An intent classifier; with its entities' bindings when it exports
+    /// `intent-entities` too.
+    Intent(
+        intent::IntentPre<StoreState>,
+        Option<entity_intent::EntityIntentPre<StoreState>>,
+    ),
 }
 
 /// An upload that passed every check, describe() included, but is neither
@@ -649,7 +654,8 @@ impl PluginHost {
             }
             PluginWorld::Action => Typed::Action(action::ActionPre::new(pre).map_err(bad)?),
             PluginWorld::Tool => {
-                let annotated = exports_annotations(&inspected.component, &self.inner.engine)
+                let annotated =
+                    exports_companion(&inspected.component, &self.inner.engine, "tool-annotations")
                     .then(|| annotated_tool::AnnotatedToolPre::new(pre.clone()))
                     .transpose()
                     .map_err(bad)?;
@@ -658,7 +664,14 @@ impl PluginHost {
             PluginWorld::StateType => {
                 Typed::StateType(state_type::StateTypePre::new(pre).map_err(bad)?)
             }
-            PluginWorld::Intent => Typed::Intent(intent::IntentPre::new(pre).map_err(bad)?),
+            PluginWorld::Intent => {
+                let with_entities =
+                    exports_companion(&inspected.component, &self.inner.engine, "intent-entities")
+                        .then(|| entity_intent::EntityIntentPre::new(pre.clone()))
+                        .transpose()
+                        .map_err(bad)?;
+                Typed::Intent(intent::IntentPre::new(pre).map_err(bad)?, with_entities)
+            }
         };
         let installed = Installed {
             tenant: tenant.to_owned(),
@@ -879,18 +892,23 @@ fn world_of(component: &Component, engine: &Engine) -> Result<PluginWorld, Uploa
         .exports(engine)
         .map(|(name, _)| name.to_owned())
         .collect();
-    // tool-annotations rides beside tools; it is no world of its own.
+    // A companion rides beside its interface; it is no world of its own.
     let ours: Vec<&String> = exports
         .iter()
-        .filter(|e| e.starts_with("mcp:plugin/") && !is_annotations(e))
+        .filter(|e| e.starts_with("mcp:plugin/") && companion_of(e).is_none())
         .collect();
-    if exports.iter().any(|e| is_annotations(e))
-        && !ours.iter().any(|e| e.starts_with("mcp:plugin/tools@"))
-    {
-        return Err(UploadError::NoWorld(format!(
-            "{}: mcp:plugin/tool-annotations is exported without mcp:plugin/tools",
-            exports.join(", ")
-        )));
+    for export in &exports {
+        if let Some(main) = companion_of(export)
+            && !ours
+                .iter()
+                .any(|e| e.starts_with(&format!("mcp:plugin/{main}@")))
+        {
+            return Err(UploadError::NoWorld(format!(
+                "{}: {} is exported without mcp:plugin/{main}",
+                exports.join(", "),
+                export.split('@').next().unwrap_or(export),
+            )));
+        }
     }
     match ours.as_slice() {
         [] => Err(UploadError::NoWorld(if exports.is_empty() {
@@ -925,16 +943,29 @@ fn world_of(component: &Component, engine: &Engine) -> Result<PluginWorld, Uploa
     }
 }
 
-fn is_annotations(export: &str) -> bool {
-    export.starts_with("mcp:plugin/tool-annotations@")
+/// Optional interfaces a plugin may export beside its world's own, and
+/// the interface each goes with.
+const COMPANIONS: [(&str, &str); 2] = [
+    ("tool-annotations", "tools"),
+    ("intent-entities", "intents"),
+];
+
+/// The interface `export` is a companion of, if it is one.
+fn companion_of(export: &str) -> Option<&'static str> {
+    let interface = export.strip_prefix("mcp:plugin/")?.split('@').next()?;
+    COMPANIONS
+        .iter()
+        .find(|(companion, _)| *companion == interface)
+        .map(|(_, main)| *main)
 }
 
-/// Whether a tool component also exports its hints.
-fn exports_annotations(component: &Component, engine: &Engine) -> bool {
+/// Whether a component exports the companion interface `companion`.
+fn exports_companion(component: &Component, engine: &Engine, companion: &str) -> bool {
+    let prefix = format!("mcp:plugin/{companion}@");
     component
         .component_type()
         .exports(engine)
-        .any(|(name, _)| is_annotations(name))
+        .any(|(name, _)| name.starts_with(&prefix))
 }
 
 fn import_problem(world: PluginWorld, error: &wasmtime::Error) -> String {

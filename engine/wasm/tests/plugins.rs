@@ -261,18 +261,25 @@ async fn the_intent_classifier_uses_the_tenants_config() {
     .await;
     let c = conversation("t-intent");
     let text = Event::message("I want a refund, this was terrible");
-    let scores = HOST
+    let found = HOST
         .classify_intent(call(&c, "keywords", &Value::Null, Some(&text)))
         .await
         .unwrap();
-    let mut names: Vec<&str> = scores.iter().map(|s| s.intent.as_str()).collect();
+    let mut names: Vec<&str> = found.intents.iter().map(|s| s.intent.as_str()).collect();
     names.sort();
     assert_eq!(names, ["complaint", "refund"]);
+    assert!(found.entities.is_empty(), "{:?}", found.entities);
 
-    let config = BTreeMap::from([(
-        "intents".to_owned(),
-        r#"{"pizza": ["pizza", "pepperoni"]}"#.to_owned(),
-    )]);
+    let config = BTreeMap::from([
+        (
+            "intents".to_owned(),
+            r#"{"pizza": ["pizza", "pepperoni"]}"#.to_owned(),
+        ),
+        (
+            "entities".to_owned(),
+            r#"{"size": ["small", "large"], "topping": ["pepperoni", "veggie"]}"#.to_owned(),
+        ),
+    ]);
     install_with(
         "t-intent2",
         "keywords",
@@ -283,13 +290,20 @@ async fn the_intent_classifier_uses_the_tenants_config() {
     .await;
     let c = conversation("t-intent2");
     let text = Event::message("a pepperoni pizza please");
-    let scores = HOST
+    let found = HOST
         .classify_intent(call(&c, "keywords", &Value::Null, Some(&text)))
         .await
         .unwrap();
-    assert_eq!(scores.len(), 1);
-    assert_eq!(scores[0].intent, "pizza");
-    assert!((scores[0].confidence - 0.95).abs() < 1e-9);
+    assert_eq!(found.intents.len(), 1);
+    assert_eq!(found.intents[0].intent, "pizza");
+    assert!((found.intents[0].confidence - 0.95).abs() < 1e-9);
+    // The classifier exports intent-entities: the host asked for them too.
+    let entities: Vec<(&str, &Value)> = found
+        .entities
+        .iter()
+        .map(|e| (e.name.as_str(), &e.value))
+        .collect();
+    assert_eq!(entities, [("topping", &json!("pepperoni"))]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,9 @@ use regex::{Regex, RegexBuilder};
 
 use crate::expr::Expr;
 use crate::intent::IntentMatcher;
-use crate::model::{Action, FlowDefinition, State, StateConfig, TransitionCondition};
+use crate::model::{
+    Action, EventHandler, FlowDefinition, NoInput, State, StateConfig, TransitionCondition,
+};
 use crate::ports::PluginWorld;
 use crate::slots::Rule;
 use crate::template::Templates;
@@ -49,6 +51,10 @@ pub(super) fn build(
         warnings: compiled.report.issues,
     })
 }
+
+/// No-match or no-input handlers a list may hold: one per occurrence in a
+/// row, the last repeating.
+const MAX_HANDLERS: usize = 10;
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
@@ -98,23 +104,31 @@ impl<'a> Compiler<'a> {
         self.check_intents();
         for (name, handler) in &self.definition.global_handlers {
             let path = format!("global_handlers.{name}");
-            if handler.phrases.is_empty() && handler.patterns.is_empty() && handler.intent.is_none()
-            {
-                self.out.report.error(
-                    &path,
-                    "a global handler needs phrases, patterns or an intent",
-                );
+            self.message_matcher(
+                &path,
+                &handler.phrases,
+                &handler.patterns,
+                handler.intent.as_ref(),
+            );
+            if let Some(message) = &handler.resume_message {
+                self.template(format!("{path}.resume_message"), message);
             }
-            for (i, pattern) in handler.patterns.iter().enumerate() {
-                self.regex(format!("{path}.patterns[{i}]"), pattern);
-            }
-            if let Some(intent) = &handler.intent
-                && !self.definition.intents.contains_key(intent)
-            {
-                self.out.report.error(
-                    format!("{path}.intent"),
-                    format!("intent \"{intent}\" is not defined in `intents`"),
-                );
+            if handler.interrupts {
+                match &handler.target_state {
+                    None => self.out.report.error(
+                        format!("{path}.interrupts"),
+                        "a digression needs a target_state to go to",
+                    ),
+                    Some(target) if !resumes_from(self.definition, target) => {
+                        self.out.report.error(
+                            format!("{path}.target_state"),
+                            format!(
+                                "a digression without a way back: no transition with \"resume\": true can be reached from \"{target}\""
+                            ),
+                        )
+                    }
+                    Some(_) => {}
+                }
             }
             if let Some(response) = &handler.response {
                 self.template(format!("{path}.response"), response);
@@ -124,14 +138,67 @@ impl<'a> Compiler<'a> {
             }
             self.actions(&path, "actions", &handler.actions);
         }
+        let d = self.definition;
+        self.unanswered("", &d.no_match, d.no_input.as_ref());
         for (name, state) in &self.definition.states {
             self.check_state(name, state);
+            let path = format!("states.{name}.");
+            self.unanswered(&path, &state.no_match, state.no_input.as_ref());
+            let handled = !state.no_match.is_empty() || state.no_input.is_some();
+            if handled && matches!(state.config, StateConfig::End(_)) {
+                self.out.report.warning(
+                    format!("states.{name}"),
+                    "an end state never waits: its no_match and no_input never run",
+                );
+            }
         }
         self.check_graph();
         if self.out.report.has_errors() {
             return Err(self.out.report);
         }
         Ok(self.out)
+    }
+
+    /// No-match and no-input handlers, under `base` (`""` for the flow's).
+    fn unanswered(&mut self, base: &str, no_match: &[EventHandler], no_input: Option<&NoInput>) {
+        let mut handlers = vec![(format!("{base}no_match"), no_match)];
+        if let Some(no_input) = no_input {
+            let path = format!("{base}no_input");
+            if !(1_000..=86_400_000).contains(&no_input.timeout_ms) {
+                self.out.report.error(
+                    format!("{path}.timeout_ms"),
+                    "must be between 1000 and 86400000",
+                );
+            }
+            if no_input.handlers.is_empty() {
+                self.out
+                    .report
+                    .error(format!("{path}.handlers"), "needs at least one handler");
+            }
+            handlers.push((format!("{path}.handlers"), &no_input.handlers));
+        }
+        for (path, list) in handlers {
+            if list.len() > MAX_HANDLERS {
+                self.out.report.error(
+                    &path,
+                    format!("at most {MAX_HANDLERS} handlers (one per occurrence in a row)"),
+                );
+            }
+            for (i, handler) in list.iter().enumerate() {
+                let path = format!("{path}[{i}]");
+                if handler.response.is_none() && handler.target_state.is_none() {
+                    self.out
+                        .report
+                        .error(&path, "a handler needs a response or a target_state");
+                }
+                if let Some(response) = &handler.response {
+                    self.template(format!("{path}.response"), response);
+                }
+                if let Some(target) = &handler.target_state {
+                    self.target(format!("{path}.target_state"), target);
+                }
+            }
+        }
     }
 
     fn exists(&self, state: &str) -> bool {
@@ -387,6 +454,65 @@ impl<'a> Compiler<'a> {
         }
         if let Some(fallback) = &c.fallback_state {
             self.target(format!("{config}.fallback_state"), fallback);
+        }
+        if let Some(cancel) = &c.cancel {
+            let p = format!("{config}.cancel");
+            self.message_matcher(&p, &cancel.phrases, &cancel.patterns, cancel.intent.as_ref());
+            if let Some(response) = &cancel.response {
+                self.template(format!("{p}.response"), response);
+            }
+            self.target(format!("{p}.target_state"), &cancel.target_state);
+        }
+        if let Some(corrections) = &c.corrections {
+            let p = format!("{config}.corrections");
+            let d = self.definition;
+            for (i, slot) in corrections.slots.iter().enumerate() {
+                let asked_somewhere = d.states.values().any(|s| match &s.config {
+                    StateConfig::SlotFilling(c) => {
+                        c.required_slots.contains(slot) || c.optional_slots.contains(slot)
+                    }
+                    _ => false,
+                });
+                if !asked_somewhere {
+                    self.out.report.error(
+                        format!("{p}.slots[{i}]"),
+                        format!("no slot-filling state of the flow has a slot \"{slot}\""),
+                    );
+                }
+            }
+            if let Some(response) = &corrections.response {
+                self.template(format!("{p}.response"), response);
+            }
+            if let Some(target) = &corrections.target_state {
+                self.target(format!("{p}.target_state"), target);
+            }
+        }
+    }
+
+    /// What recognises a message (global handlers, a form's cancel): at
+    /// least one of phrases, patterns and an intent, each valid.
+    fn message_matcher(
+        &mut self,
+        path: &str,
+        phrases: &[String],
+        patterns: &[String],
+        intent: Option<&String>,
+    ) {
+        if phrases.is_empty() && patterns.is_empty() && intent.is_none() {
+            self.out
+                .report
+                .error(path, "needs phrases, patterns or an intent");
+        }
+        for (i, pattern) in patterns.iter().enumerate() {
+            self.regex(format!("{path}.patterns[{i}]"), pattern);
+        }
+        if let Some(intent) = intent
+            && !self.definition.intents.contains_key(intent)
+        {
+            self.out.report.error(
+                format!("{path}.intent"),
+                format!("intent \"{intent}\" is not defined in `intents`"),
+            );
         }
     }
 
@@ -674,16 +800,27 @@ impl<'a> Compiler<'a> {
                 .values()
                 .filter_map(|h| h.target_state.as_deref()),
         );
+        stack.extend(handler_targets(&d.no_match, d.no_input.as_ref()));
         while let Some(name) = stack.pop() {
             if !reachable.insert(name) {
                 continue;
             }
-            let Some(state) = d.states.get(name) else {
-                continue;
-            };
-            stack.extend(state.transitions.iter().map(|t| t.target_state.as_str()));
-            if let StateConfig::SlotFilling(c) = &state.config {
-                stack.extend(c.fallback_state.as_deref());
+            if let Some(state) = d.states.get(name) {
+                stack.extend(targets(state));
+            }
+        }
+        let resumed = d.states.values().any(|s| s.transitions.iter().any(|t| t.resume));
+        let digressions = d.global_handlers.values().any(|h| h.interrupts);
+        if resumed && !digressions {
+            for (name, state) in &d.states {
+                for (i, t) in state.transitions.iter().enumerate() {
+                    if t.resume {
+                        self.out.report.warning(
+                            format!("states.{name}.transitions[{i}].resume"),
+                            "no global handler interrupts (\"interrupts\": true): there is never anything to resume",
+                        );
+                    }
+                }
             }
         }
         for name in d.states.keys() {
@@ -722,6 +859,56 @@ impl<'a> Compiler<'a> {
             }
         }
     }
+}
+
+/// The states `state` can lead to: transitions, its form's fallback,
+/// cancel and corrections, and its no-match and no-input handlers.
+fn targets(state: &State) -> impl Iterator<Item = &str> {
+    let form = match &state.config {
+        StateConfig::SlotFilling(c) => [
+            c.fallback_state.as_deref(),
+            c.cancel.as_ref().map(|c| c.target_state.as_str()),
+            c.corrections
+                .as_ref()
+                .and_then(|c| c.target_state.as_deref()),
+        ],
+        _ => [None; 3],
+    };
+    state
+        .transitions
+        .iter()
+        .map(|t| t.target_state.as_str())
+        .chain(form.into_iter().flatten())
+        .chain(handler_targets(&state.no_match, state.no_input.as_ref()))
+}
+
+fn handler_targets<'a>(
+    no_match: &'a [EventHandler],
+    no_input: Option<&'a NoInput>,
+) -> impl Iterator<Item = &'a str> {
+    no_match
+        .iter()
+        .chain(no_input.into_iter().flat_map(|n| &n.handlers))
+        .filter_map(|h| h.target_state.as_deref())
+}
+
+/// Whether a transition with `resume` can be reached from `start`.
+fn resumes_from(d: &FlowDefinition, start: &str) -> bool {
+    let mut seen = HashSet::new();
+    let mut stack = vec![start];
+    while let Some(name) = stack.pop() {
+        if !seen.insert(name) {
+            continue;
+        }
+        let Some(state) = d.states.get(name) else {
+            continue;
+        };
+        if state.transitions.iter().any(|t| t.resume) {
+            return true;
+        }
+        stack.extend(targets(state));
+    }
+    false
 }
 
 /// Whether two transitions can never both match, so their order is moot.

@@ -1,7 +1,7 @@
 //! Starting a conversation on a flow, starting it over, and moving it to
 //! another flow: the parts of [`Conversation`] that read a [`Flow`].
 
-use crate::context::{Conversation, ConversationStatus};
+use crate::context::{Conversation, ConversationStatus, Unanswered};
 use crate::model::Object;
 
 use super::validated::Flow;
@@ -34,6 +34,11 @@ impl Conversation {
             error_count: 0,
             turn: 0,
             state_entered_at_ms: now_ms,
+            unanswered: Unanswered {
+                quiet_since_ms: now_ms,
+                ..Unanswered::default()
+            },
+            interrupted: Vec::new(),
             slot_filling: None,
             state_outcome: None,
             ab_variant: None,
@@ -55,6 +60,7 @@ impl Conversation {
         self.integration_results.clear();
         self.slot_filling = None;
         self.state_outcome = None;
+        self.interrupted.clear();
     }
 
     /// Moves the conversation to another flow (a `trigger_flow` action):
@@ -91,6 +97,10 @@ impl Conversation {
         self.slot_filling = None;
         self.state_outcome = None;
         self.state_entered_at_ms = now_ms;
+        self.unanswered = Unanswered {
+            quiet_since_ms: now_ms,
+            ..Unanswered::default()
+        };
         Ok(())
     }
 }

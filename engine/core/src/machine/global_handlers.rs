@@ -1,44 +1,71 @@
 //! Global handlers: phrases, patterns or intents that take over from any
 //! state (help, restart, ...), and saying again what the state asked.
 
-use crate::context::Conversation;
+use crate::context::{Conversation, Interruption};
+use crate::flow::Flow;
 use crate::model::{IntentConfig, StateConfig};
 use crate::ports::{Clock, PluginRuntime};
 
 use super::slot_filling::missing_slot;
-use super::step_result::ActionRecord;
 use super::turn::Turn;
+
+/// Digressions within digressions a conversation remembers the way back
+/// from; past it the oldest is forgotten.
+const MAX_INTERRUPTIONS: usize = 5;
+
+/// Whether `text` is one of `phrases` (ignoring case and punctuation),
+/// matches one of `patterns`, or is `intent` to the built-in matcher with
+/// confidence of at least 0.7.
+pub(super) fn says(
+    flow: &Flow,
+    text: &str,
+    phrases: &[String],
+    patterns: &[String],
+    intent: Option<&String>,
+) -> bool {
+    let normalized = crate::intent::normalize(text);
+    phrases
+        .iter()
+        .any(|p| crate::intent::normalize(p) == normalized)
+        || patterns.iter().any(|p| flow.regexes[p].is_match(text))
+        || intent.is_some_and(|intent| {
+            flow.intents
+                .classify(text, std::slice::from_ref(intent))
+                .intents
+                .first()
+                .is_some_and(|s| s.confidence >= 0.7)
+        })
+}
 
 impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
     /// Runs the first global handler the message triggers; true if one did.
     pub(super) async fn global_handlers(&mut self, c: &mut Conversation) -> bool {
         let flow = self.flow;
         let text = self.event.text.as_str();
-        let normalized = crate::intent::normalize(text);
-        let found = flow.definition().global_handlers.iter().find(|(_, h)| {
-            h.phrases
-                .iter()
-                .any(|p| crate::intent::normalize(p) == normalized)
-                || h.patterns.iter().any(|p| flow.regexes[p].is_match(text))
-                || h.intent.as_ref().is_some_and(|intent| {
-                    flow.intents
-                        .classify(text, std::slice::from_ref(intent))
-                        .first()
-                        .is_some_and(|s| s.confidence >= 0.7)
-                })
-        });
+        let found = flow
+            .definition()
+            .global_handlers
+            .iter()
+            .find(|(_, h)| says(flow, text, &h.phrases, &h.patterns, h.intent.as_ref()));
         let Some((handler_name, handler)) = found else {
             return false;
         };
         let current = c.current_state.clone();
-        self.result.actions.push(ActionRecord {
-            kind: "global_handler".into(),
-            target: handler_name.clone(),
-            state: current.clone(),
-            ok: true,
-            error: None,
-        });
+        self.record(&current, "global_handler", handler_name);
+        if handler.interrupts
+            && let Some(target) = &handler.target_state
+            && *target != current
+        {
+            c.interrupted.push(Interruption {
+                state: current.clone(),
+                resume_message: handler.resume_message.clone(),
+            });
+            if c.interrupted.len() > MAX_INTERRUPTIONS {
+                c.interrupted.remove(0);
+            }
+        }
         if handler.reset {
+            c.interrupted.clear();
             c.slots.clear();
             c.variables = flow.definition().variables.clone();
             c.intent = None;
@@ -60,8 +87,9 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         true
     }
 
-    /// Says again what the current state asks, after a global handler.
-    fn reprompt(&mut self, c: &mut Conversation) {
+    /// Says again what the current state asks, after a global handler or
+    /// a no-match or no-input handler.
+    pub(super) fn reprompt(&mut self, c: &mut Conversation) {
         let flow = self.flow;
         let name = c.current_state.clone();
         let Some(state) = flow.state(&name) else {

@@ -12,6 +12,7 @@ mod step;
 mod step_result;
 mod transitions;
 mod turn;
+mod unanswered;
 mod variables;
 
 pub use step::Machine;

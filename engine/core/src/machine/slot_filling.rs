@@ -4,10 +4,12 @@
 use serde_json::{Value, json};
 
 use crate::context::{Conversation, SlotProgress};
+use crate::flow::Flow;
 use crate::model::SlotFillingConfig;
 use crate::ports::{Clock, PluginRuntime};
 use crate::slots::Rule;
 
+use super::global_handlers::says;
 use super::step_result::{Message, TurnErrorKind};
 use super::turn::{Handled, Turn};
 
@@ -43,6 +45,72 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         }
     }
 
+    /// Fills slots from what the message offers unasked: the channel's and
+    /// the classifier's entities, and values the extractors and rules find
+    /// anywhere in it, for slots other than `asking` (the caller reads its
+    /// answer; the channel's entity for it counts too). A new value for a
+    /// slot already filled — one of the state's, or one its `corrections`
+    /// name — changes it: those slots are returned.
+    pub(super) fn read_slots(
+        &mut self,
+        c: &mut Conversation,
+        name: &str,
+        config: &SlotFillingConfig,
+        asking: Option<&str>,
+    ) -> Vec<String> {
+        let (flow, event) = (self.flow, self.event);
+        let text = event.text.as_str();
+        let channel = event.entities();
+        let classified = self.result.intent.as_ref().map(|i| &i.entities);
+        let others = config.corrections.iter().flat_map(|c| &c.slots);
+        let slots: Vec<&String> = config
+            .required_slots
+            .iter()
+            .chain(&config.optional_slots)
+            .chain(others)
+            .collect();
+        let mut corrected = Vec::new();
+        for slot in slots {
+            let rule = rule_for(flow, name, slot);
+            // A value offered for the slot, if its rule takes it.
+            let accept = |value: &Value| match rule {
+                Some(rule) => rule.accept(value, c).ok(),
+                None => Some(value.clone()),
+            };
+            let from_channel = channel.and_then(|e| e.get(slot.as_str())).and_then(accept);
+            let offered = if asking == Some(slot.as_str()) {
+                from_channel
+            } else {
+                from_channel
+                    .or_else(|| classified.and_then(|e| e.get(slot.as_str())).and_then(accept))
+                    .or_else(|| match config.extractors.get(slot.as_str()) {
+                        Some(pattern) => flow.regexes[pattern].captures(text).and_then(|found| {
+                            let raw = found.get(1).or_else(|| found.get(0))?.as_str();
+                            match rule {
+                                Some(rule) => rule.extract(raw, c).ok(),
+                                None => Some(json!(raw)),
+                            }
+                        }),
+                        None => rule.and_then(|rule| rule.find_unprompted(text)),
+                    })
+            };
+            let Some(value) = offered else {
+                continue;
+            };
+            match c.slots.get(slot.as_str()) {
+                Some(old) if *old == value => {}
+                Some(old) if !old.is_null() => {
+                    c.slots.insert(slot.clone(), value);
+                    corrected.push(slot.clone());
+                }
+                _ => {
+                    c.slots.insert(slot.clone(), value);
+                }
+            }
+        }
+        corrected
+    }
+
     /// Seed 000 handle_slot_filling: extract, validate, store, ask for the next.
     pub(super) fn fill_slots(
         &mut self,
@@ -50,8 +118,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         name: &str,
         config: &SlotFillingConfig,
     ) -> Handled {
-        let flow = self.flow;
-        let event = self.event;
+        let (flow, event) = (self.flow, self.event);
         let text = event.text.as_str();
         let rule = |slot: &str| flow.rules.get(&(name.to_owned(), slot.to_owned()));
         let asking = c
@@ -62,45 +129,37 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             })
             .asking
             .clone();
-        let slots: Vec<&String> = config
-            .required_slots
-            .iter()
-            .chain(&config.optional_slots)
-            .collect();
-
-        // Values the channel already extracted.
-        if let Some(entities) = event.entities() {
-            for slot in &slots {
-                let Some(value) = entities.get(slot.as_str()) else {
-                    continue;
-                };
-                let accepted = match rule(slot) {
-                    Some(rule) => rule.accept(value, c),
-                    None => Ok(value.clone()),
-                };
-                if let Ok(value) = accepted {
-                    c.slots.insert((*slot).clone(), value);
-                }
+        if let Some(cancel) = &config.cancel
+            && says(flow, text, &cancel.phrases, &cancel.patterns, cancel.intent.as_ref())
+        {
+            for slot in config.required_slots.iter().chain(&config.optional_slots) {
+                c.slots.remove(slot);
             }
+            self.record(name, "cancel", &cancel.target_state);
+            if let Some(response) = &cancel.response {
+                self.say(c, name, response, "text");
+            }
+            return Handled::Goto(cancel.target_state.clone());
         }
-        // Values found anywhere in the message, for slots not yet filled.
-        for slot in &slots {
-            if c.slots.contains_key(slot.as_str()) || asking.as_deref() == Some(slot.as_str()) {
-                continue;
+        let corrected = self.read_slots(c, name, config, asking.as_deref());
+        if !corrected.is_empty() {
+            // The message was a correction, not an answer: say so, then
+            // compute again what depends on it, or ask again.
+            for slot in &corrected {
+                self.record(name, "correction", slot);
             }
-            let found = match config.extractors.get(slot.as_str()) {
-                Some(pattern) => flow.regexes[pattern].captures(text).and_then(|captures| {
-                    let raw = captures.get(1).or_else(|| captures.get(0))?.as_str();
-                    match rule(slot) {
-                        Some(rule) => rule.extract(raw, c).ok(),
-                        None => Some(json!(raw)),
-                    }
-                }),
-                None => rule(slot).and_then(|rule| rule.find_unprompted(text)),
-            };
-            if let Some(value) = found {
-                c.slots.insert((*slot).clone(), value);
+            let corrections = config.corrections.clone().unwrap_or_default();
+            if let Some(response) = &corrections.response {
+                self.say(c, name, response, "text");
             }
+            if let Some(target) = corrections.target_state {
+                return Handled::Goto(target);
+            }
+            if let Some(slot) = missing_slot(c, config) {
+                self.ask(c, name, config, &slot, None);
+                return Handled::Stay;
+            }
+            return Handled::Evaluate { failed: false };
         }
         // The answer to the question asked.
         let mut invalid = None;
@@ -171,6 +230,18 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             }
         }
     }
+}
+
+/// The rule for `slot`: the state's own, else that of the first state that
+/// asks for it (a slot corrected here but filled elsewhere).
+fn rule_for<'f>(flow: &'f Flow, state: &str, slot: &str) -> Option<&'f Rule> {
+    let key = |state: &str| (state.to_owned(), slot.to_owned());
+    flow.rules.get(&key(state)).or_else(|| {
+        flow.definition()
+            .states
+            .keys()
+            .find_map(|other| flow.rules.get(&key(other)))
+    })
 }
 
 /// The first required slot without a value.

@@ -4,7 +4,10 @@
 use super::turn::PLUGINS_OWN_LIMIT;
 use serde_json::{Value, json};
 
-use crate::context::{Conversation, ConversationStatus, IntentResult, SlotProgress};
+use crate::context::{
+    Conversation, ConversationStatus, IntentResult, Interruption, SlotProgress, Unanswered,
+};
+use crate::intent::Classification;
 use crate::model::{IntentConfig, Object, ResponseConfig, State, StateConfig};
 use crate::ports::{Clock, PluginRuntime};
 
@@ -12,15 +15,17 @@ use super::integrations::IntegrationCall;
 use super::slot_filling::missing_slot;
 use super::step_result::{Message, TurnErrorKind};
 use super::transitions::Trigger;
-use super::turn::{Handled, Turn};
+use super::turn::{Carry, Handled, Turn};
+use super::unanswered::Miss;
 use super::variables::apply_updates;
 
 /// What a state did when entered.
 enum Arrival {
     /// Hand control back to the user.
     Wait,
-    /// Try the state's transitions now; `failed` if its own logic failed.
-    Evaluate { failed: bool },
+    /// Try the state's transitions now; `failed` if its own logic failed,
+    /// `input` if it was handed the turn's message.
+    Evaluate { failed: bool, input: bool },
     /// The conversation is over.
     End,
 }
@@ -31,6 +36,13 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         let flow = self.flow;
         loop {
             if self.halted {
+                return;
+            }
+            let carried = self.carry.take();
+            if let Some(back) = self.resuming.take()
+                && flow.state(&back.state).is_some()
+            {
+                self.come_back(c, back);
                 return;
             }
             self.steps += 1;
@@ -60,15 +72,22 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             };
             self.move_to(c, &name);
             self.run_actions(c, &name, &state.entry_actions).await;
-            let next = match self.arrive(c, &name, state).await {
+            let next = match self.arrive(c, &name, state, carried).await {
                 Arrival::Wait => return,
                 Arrival::End => {
                     c.status = ConversationStatus::Ended;
                     return;
                 }
-                Arrival::Evaluate { failed } => {
-                    match self.pick(c, &name, state, Trigger::Entry).await {
-                        Some(i) => self.take(c, &name, state, i).await,
+                Arrival::Evaluate { failed, input } => {
+                    let trigger = if input { Trigger::Input } else { Trigger::Entry };
+                    match self.pick(c, &name, state, trigger).await {
+                        Some(i) => {
+                            let target = self.take(c, &name, state, i).await;
+                            if input {
+                                self.carry = self.hand_on(state, &target, false);
+                            }
+                            target
+                        }
                         None => match self.recovery() {
                             Some(recovery) if failed && recovery != name => recovery.to_owned(),
                             _ => return,
@@ -78,6 +97,22 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             };
             name = next;
         }
+    }
+
+    /// Back in a state a digression interrupted: no entry actions, the
+    /// resume message, and the state's question again.
+    fn come_back(&mut self, c: &mut Conversation, back: Interruption) {
+        self.move_to(c, &back.state);
+        if let Some(StateConfig::SlotFilling(_)) = self.flow.state(&back.state).map(|s| &s.config) {
+            c.slot_filling = Some(SlotProgress {
+                asking: None,
+                retries: 0,
+            });
+        }
+        if let Some(message) = &back.resume_message {
+            self.say(c, &back.state, message, "text");
+        }
+        self.reprompt(c);
     }
 
     fn move_to(&mut self, c: &mut Conversation, name: &str) {
@@ -91,6 +126,10 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             c.previous_states.drain(..excess);
         }
         c.state_entered_at_ms = self.clock.now_ms();
+        c.unanswered = Unanswered {
+            quiet_since_ms: c.state_entered_at_ms,
+            ..Unanswered::default()
+        };
         c.slot_filling = None;
         c.state_outcome = None;
         self.result.visited.push(name.to_owned());
@@ -118,21 +157,31 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             _ => Handled::Evaluate { failed: false },
         };
         let target = match handled {
-            Handled::Stay => return,
+            Handled::Stay => {
+                // The state took something from the message.
+                c.unanswered.no_match = 0;
+                return;
+            }
             Handled::Goto(target) => {
                 self.run_actions(c, &name, &state.exit_actions).await;
                 target
             }
             Handled::Evaluate { failed } => {
                 match self.pick(c, &name, state, Trigger::Input).await {
-                    Some(i) => self.take(c, &name, state, i).await,
+                    Some(i) => {
+                        let target = self.take(c, &name, state, i).await;
+                        // Entered this turn, the state has spoken already.
+                        let answered = self.result.visited.contains(&name);
+                        self.carry = self.hand_on(state, &target, answered);
+                        target
+                    }
                     None => match self.recovery() {
                         Some(recovery) if failed && recovery != name => {
                             self.run_actions(c, &name, &state.exit_actions).await;
                             recovery.to_owned()
                         }
                         _ => {
-                            tracing::debug!(state = %name, "no transition matched the message; staying");
+                            self.missed(c, Miss::NoMatch).await;
                             return;
                         }
                     },
@@ -142,11 +191,51 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         self.enter(c, target).await;
     }
 
-    async fn arrive(&mut self, c: &mut Conversation, name: &str, state: &State) -> Arrival {
+    /// Whether `to` is handed the message `from` took: a response that
+    /// does not wait hands it to an intent or slot-filling state, an intent
+    /// state to a slot-filling one. Nothing else passes a message on, so it
+    /// reaches each of these at most once a turn.
+    fn hand_on(&self, from: &State, to: &str, answered: bool) -> Option<Carry> {
+        let to = self.flow.state(to)?;
+        let handed = match (&from.config, &to.config) {
+            (StateConfig::Response(config), StateConfig::Intent(_) | StateConfig::SlotFilling(_)) => {
+                !config.wait_for_input
+            }
+            (StateConfig::Intent(_), StateConfig::SlotFilling(_)) => true,
+            _ => false,
+        };
+        handed.then_some(Carry { answered })
+    }
+
+    async fn arrive(
+        &mut self,
+        c: &mut Conversation,
+        name: &str,
+        state: &State,
+        carried: Option<Carry>,
+    ) -> Arrival {
         match &state.config {
             StateConfig::Response(config) => {
                 self.respond(c, name, config);
-                Arrival::Evaluate { failed: false }
+                Arrival::Evaluate {
+                    failed: false,
+                    input: false,
+                }
+            }
+            StateConfig::Intent(config) if carried.is_some() => {
+                let answered = carried.is_some_and(|carry| carry.answered);
+                self.classify(c, name, config).await;
+                let unclear = c.intent.as_ref().is_some_and(|i| i.low_confidence);
+                if unclear && answered {
+                    // The greeting that took the message asked what the
+                    // user wants; its question stands as the answer.
+                    Arrival::Wait
+                } else {
+                    Arrival::Evaluate {
+                        failed: false,
+                        input: true,
+                    }
+                }
             }
             StateConfig::Intent(config) => {
                 if let Some(prompt) = &config.prompt
@@ -161,8 +250,14 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                     asking: None,
                     retries: 0,
                 });
+                if carried.is_some() {
+                    self.read_slots(c, name, config, None);
+                }
                 match missing_slot(c, config) {
-                    None => Arrival::Evaluate { failed: false },
+                    None => Arrival::Evaluate {
+                        failed: false,
+                        input: carried.is_some(),
+                    },
                     Some(_) if self.input_pending => Arrival::Wait,
                     Some(slot) => {
                         self.ask(c, name, config, &slot, None);
@@ -194,9 +289,15 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                         true
                     }
                 };
-                Arrival::Evaluate { failed }
+                Arrival::Evaluate {
+                    failed,
+                    input: false,
+                }
             }
-            StateConfig::Condition(_) => Arrival::Evaluate { failed: false },
+            StateConfig::Condition(_) => Arrival::Evaluate {
+                failed: false,
+                input: false,
+            },
             StateConfig::Wait(config) => {
                 if let Some(prompt) = &config.prompt
                     && !self.input_pending
@@ -214,8 +315,14 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             StateConfig::Custom { plugin, config } => {
                 match self.custom_state(c, name, plugin, config, false).await {
                     Some(true) => Arrival::Wait,
-                    Some(false) => Arrival::Evaluate { failed: false },
-                    None => Arrival::Evaluate { failed: true },
+                    Some(false) => Arrival::Evaluate {
+                        failed: false,
+                        input: false,
+                    },
+                    None => Arrival::Evaluate {
+                        failed: true,
+                        input: false,
+                    },
                 }
             }
         }
@@ -280,25 +387,33 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
 
     async fn classify(&mut self, c: &mut Conversation, name: &str, config: &IntentConfig) {
         let text = self.event.text.as_str();
-        let scores = match &config.classifier {
+        let found = match &config.classifier {
             None => self.flow.intents.classify(text, &config.intent_patterns),
             Some(plugin) => {
                 self.result.plugin_calls += 1;
                 let args = json!({ "context_aware": config.context_aware });
                 let call = self.call(c, plugin, &args, Some(self.event), PLUGINS_OWN_LIMIT);
                 match self.plugins.classify_intent(call).await {
-                    Ok(mut scores) => {
-                        scores.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-                        scores
+                    Ok(mut found) => {
+                        found
+                            .intents
+                            .sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+                        found
                     }
                     Err(e) => {
                         self.error(TurnErrorKind::Plugin, name, e.to_string());
-                        Vec::new()
+                        Classification::default()
                     }
                 }
             }
         };
-        let best = scores.first();
+        let entities = found
+            .entities
+            .into_iter()
+            .filter(|e| e.confidence >= config.confidence_threshold)
+            .map(|e| (e.name, e.value))
+            .collect();
+        let best = found.intents.first();
         let confidence = best.map_or(0.0, |s| s.confidence);
         let confident = best.is_some() && confidence >= config.confidence_threshold;
         let intent = IntentResult {
@@ -310,6 +425,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             top: best.map(|s| s.intent.clone()),
             confidence,
             low_confidence: !confident,
+            entities,
         };
         if let Some(name) = &intent.name {
             c.intent_history.push(name.clone());

@@ -11,6 +11,7 @@ use crate::ports::{Clock, PluginRuntime};
 use super::step_result::{StepResult, TurnErrorKind};
 use super::transitions::next_deadline;
 use super::turn::Turn;
+use super::unanswered::Miss;
 
 /// Runs flows, calling plugins through `R` and reading time from `C`.
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ impl<R: PluginRuntime, C: Clock> Machine<R, C> {
             flow,
             event,
             input_pending: event.kind == EventKind::Message,
+            carry: None,
+            resuming: None,
             steps: 0,
             halted: false,
             result: StepResult::default(),
@@ -116,12 +119,22 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                 .unwrap_or(&self.flow.definition().initial_state);
             self.enter(c, to.to_owned()).await;
         }
-        // An expired deadline happened before this event, so it goes first.
-        if c.status == ConversationStatus::Active && !self.halted && self.due_timeout(c).is_some() {
-            self.fire_timeout(c).await;
+        // An expired deadline happened before this event, so it goes first:
+        // a timeout transition, else the silence of a no-input handler.
+        if c.status == ConversationStatus::Active && !self.halted {
+            if self.due_timeout(c).is_some() {
+                self.fire_timeout(c).await;
+            } else if self
+                .no_input_due_at(c)
+                .is_some_and(|at| at <= self.clock.now_ms())
+            {
+                self.missed(c, Miss::NoInput).await;
+            }
         }
         if self.input_pending && !self.halted && c.status == ConversationStatus::Active {
             self.input_pending = false;
+            c.unanswered.no_input = 0;
+            c.unanswered.quiet_since_ms = self.clock.now_ms();
             if !self.global_handlers(c).await {
                 self.handle_input(c).await;
             }

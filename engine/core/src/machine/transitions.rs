@@ -13,6 +13,7 @@ use crate::ports::{Clock, PluginRuntime};
 use super::slot_filling::missing_slot;
 use super::step_result::TurnErrorKind;
 use super::turn::Turn;
+use super::unanswered::no_input_deadline;
 
 /// Why transitions are being tried.
 #[derive(Clone, Copy, PartialEq)]
@@ -126,6 +127,13 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         let transition = &state.transitions[i];
         self.run_actions(c, name, &state.exit_actions).await;
         self.run_actions(c, name, &transition.actions).await;
+        if transition.resume
+            && let Some(back) = c.interrupted.pop()
+        {
+            let state = back.state.clone();
+            self.resuming = Some(back);
+            return state;
+        }
         transition.target_state.clone()
     }
 
@@ -171,8 +179,8 @@ fn timeout_ms(state: &State, t: &Transition) -> Option<u64> {
 }
 
 /// When the conversation's current state's earliest `timeout` transition
-/// is due (Unix ms); `None` if it has none, or the conversation is not
-/// waiting in a state.
+/// or next no-input handler is due (Unix ms); `None` if it has neither, or
+/// the conversation is not waiting in a state.
 pub fn next_deadline(flow: &Flow, c: &Conversation) -> Option<i64> {
     if c.status != ConversationStatus::Active {
         return None;
@@ -183,5 +191,6 @@ pub fn next_deadline(flow: &Flow, c: &Conversation) -> Option<i64> {
         .iter()
         .filter_map(|t| timeout_ms(state, t))
         .map(|ms| c.state_entered_at_ms.saturating_add(ms as i64))
+        .chain(no_input_deadline(flow.definition(), state, c))
         .min()
 }

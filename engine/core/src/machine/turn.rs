@@ -5,16 +5,25 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::context::{Conversation, Event};
+use crate::context::{Conversation, Event, Interruption};
 use crate::flow::Flow;
 use crate::ports::{Clock, PluginCall, PluginRuntime};
 
-use super::step_result::{Message, StepResult, TurnError, TurnErrorKind};
+use super::step_result::{ActionRecord, Message, StepResult, TurnError, TurnErrorKind};
 
 /// The timeout of a call the flow sets none for (conditions, actions, state
 /// types, intents): the tenant's limit for the plugin's world decides, and
 /// the turn's own deadline bounds the whole.
 pub(super) const PLUGINS_OWN_LIMIT: u64 = u64::MAX;
+
+/// The turn's message, handed on from the state that took it to the state
+/// its transition entered, which reads it as if it had been waiting there.
+#[derive(Clone, Copy)]
+pub(super) struct Carry {
+    /// A state of this turn already answered the message (a greeting
+    /// spoke): a target that cannot make sense of it stays quiet.
+    pub(super) answered: bool,
+}
 
 /// What a state did with a message.
 pub(super) enum Handled {
@@ -35,6 +44,11 @@ pub(super) struct Turn<'a, R, C> {
     /// The message has not been handed to a state yet. States entered
     /// before it is hold their prompts: the message may answer them.
     pub(super) input_pending: bool,
+    /// The message goes on to the state being entered.
+    pub(super) carry: Option<Carry>,
+    /// The state being entered is one a digression interrupted: the
+    /// conversation goes back to its question instead.
+    pub(super) resuming: Option<Interruption>,
     pub(super) steps: u32,
     /// The loop guard tripped: nothing more happens this turn.
     pub(super) halted: bool,
@@ -77,6 +91,17 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
             state: state.to_owned(),
             delay_ms: None,
             typing_indicator: true,
+        });
+    }
+
+    /// Lists something the turn did in `state` among its actions.
+    pub(super) fn record(&mut self, state: &str, kind: &str, target: &str) {
+        self.result.actions.push(ActionRecord {
+            kind: kind.to_owned(),
+            target: target.to_owned(),
+            state: state.to_owned(),
+            ok: true,
+            error: None,
         });
     }
 

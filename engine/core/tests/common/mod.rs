@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::time::Duration;
 
 use mcp_flow::{
-    ActionOutput, Clock, Conversation, Event, Flow, IntentScore, Machine, PluginCall, PluginError,
+    ActionOutput, Classification, Clock, Conversation, Entity, Event, Flow, IntentScore, Machine,
+    PluginCall, PluginError,
     PluginRuntime, StateOutput, StepResult,
 };
 use serde_json::{Value, json};
@@ -169,7 +170,9 @@ impl PluginRuntime for &FakePlugins {
         }
     }
 
-    async fn classify_intent(&self, call: PluginCall<'_>) -> Result<Vec<IntentScore>, PluginError> {
+    /// Refunds and complaints; "order <number>" is an entity, and so, with
+    /// too little confidence to count, is any "£<amount>".
+    async fn classify_intent(&self, call: PluginCall<'_>) -> Result<Classification, PluginError> {
         self.record("intent", &call);
         let text = call
             .event
@@ -179,13 +182,32 @@ impl PluginRuntime for &FakePlugins {
             intent: intent.into(),
             confidence,
         };
-        Ok(if text.contains("refund") {
+        let intents = if text.contains("refund") {
             vec![score("refund", 0.93), score("complaint", 0.4)]
         } else if text.contains("angry") {
             vec![score("complaint", 0.55)]
         } else {
             vec![]
-        })
+        };
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut entities = Vec::new();
+        for pair in words.windows(2) {
+            if pair[0] == "order" && pair[1].parse::<u32>().is_ok() {
+                entities.push(Entity {
+                    name: "order_number".into(),
+                    value: json!(pair[1]),
+                    confidence: 0.9,
+                });
+            }
+        }
+        if let Some(amount) = words.iter().find_map(|w| w.strip_prefix('£')) {
+            entities.push(Entity {
+                name: "amount".into(),
+                value: json!(amount),
+                confidence: 0.2,
+            });
+        }
+        Ok(Classification { intents, entities })
     }
 }
 
