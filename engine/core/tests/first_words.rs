@@ -15,7 +15,7 @@ fn shop() -> Value {
         "version": "1.0.0",
         "initial_state": "welcome",
         "intents": {
-            "order": { "patterns": ["\\b(order|pizza)\\b"] },
+            "order": { "patterns": ["\\bpizzas?\\b"] },
             "track": { "patterns": ["\\b(track|where)\\b"] }
         },
         "states": {
