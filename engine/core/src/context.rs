@@ -56,6 +56,9 @@ pub struct Conversation {
     /// No-match and no-input counters of the current state.
     #[serde(default)]
     pub unanswered: Unanswered,
+    /// Handed to a person: automation is off until resumed or reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
     /// States a digression interrupted, the latest last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interrupted: Vec<Interruption>,
@@ -87,6 +90,15 @@ pub struct Unanswered {
     /// Since when the user has said nothing: the state's entry, their
     /// latest message or the latest no-input handler (Unix milliseconds).
     pub quiet_since_ms: i64,
+}
+
+/// Why and since when a person has the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub reason: String,
+    /// The state that handed it over.
+    pub state: String,
+    pub since_ms: i64,
 }
 
 /// A state a digression interrupted, to come back to.
@@ -143,6 +155,20 @@ pub struct Event {
     pub data: Object,
     #[serde(default)]
     pub timestamp_ms: i64,
+    /// What the caller asks of the engine for this message.
+    #[serde(default)]
+    pub hints: Hints,
+}
+
+/// Seed 004's ProcessingHints that reach the machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Hints {
+    /// Hand the conversation to a person without running the flow.
+    #[serde(default)]
+    pub bypass_automation: bool,
+    /// The response template to prefer (a key of `response_templates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_response_type: Option<String>,
 }
 
 impl Event {
@@ -153,6 +179,7 @@ impl Event {
             text: text.into(),
             data: Object::new(),
             timestamp_ms: 0,
+            hints: Hints::default(),
         }
     }
 
@@ -163,7 +190,18 @@ impl Event {
             text: String::new(),
             data: Object::new(),
             timestamp_ms: 0,
+            hints: Hints::default(),
         }
+    }
+
+    pub fn with_hints(mut self, hints: Hints) -> Event {
+        self.hints = hints;
+        self
+    }
+
+    /// The payload of a quick reply or button the user tapped, if any.
+    pub fn payload(&self) -> Option<&str> {
+        self.data.get("payload").and_then(Value::as_str)
     }
 
     /// Adds a field to `data`.

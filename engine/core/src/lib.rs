@@ -43,7 +43,7 @@ mod clock;
 
 pub use clock::SystemClock;
 pub use context::{
-    Conversation, ConversationStatus, Event, EventKind, IntentResult, Unanswered,
+    Conversation, ConversationStatus, Event, EventKind, Handoff, Hints, IntentResult, Unanswered,
 };
 pub use experiment::{ExperimentConfig, Variant};
 pub use flow::{
@@ -52,7 +52,7 @@ pub use flow::{
 pub use intent::{Classification, Entity, IntentScore};
 pub use machine::{ActionRecord, Machine, Message, StepResult, TurnError, TurnErrorKind};
 pub use manifest::{Manifest, RateLimit, StateTypeManifest, ToolAnnotations, ToolManifest};
-pub use model::FlowDefinition;
+pub use model::{Button, ButtonKind, Card, FlowDefinition, Location, Media, QuickReply, Rich};
 pub use policy::{LimitOverrides, PolicySettings, RemoteMcpServer};
 pub use ports::{
     ActionOutput, Clock, NoPlugins, PluginCall, PluginError, PluginRuntime, PluginWorld,

@@ -420,6 +420,9 @@ pub struct ResponseConfig {
     /// request it came with.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wait_for_input: bool,
+    /// Quick replies, buttons, cards, media or a location sent with the text.
+    #[serde(default, skip_serializing_if = "Rich::is_empty")]
+    pub rich: Rich,
 }
 
 /// Classifies the user's message into an intent.
@@ -444,7 +447,7 @@ pub struct IntentConfig {
     pub classifier: Option<String>,
     /// Extension: template sent when the state is entered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt: Option<String>,
+    pub prompt: Option<Prompt>,
 }
 
 /// Collects named values (slots) from the user, prompting for each.
@@ -458,7 +461,7 @@ pub struct SlotFillingConfig {
     #[serde(default)]
     pub validation_rules: IndexMap<String, String>,
     /// Prompt template per required slot.
-    pub prompts: IndexMap<String, String>,
+    pub prompts: IndexMap<String, Prompt>,
     /// Template sent after an invalid answer, per slot.
     #[serde(default)]
     pub retry_prompts: IndexMap<String, String>,
@@ -584,7 +587,7 @@ pub struct ErrorHandling {
 pub struct WaitConfig {
     /// Template sent when the state is entered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt: Option<String>,
+    pub prompt: Option<Prompt>,
     /// Deadline for `timeout` transitions that name none themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 86400000))]
@@ -598,6 +601,215 @@ pub struct EndConfig {
     /// Template sent when the conversation ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Extension: the conversation is handed to a person, for this reason;
+    /// automation stays off until it is resumed or reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
+}
+
+/// Rich content of a message, beside its text (seed 004 MessageContent).
+/// Every string is a template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rich {
+    /// Suggested answers; a tap sends the title as text and the payload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 13))]
+    pub quick_replies: Vec<QuickReply>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub buttons: Vec<Button>,
+    /// A carousel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub cards: Vec<Card>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<Media>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+}
+
+impl Rich {
+    pub fn is_empty(&self) -> bool {
+        *self == Rich::default()
+    }
+
+    /// The same content with every string passed through `render` (the
+    /// templates), stopping at the first that fails.
+    pub fn render(
+        &self,
+        mut render: impl FnMut(&str) -> Result<String, String>,
+    ) -> Result<Rich, String> {
+        let mut out = self.clone();
+        out.visit(&mut |s: &mut String| {
+            *s = render(s)?;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Every string of the content (each a template), for the validator.
+    pub fn templates(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let _ = self.clone().visit(&mut |s: &mut String| {
+            found.push(std::mem::take(s));
+            Ok(())
+        });
+        found
+    }
+
+    /// Calls `f` on every string, in order.
+    fn visit(
+        &mut self,
+        f: &mut dyn FnMut(&mut String) -> Result<(), String>,
+    ) -> Result<(), String> {
+        fn button(b: &mut Button, f: &mut dyn FnMut(&mut String) -> Result<(), String>) -> Result<(), String> {
+            f(&mut b.title)?;
+            for s in [&mut b.payload, &mut b.url, &mut b.phone].into_iter().flatten() {
+                f(s)?;
+            }
+            Ok(())
+        }
+        for reply in &mut self.quick_replies {
+            f(&mut reply.title)?;
+            if let Some(payload) = &mut reply.payload {
+                f(payload)?;
+            }
+        }
+        for b in &mut self.buttons {
+            button(b, f)?;
+        }
+        for card in &mut self.cards {
+            f(&mut card.title)?;
+            for s in [&mut card.subtitle, &mut card.image_url].into_iter().flatten() {
+                f(s)?;
+            }
+            for b in &mut card.buttons {
+                button(b, f)?;
+            }
+        }
+        if let Some(media) = &mut self.media {
+            f(&mut media.url)?;
+            if let Some(alt) = &mut media.alt_text {
+                f(alt)?;
+            }
+        }
+        if let Some(location) = &mut self.location {
+            for s in [&mut location.name, &mut location.address].into_iter().flatten() {
+                f(s)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuickReply {
+    pub title: String,
+    /// What a tap sends as `payload`; the title when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Button {
+    /// `postback` (sends `payload`), `url` (opens `url`) or `phone` (calls `phone`).
+    #[serde(rename = "type")]
+    pub kind: ButtonKind,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ButtonKind {
+    #[default]
+    Postback,
+    Url,
+    Phone,
+}
+
+impl ButtonKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ButtonKind::Postback => "postback",
+            ButtonKind::Url => "url",
+            ButtonKind::Phone => "phone",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Card {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtitle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub buttons: Vec<Button>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Media {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alt_text: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// What a state asks: a template, or a template with rich content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Rich(RichPrompt),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RichPrompt {
+    pub text: String,
+    #[serde(default)]
+    pub rich: Rich,
+}
+
+impl Prompt {
+    pub fn text(&self) -> &str {
+        match self {
+            Prompt::Text(text) => text,
+            Prompt::Rich(prompt) => &prompt.text,
+        }
+    }
+
+    pub fn rich(&self) -> Option<&Rich> {
+        match self {
+            Prompt::Text(_) => None,
+            Prompt::Rich(prompt) => Some(&prompt.rich),
+        }
+    }
 }
 
 /// A possible move out of a state.
@@ -649,6 +861,13 @@ pub enum TransitionCondition {
     /// Extension: always matches; tried after every other transition.
     #[serde(alias = "fallback")]
     Default,
+    /// Extension: the user tapped a quick reply or button whose payload is
+    /// `condition_value` (any payload without one).
+    Payload,
+    /// Extension: the user shared a location.
+    LocationShared,
+    /// Extension: the user submitted a form.
+    FormSubmitted,
 }
 
 impl TransitionCondition {
@@ -664,6 +883,9 @@ impl TransitionCondition {
             TransitionCondition::LowConfidence => "low_confidence",
             TransitionCondition::Plugin => "plugin",
             TransitionCondition::Default => "default",
+            TransitionCondition::Payload => "payload",
+            TransitionCondition::LocationShared => "location_shared",
+            TransitionCondition::FormSubmitted => "form_submitted",
         }
     }
 
@@ -672,7 +894,11 @@ impl TransitionCondition {
     pub fn needs_event(self) -> bool {
         matches!(
             self,
-            TransitionCondition::AnyInput | TransitionCondition::Timeout
+            TransitionCondition::AnyInput
+                | TransitionCondition::Timeout
+                | TransitionCondition::Payload
+                | TransitionCondition::LocationShared
+                | TransitionCondition::FormSubmitted
         )
     }
 }
@@ -686,6 +912,8 @@ pub enum Action {
         message: String,
         #[serde(default = "defaults::text")]
         response_type: String,
+        #[serde(default, skip_serializing_if = "Rich::is_empty")]
+        rich: Rich,
     },
     /// Set a variable (or `slots.<name>`) to a JSON `value` or the result of a
     /// CEL `expression`; exactly one of the two.

@@ -8,7 +8,8 @@ use regex::{Regex, RegexBuilder};
 use crate::expr::Expr;
 use crate::intent::IntentMatcher;
 use crate::model::{
-    Action, EventHandler, FlowDefinition, NoInput, State, StateConfig, TransitionCondition,
+    Action, ButtonKind, EventHandler, FlowDefinition, NoInput, Prompt, Rich, State, StateConfig,
+    TransitionCondition,
 };
 use crate::ports::PluginWorld;
 use crate::slots::Rule;
@@ -270,6 +271,7 @@ impl<'a> Compiler<'a> {
                     for (key, template) in &c.response_templates {
                         self.template(format!("{config}.response_templates.{key}"), template);
                     }
+                    self.rich(format!("{config}.rich"), &c.rich);
                 }
                 if c.delay_ms.is_some_and(|d| d > 5000) {
                     self.out
@@ -286,7 +288,7 @@ impl<'a> Compiler<'a> {
                     );
                 }
                 if let Some(prompt) = &c.prompt {
-                    self.template(format!("{config}.prompt"), prompt);
+                    self.prompt(format!("{config}.prompt"), prompt);
                 }
                 match &c.classifier {
                     Some(plugin) => self.plugin(
@@ -349,7 +351,7 @@ impl<'a> Compiler<'a> {
             StateConfig::Condition(_) => {}
             StateConfig::Wait(c) => {
                 if let Some(prompt) = &c.prompt {
-                    self.template(format!("{path}.config.prompt"), prompt);
+                    self.prompt(format!("{path}.config.prompt"), prompt);
                 }
                 if let Some(timeout) = c.timeout_ms
                     && !(100..=86_400_000).contains(&timeout)
@@ -403,7 +405,7 @@ impl<'a> Compiler<'a> {
         }
         for slot in &c.required_slots {
             match c.prompts.get(slot) {
-                Some(prompt) => self.template(format!("{config}.prompts.{slot}"), prompt),
+                Some(prompt) => self.prompt(format!("{config}.prompts.{slot}"), prompt),
                 None => self.out.report.error(
                     format!("{config}.prompts"),
                     format!("required slot \"{slot}\" has no prompt"),
@@ -426,16 +428,19 @@ impl<'a> Compiler<'a> {
                 Err(message) => self.out.report.error(rule_path, message),
             }
         }
-        for (field, map) in [("prompts", &c.prompts), ("retry_prompts", &c.retry_prompts)] {
-            for (slot, template) in map {
-                let p = format!("{config}.{field}.{slot}");
-                if !known(slot) {
-                    self.out
-                        .report
-                        .error(&p, format!("\"{slot}\" is not a slot of this state"));
-                } else if field == "retry_prompts" {
-                    self.template(p, template);
-                }
+        let prompted = c.prompts.keys().map(|slot| ("prompts", slot, None));
+        let retried = c
+            .retry_prompts
+            .iter()
+            .map(|(slot, template)| ("retry_prompts", slot, Some(template)));
+        for (field, slot, template) in prompted.chain(retried) {
+            let p = format!("{config}.{field}.{slot}");
+            if !known(slot) {
+                self.out
+                    .report
+                    .error(&p, format!("\"{slot}\" is not a slot of this state"));
+            } else if let Some(template) = template {
+                self.template(p, template);
             }
         }
         for (slot, pattern) in &c.extractors {
@@ -604,7 +609,12 @@ impl<'a> Compiler<'a> {
                     "a `plugin` transition needs the condition plugin's name in `plugin`",
                 ),
             },
-            C::AnyInput | C::LowConfidence | C::Default => {}
+            C::AnyInput
+            | C::LowConfidence
+            | C::Default
+            | C::Payload
+            | C::LocationShared
+            | C::FormSubmitted => {}
         }
         if t.condition != C::Expression && t.expression.is_some() {
             self.out.report.warning(
@@ -622,8 +632,9 @@ impl<'a> Compiler<'a> {
         for (i, action) in actions.iter().enumerate() {
             let path = format!("{base}.{field}[{i}]");
             match action {
-                Action::SendMessage { message, .. } => {
-                    self.template(format!("{path}.message"), message)
+                Action::SendMessage { message, rich, .. } => {
+                    self.template(format!("{path}.message"), message);
+                    self.rich(format!("{path}.rich"), rich);
                 }
                 Action::SetVariable {
                     name,
@@ -733,6 +744,46 @@ impl<'a> Compiler<'a> {
                 .out
                 .report
                 .error(path, format!("expression does not compile: {e}")),
+        }
+    }
+
+    fn prompt(&mut self, path: String, prompt: &Prompt) {
+        self.template(path.clone(), prompt.text());
+        if let Some(rich) = prompt.rich() {
+            self.rich(format!("{path}.rich"), rich);
+        }
+    }
+
+    /// Rich content: its strings are templates; a button has what its
+    /// type needs.
+    fn rich(&mut self, path: String, rich: &Rich) {
+        for source in rich.templates() {
+            self.template(path.clone(), &source);
+        }
+        let buttons = rich
+            .buttons
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("{path}.buttons[{i}]"), b))
+            .chain(rich.cards.iter().enumerate().flat_map(|(i, card)| {
+                let path = &path;
+                card.buttons
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, b)| (format!("{path}.cards[{i}].buttons[{j}]"), b))
+            }));
+        let problems: Vec<(String, String)> = buttons
+            .filter_map(|(p, b)| {
+                let needed = match b.kind {
+                    ButtonKind::Postback => b.payload.is_none().then_some("payload"),
+                    ButtonKind::Url => b.url.is_none().then_some("url"),
+                    ButtonKind::Phone => b.phone.is_none().then_some("phone"),
+                }?;
+                Some((p, format!("a {} button needs `{needed}`", b.kind.as_str())))
+            })
+            .collect();
+        for (p, message) in problems {
+            self.out.report.error(p, message);
         }
     }
 

@@ -1,7 +1,7 @@
 //! Starting a conversation on a flow, starting it over, and moving it to
 //! another flow: the parts of [`Conversation`] that read a [`Flow`].
 
-use crate::context::{Conversation, ConversationStatus, Unanswered};
+use crate::context::{Conversation, ConversationStatus, Handoff, Unanswered};
 use crate::model::Object;
 
 use super::validated::Flow;
@@ -38,6 +38,7 @@ impl Conversation {
                 quiet_since_ms: now_ms,
                 ..Unanswered::default()
             },
+            handoff: None,
             interrupted: Vec::new(),
             slot_filling: None,
             state_outcome: None,
@@ -61,6 +62,13 @@ impl Conversation {
         self.slot_filling = None;
         self.state_outcome = None;
         self.interrupted.clear();
+    }
+
+    /// Automation back on after a handoff: the next message runs the flow
+    /// again, from where the conversation is (the start, if it ended).
+    /// Returns the handoff that was lifted, if there was one.
+    pub fn resume_automation(&mut self) -> Option<Handoff> {
+        self.handoff.take()
     }
 
     /// Moves the conversation to another flow (a `trigger_flow` action):

@@ -49,15 +49,21 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             Action::SendMessage {
                 message,
                 response_type,
+                rich,
             } => {
-                let rendered = self.flow.templates.render(message, c, Some(self.event));
-                let outcome = rendered.map(|text| {
+                let templates = &self.flow.templates;
+                let rendered = templates.render(message, c, Some(self.event)).and_then(|text| {
+                    let rich = rich.render(|s| templates.render(s, c, Some(self.event)))?;
+                    Ok((text, rich))
+                });
+                let outcome = rendered.map(|(text, rich)| {
                     self.result.messages.push(Message {
                         text,
                         response_type: response_type.clone(),
                         state: state.to_owned(),
                         delay_ms: None,
                         typing_indicator: true,
+                        rich,
                     })
                 });
                 ("message".into(), outcome)

@@ -100,10 +100,10 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             StateConfig::Intent(IntentConfig {
                 prompt: Some(prompt),
                 ..
-            }) => self.say(c, &name, prompt, "text"),
+            }) => self.prompt(c, &name, prompt),
             StateConfig::Wait(config) => {
                 if let Some(prompt) = &config.prompt {
-                    self.say(c, &name, prompt, "text");
+                    self.prompt(c, &name, prompt);
                 }
             }
             StateConfig::SlotFilling(config) => {

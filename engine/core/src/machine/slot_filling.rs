@@ -10,7 +10,7 @@ use crate::ports::{Clock, PluginRuntime};
 use crate::slots::Rule;
 
 use super::global_handlers::says;
-use super::step_result::{Message, TurnErrorKind};
+use super::step_result::TurnErrorKind;
 use super::turn::{Handled, Turn};
 
 impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
@@ -30,17 +30,11 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             return;
         };
         match (invalid, config.retry_prompts.get(slot)) {
-            (None, _) => self.say(c, name, prompt, "text"),
+            (None, _) => self.prompt(c, name, prompt),
             (Some(_), Some(retry)) => self.say(c, name, retry, "text"),
             (Some(reason), None) => {
-                self.result.messages.push(Message {
-                    text: format!("Sorry, I need {reason}."),
-                    response_type: "text".into(),
-                    state: name.to_owned(),
-                    delay_ms: None,
-                    typing_indicator: true,
-                });
-                self.say(c, name, prompt, "text");
+                self.push_text(name, format!("Sorry, I need {reason}."));
+                self.prompt(c, name, prompt);
             }
         }
     }

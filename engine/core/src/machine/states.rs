@@ -5,10 +5,11 @@ use super::turn::PLUGINS_OWN_LIMIT;
 use serde_json::{Value, json};
 
 use crate::context::{
-    Conversation, ConversationStatus, IntentResult, Interruption, SlotProgress, Unanswered,
+    Conversation, ConversationStatus, Handoff, IntentResult, Interruption, SlotProgress,
+    Unanswered,
 };
 use crate::intent::Classification;
-use crate::model::{IntentConfig, Object, ResponseConfig, State, StateConfig};
+use crate::model::{IntentConfig, Object, Prompt, ResponseConfig, Rich, State, StateConfig};
 use crate::ports::{Clock, PluginRuntime};
 
 use super::integrations::IntegrationCall;
@@ -241,7 +242,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                 if let Some(prompt) = &config.prompt
                     && !self.input_pending
                 {
-                    self.say(c, name, prompt, "text");
+                    self.prompt(c, name, prompt);
                 }
                 Arrival::Wait
             }
@@ -302,13 +303,20 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                 if let Some(prompt) = &config.prompt
                     && !self.input_pending
                 {
-                    self.say(c, name, prompt, "text");
+                    self.prompt(c, name, prompt);
                 }
                 Arrival::Wait
             }
             StateConfig::End(config) => {
                 if let Some(message) = &config.message {
                     self.say(c, name, message, "text");
+                }
+                if let Some(reason) = &config.handoff {
+                    c.handoff = Some(Handoff {
+                        reason: reason.clone(),
+                        state: name.to_owned(),
+                        since_ms: self.clock.now_ms(),
+                    });
                 }
                 Arrival::End
             }
@@ -331,6 +339,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
     pub(super) fn respond(&mut self, c: &Conversation, name: &str, config: &ResponseConfig) {
         let templates = &config.response_templates;
         let key = [
+            self.event.hints.expected_response_type.as_deref(),
             c.ab_variant.as_deref(),
             self.event.channel(),
             Some("default"),
@@ -344,16 +353,25 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         else {
             return;
         };
-        let text = if config.personalization {
-            match self.flow.templates.render(template, c, Some(self.event)) {
-                Ok(text) => text,
-                Err(e) => {
-                    self.error(TurnErrorKind::Template, name, e);
-                    return;
-                }
-            }
+        let templates = &self.flow.templates;
+        let rendered = if config.personalization {
+            templates
+                .render(template, c, Some(self.event))
+                .and_then(|text| {
+                    let rich = config
+                        .rich
+                        .render(|s| templates.render(s, c, Some(self.event)))?;
+                    Ok((text, rich))
+                })
         } else {
-            template.clone()
+            Ok((template.clone(), config.rich.clone()))
+        };
+        let (text, rich) = match rendered {
+            Ok(rendered) => rendered,
+            Err(e) => {
+                self.error(TurnErrorKind::Template, name, e);
+                return;
+            }
         };
         self.result.messages.push(Message {
             text,
@@ -361,7 +379,34 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             state: name.to_owned(),
             delay_ms: config.delay_ms,
             typing_indicator: config.typing_indicator,
+            rich,
         });
+    }
+
+    /// Sends what a state asks, with its rich content if any.
+    pub(super) fn prompt(&mut self, c: &Conversation, name: &str, prompt: &Prompt) {
+        let Some(rich) = prompt.rich() else {
+            self.say(c, name, prompt.text(), "text");
+            return;
+        };
+        let templates = &self.flow.templates;
+        let rendered = templates
+            .render(prompt.text(), c, Some(self.event))
+            .and_then(|text| {
+                let rich = rich.render(|s| templates.render(s, c, Some(self.event)))?;
+                Ok((text, rich))
+            });
+        match rendered {
+            Ok((text, rich)) => self.result.messages.push(Message {
+                text,
+                response_type: "text".into(),
+                state: name.to_owned(),
+                delay_ms: None,
+                typing_indicator: true,
+                rich,
+            }),
+            Err(e) => self.error(TurnErrorKind::Template, name, e),
+        }
     }
 
     /// Renders a template and sends it; a failure is reported, not sent.
@@ -380,6 +425,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                 state: name.to_owned(),
                 delay_ms: None,
                 typing_indicator: true,
+                rich: Rich::default(),
             }),
             Err(e) => self.error(TurnErrorKind::Template, name, e),
         }

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::context::{Conversation, ConversationStatus, Event, EventKind};
+use crate::context::{Conversation, ConversationStatus, Event, EventKind, Handoff};
 use crate::flow::Flow;
 use crate::model::Object;
 use crate::ports::{Clock, PluginRuntime};
@@ -69,6 +69,7 @@ impl<R: PluginRuntime, C: Clock> Machine<R, C> {
 
         let mut result = turn.result;
         result.state = conversation.current_state.clone();
+        result.handoff = conversation.handoff.clone();
         result.ended = conversation.status == ConversationStatus::Ended;
         result.wake_at_ms = if result.ended {
             None
@@ -89,6 +90,17 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
     /// A whole turn: (re)start, then a deadline that passed, then the message
     /// to a global handler or the current state.
     async fn run(&mut self, c: &mut Conversation) {
+        if self.input_pending && self.event.hints.bypass_automation && c.handoff.is_none() {
+            c.handoff = Some(Handoff {
+                reason: "bypass_automation".into(),
+                state: c.current_state.clone(),
+                since_ms: self.clock.now_ms(),
+            });
+        }
+        if c.handoff.is_some() {
+            // A person has the conversation: the flow does not run.
+            return;
+        }
         if c.status == ConversationStatus::Ended {
             c.restart(self.flow);
         }

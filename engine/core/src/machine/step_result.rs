@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::context::IntentResult;
-use crate::model::Object;
+use crate::context::{Handoff, IntentResult};
+use crate::model::{Object, Rich};
 
 /// A message for the user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +17,9 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
     pub typing_indicator: bool,
+    /// Quick replies, buttons, cards, media or a location, rendered.
+    #[serde(default, skip_serializing_if = "Rich::is_empty")]
+    pub rich: Rich,
 }
 
 /// One action the turn ran, and whether it worked.
@@ -108,6 +111,10 @@ pub struct StepResult {
     pub events: Vec<LoggedEvent>,
     /// The intent classified during this turn, if any.
     pub intent: Option<IntentResult>,
+    /// The conversation is with a person: the flow did not run, or handed
+    /// it over during this turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
     pub plugin_calls: u32,
 }
 
@@ -127,6 +134,7 @@ impl StepResult {
         self.wake_at_ms = later.wake_at_ms;
         self.events.extend(later.events);
         self.intent = later.intent.or(self.intent.take());
+        self.handoff = later.handoff.or(self.handoff.take());
         self.plugin_calls += later.plugin_calls;
     }
 }

@@ -63,6 +63,17 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         let value = t.condition_value.as_deref().filter(|v| !v.is_empty());
         Ok(match t.condition {
             When::AnyInput => trigger == Trigger::Input,
+            When::Payload => {
+                trigger == Trigger::Input
+                    && self
+                        .event
+                        .payload()
+                        .is_some_and(|payload| value.is_none_or(|value| value == payload))
+            }
+            When::LocationShared => {
+                trigger == Trigger::Input && self.event.data.contains_key("location")
+            }
+            When::FormSubmitted => trigger == Trigger::Input && self.event.data.contains_key("form"),
             When::Default => true,
             When::Timeout => {
                 trigger == Trigger::Timeout
@@ -182,7 +193,7 @@ fn timeout_ms(state: &State, t: &Transition) -> Option<u64> {
 /// or next no-input handler is due (Unix ms); `None` if it has neither, or
 /// the conversation is not waiting in a state.
 pub fn next_deadline(flow: &Flow, c: &Conversation) -> Option<i64> {
-    if c.status != ConversationStatus::Active {
+    if c.status != ConversationStatus::Active || c.handoff.is_some() {
         return None;
     }
     let state = flow.state(&c.current_state)?;

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::context::{Conversation, Event, Interruption};
 use crate::flow::Flow;
+use crate::model::Rich;
 use crate::ports::{Clock, PluginCall, PluginRuntime};
 
 use super::step_result::{ActionRecord, Message, StepResult, TurnError, TurnErrorKind};
@@ -91,6 +92,7 @@ impl<'a, R: PluginRuntime, C: Clock> Turn<'a, R, C> {
             state: state.to_owned(),
             delay_ms: None,
             typing_indicator: true,
+            rich: Rich::default(),
         });
     }
 
