@@ -367,6 +367,30 @@ impl Admin for AdminService {
         Ok(Response::new(stopped.into()))
     }
 
+    async fn resume_conversation(
+        &self,
+        request: Request<ResumeConversationRequest>,
+    ) -> Result<Response<ResumeConversationResponse>, Status> {
+        self.authorize(&request, &request.get_ref().tenant_id, Scope::Messages)
+            .await?;
+        let r = request.into_inner();
+        if r.conversation_id.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "conversation_id: must not be empty",
+            ));
+        }
+        let handoff = self
+            .engine
+            .resume_automation(&r.tenant_id, &r.conversation_id)
+            .await
+            .map_err(from_engine)?;
+        Ok(Response::new(ResumeConversationResponse {
+            handoff_reason: handoff.reason,
+            handoff_state: handoff.state,
+            handed_off_at_ms: handoff.since_ms,
+        }))
+    }
+
     async fn get_transcript(
         &self,
         request: Request<GetTranscriptRequest>,

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use mcp_flow::{Conversation, ExperimentConfig, PluginWorld, PolicySettings};
+use mcp_flow::{
+    ButtonKind, Conversation, ExperimentConfig, Message, PluginWorld, PolicySettings, Rich,
+};
 use mcp_registry::UploadPlugin;
 use mcp_store::{
     ApiKey as StoredKey, Experiment as StoredExperiment, FlowStatus,
@@ -25,9 +27,11 @@ use crate::proto::admin::{
     PluginVersion, PublishFlowRequest, RateLimit, Tool, ToolCall, Turn, UploadPluginRequest,
 };
 use crate::proto::common::{self, MessageType, PerformanceMetrics};
+use crate::proto::engine::button::ButtonType;
 use crate::proto::engine::{
-    ConversationState, MessageContent, MetricData, MetricPoint, ProcessMessageRequest,
-    ProcessMessageResponse, StreamEvent,
+    Button, CarouselCard, ConversationState, LocationContent, MediaContent, MessageContent,
+    MetricData, MetricPoint, ProcessMessageRequest, ProcessMessageResponse, QuickReply,
+    StreamEvent,
 };
 
 /// Longest message text accepted, in bytes.
@@ -95,12 +99,61 @@ impl TryFrom<&ProcessMessageRequest> for TurnRequest {
                 }
             }
         }
+        // A tap: the content's payload, else that of the quick reply or
+        // button marked clicked (its title if it has no payload).
+        let clicked = content.and_then(|c| {
+            let replies = c.quick_replies.iter().filter(|q| q.clicked);
+            let replies = replies.map(|q| if q.payload.is_empty() { &q.title } else { &q.payload });
+            let buttons = c.buttons.iter().filter(|b| b.clicked).map(|b| &b.payload);
+            replies.chain(buttons).find(|p| !p.is_empty())
+        });
         if let Some(payload) = content
-            .map(|c| c.payload.as_str())
+            .map(|c| &c.payload)
             .filter(|p| !p.is_empty())
+            .or(clicked)
         {
-            data.insert("payload".into(), Value::from(payload));
+            data.insert("payload".into(), Value::from(payload.as_str()));
         }
+        if let Some(location) = content.and_then(|c| c.location.as_ref()) {
+            let mut shared = serde_json::json!({
+                "latitude": location.latitude,
+                "longitude": location.longitude,
+            });
+            for (field, value) in [
+                ("address", &location.address),
+                ("name", &location.place_name),
+                ("place_id", &location.place_id),
+            ] {
+                if !value.is_empty() {
+                    shared[field] = Value::from(value.as_str());
+                }
+            }
+            data.insert("location".into(), shared);
+        }
+        if let Some(form) = content.and_then(|c| c.form.as_ref()) {
+            let mut fields = form
+                .form_data
+                .as_ref()
+                .map(from_struct)
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            if !form.form_id.is_empty() {
+                fields["form_id"] = Value::from(form.form_id.as_str());
+            }
+            data.insert("form".into(), fields);
+        }
+        let hints = request.processing_hints.clone().unwrap_or_default();
+        if let Some(custom) = hints.custom_hints.as_ref() {
+            data.insert("hints".into(), from_struct(custom));
+        }
+        let priority = match common::Priority::try_from(hints.priority) {
+            Ok(priority) => priority as u8,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "processing_hints.priority: unknown value {}",
+                    hints.priority
+                )));
+            }
+        };
         let channel = common::Channel::try_from(request.channel).unwrap_or_default();
         data.insert(
             "channel".into(),
@@ -118,17 +171,164 @@ impl TryFrom<&ProcessMessageRequest> for TurnRequest {
             text,
             data,
             user_profile,
-            force_flow: request
-                .processing_hints
-                .as_ref()
-                .map(|h| h.force_flow.clone()),
+            force_flow: Some(hints.force_flow.clone()).filter(|f| !f.is_empty()),
+            hints: mcp_flow::Hints {
+                bypass_automation: hints.bypass_automation,
+                expected_response_type: Some(hints.expected_response_type.clone())
+                    .filter(|t| !t.is_empty()),
+            },
+            priority,
+            bypass_cache: hints.bypass_cache,
+            review: hints.require_human_review,
             deadline: None,
         })
     }
 }
 
-/// A finished turn as the seed's response.
-pub fn response(conversation_id: &str, outcome: TurnOutcome) -> ProcessMessageResponse {
+/// One message of a turn in seed 004's MessageContent: its text, type and
+/// rich content; its state, delay and typing indicator in `metadata`.
+pub fn message_content(message: &Message) -> MessageContent {
+    let rich = &message.rich;
+    let mut content = MessageContent {
+        r#type: content_type(&message.response_type, rich) as i32,
+        text: message.text.clone(),
+        ..Default::default()
+    };
+    add_rich(&mut content, rich);
+    let mut metadata = serde_json::json!({
+        "state": message.state,
+        "response_type": message.response_type,
+        "typing_indicator": message.typing_indicator,
+    });
+    if let Some(delay) = message.delay_ms {
+        metadata["delay_ms"] = delay.into();
+    }
+    content.metadata = metadata.as_object().map(to_struct);
+    content
+}
+
+/// The message type a client shows: the richest thing the content has.
+fn content_type(response_type: &str, rich: &Rich) -> MessageType {
+    let media = rich.media.as_ref().and_then(|m| m.mime_type.as_deref());
+    match media.and_then(|mime| mime.split('/').next()) {
+        Some("image") => return MessageType::Image,
+        Some("video") => return MessageType::Video,
+        Some("audio") => return MessageType::Audio,
+        Some(_) => return MessageType::File,
+        None => {}
+    }
+    if rich.media.is_some() {
+        MessageType::Image
+    } else if !rich.cards.is_empty() {
+        MessageType::Carousel
+    } else if !rich.quick_replies.is_empty() || !rich.buttons.is_empty() {
+        MessageType::QuickReply
+    } else if rich.location.is_some() {
+        MessageType::Location
+    } else {
+        MessageType::from_str_name(&format!("MESSAGE_TYPE_{}", response_type.to_uppercase()))
+            .unwrap_or(MessageType::Text)
+    }
+}
+
+fn add_rich(content: &mut MessageContent, rich: &Rich) {
+    content.quick_replies = rich
+        .quick_replies
+        .iter()
+        .map(|q| QuickReply {
+            title: q.title.clone(),
+            payload: q.payload.clone().unwrap_or_else(|| q.title.clone()),
+            content_type: "text".into(),
+            ..Default::default()
+        })
+        .collect();
+    content.buttons = rich.buttons.iter().map(button).collect();
+    content.carousel = rich
+        .cards
+        .iter()
+        .map(|card| CarouselCard {
+            title: card.title.clone(),
+            subtitle: card.subtitle.clone().unwrap_or_default(),
+            image_url: card.image_url.clone().unwrap_or_default(),
+            buttons: card.buttons.iter().map(button).collect(),
+        })
+        .collect();
+    content.media = rich.media.as_ref().map(|media| MediaContent {
+        url: media.url.clone(),
+        mime_type: media.mime_type.clone().unwrap_or_default(),
+        alt_text: media.alt_text.clone().unwrap_or_default(),
+        ..Default::default()
+    });
+    content.location = rich.location.as_ref().map(|l| LocationContent {
+        latitude: l.latitude,
+        longitude: l.longitude,
+        place_name: l.name.clone().unwrap_or_default(),
+        address: l.address.clone().unwrap_or_default(),
+        ..Default::default()
+    });
+}
+
+/// A button; a phone button's number travels in `payload`, as channels
+/// (Messenger's `phone_number`) expect.
+fn button(b: &mcp_flow::Button) -> Button {
+    let (kind, payload) = match b.kind {
+        ButtonKind::Postback => (ButtonType::Postback, b.payload.clone()),
+        ButtonKind::Url => (ButtonType::Url, b.payload.clone()),
+        ButtonKind::Phone => (ButtonType::Phone, b.phone.clone()),
+    };
+    Button {
+        r#type: kind as i32,
+        title: b.title.clone(),
+        payload: payload.unwrap_or_default(),
+        url: b.url.clone().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// What a turn's response says beyond the seed's fields, in
+/// `metadata.custom_metadata`: the handoff, a review request, and hints
+/// that had no effect. `None` when there is nothing to say.
+pub fn turn_notes(
+    handoff: Option<&mcp_flow::Handoff>,
+    review_required: bool,
+    hints_ignored: &[String],
+) -> Option<common::Metadata> {
+    let mut notes = serde_json::Map::new();
+    if let Some(handoff) = handoff {
+        notes.insert("handoff".into(), handoff_json(handoff));
+    }
+    if review_required {
+        notes.insert("review_required".into(), true.into());
+    }
+    if !hints_ignored.is_empty() {
+        notes.insert("hints_ignored".into(), hints_ignored.into());
+    }
+    (!notes.is_empty()).then(|| common::Metadata {
+        custom_metadata: Some(to_struct(&notes)),
+        timestamp: Some(timestamp(now_ms())),
+        ..Default::default()
+    })
+}
+
+fn handoff_json(handoff: &mcp_flow::Handoff) -> Value {
+    serde_json::json!({
+        "reason": handoff.reason,
+        "state": handoff.state,
+        "since": chrono::DateTime::from_timestamp_millis(handoff.since_ms)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+    })
+}
+
+/// A finished turn as the seed's response. `text` joins the turn's
+/// messages for simple clients; the rich content is the last message's
+/// that has any; `metadata.messages` lists every message on its own.
+pub fn response(
+    conversation_id: &str,
+    outcome: TurnOutcome,
+    review_required: bool,
+    hints_ignored: &[String],
+) -> ProcessMessageResponse {
     let fuel_used = outcome.fuel_used();
     let TurnOutcome {
         step,
@@ -167,11 +367,7 @@ pub fn response(conversation_id: &str, outcome: TurnOutcome) -> ProcessMessageRe
         }),
         conversation_id: conversation_id.to_owned(),
         current_state: step.state.clone(),
-        response: Some(MessageContent {
-            r#type: MessageType::Text as i32,
-            text,
-            ..Default::default()
-        }),
+        response: Some(joined_content(&step.messages, text)),
         context_updates: Some(to_struct(&step.updates)),
         actions_performed: step.actions.iter().map(|a| a.label()).collect(),
         conversation_state: Some(ConversationState::from(&conversation)),
@@ -183,8 +379,32 @@ pub fn response(conversation_id: &str, outcome: TurnOutcome) -> ProcessMessageRe
             ..Default::default()
         }),
         ab_variant: conversation.ab_variant.clone().unwrap_or_default(),
-        metadata: None,
+        metadata: turn_notes(step.handoff.as_ref(), review_required, hints_ignored),
     }
+}
+
+/// The response's one MessageContent: the joined `text`, the rich content
+/// of the last message that has any, and every message in
+/// `metadata.messages`.
+fn joined_content(messages: &[Message], text: String) -> MessageContent {
+    let last_rich = messages.iter().rev().find(|m| !m.rich.is_empty());
+    let rich = last_rich.map(|m| m.rich.clone()).unwrap_or_default();
+    let response_type = messages.first().map_or("text", |m| m.response_type.as_str());
+    let mut content = MessageContent {
+        r#type: content_type(response_type, &rich) as i32,
+        text,
+        ..Default::default()
+    };
+    add_rich(&mut content, &rich);
+    let listed: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+        .collect();
+    if !listed.is_empty() {
+        let metadata = serde_json::json!({ "messages": listed });
+        content.metadata = metadata.as_object().map(to_struct);
+    }
+    content
 }
 
 impl From<&Conversation> for ConversationState {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use mcp_flow::machine::{FlowTrigger, next_deadline};
 use mcp_flow::{
-    ContextError, ContextStore, Conversation, ConversationKey, Event, EventKind, Lease, Machine,
-    StepResult, TurnError, TurnErrorKind, Write,
+    ContextError, ContextStore, Conversation, ConversationKey, Event, EventKind, Handoff, Hints,
+    Lease, Machine, StepResult, TurnError, TurnErrorKind, Write,
 };
 use mcp_registry::{PluginRegistry, RegistryError};
 use mcp_store::{
@@ -27,6 +27,7 @@ use mcp_wasm::{CallRecord, record_calls};
 use serde_json::{Value, json};
 
 use crate::clock::TokioClock;
+use crate::gate::{GatePermit, PriorityGate};
 use crate::metrics::{DataPathFigures, Metrics};
 
 /// Why a turn or a query failed; the gRPC layer maps each to a status code.
@@ -39,6 +40,9 @@ pub enum EngineError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// The conversation is not in the state the call needs.
+    #[error("{0}")]
+    Precondition(String),
     #[error(transparent)]
     Context(#[from] ContextError),
     #[error(transparent)]
@@ -64,6 +68,17 @@ pub struct TurnRequest {
     pub user_profile: serde_json::Map<String, Value>,
     /// `processing_hints.force_flow`: `flow_id` or `flow_id@version`.
     pub force_flow: Option<String>,
+    /// `processing_hints` the machine reads: bypass_automation,
+    /// expected_response_type.
+    pub hints: Hints,
+    /// `processing_hints.priority`, 0 (none) to 5 (critical): the order in
+    /// which turns waiting for an execution slot get one.
+    pub priority: u8,
+    /// `processing_hints.bypass_cache`: the tenant's flows are read again.
+    pub bypass_cache: bool,
+    /// `processing_hints.require_human_review`: the reply is marked for a
+    /// person to review, in the response, transcript and analytics.
+    pub review: bool,
     /// The client's deadline (`grpc-timeout`): the turn answers before it,
     /// with DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED if it must.
     pub deadline: Option<Instant>,
@@ -156,7 +171,7 @@ pub struct Engine {
     machine: Machine<FlowRuntime, TokioClock>,
     tools: Arc<Tools>,
     settings: EngineSettings,
-    permits: tokio::sync::Semaphore,
+    permits: PriorityGate,
     /// Each tenant's share of the permits (TENANT_MAX_PARALLEL), by tenant.
     tenant_permits: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
@@ -180,7 +195,7 @@ impl Engine {
             contexts: data.contexts,
             machine,
             tools,
-            permits: tokio::sync::Semaphore::new(settings.max_parallel.max(1)),
+            permits: PriorityGate::new(settings.max_parallel.max(1)),
             tenant_permits: Mutex::new(HashMap::new()),
             settings,
         }
@@ -364,15 +379,16 @@ impl Engine {
     /// One of MAX_PARALLEL_EXECUTIONS, waiting at most until `deadline`.
     /// Taken once the conversation is locked: a turn waiting for its
     /// conversation holds nothing another tenant could use.
+    /// Waiting turns are served by `priority`, highest first.
     async fn permit(
         &self,
         deadline: Instant,
-    ) -> Result<tokio::sync::SemaphorePermit<'_>, EngineError> {
+        priority: u8,
+    ) -> Result<GatePermit<'_>, EngineError> {
         let wait = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout_at(deadline.into(), self.permits.acquire())
+        tokio::time::timeout_at(deadline.into(), self.permits.acquire(priority))
             .await
             .map_err(|_| EngineError::Busy(wait))
-            .map(|permit| permit.expect("the semaphore is never closed"))
     }
 
     async fn process_uncounted(&self, request: TurnRequest) -> Result<TurnOutcome, EngineError> {
@@ -397,7 +413,10 @@ impl Engine {
                 &lease,
                 deadline,
                 Box::pin(async {
-                    let _permit = self.permit(deadline).await?;
+                    let _permit = self.permit(deadline, request.priority).await?;
+                    if request.bypass_cache {
+                        self.store.refresh_flows(&request.tenant_id);
+                    }
                     self.plugins.load_plugins(&request.tenant_id).await?;
                     let (flow, mut conversation) = match loaded.conversation.clone() {
                         Some(conversation) => {
@@ -420,11 +439,17 @@ impl Engine {
                             ),
                         });
                     }
-                    let mut event = Event::message(&request.text);
+                    let mut event = Event::message(&request.text).with_hints(request.hints.clone());
                     for (name, value) in &request.data {
                         event = event.with_data(name, value.clone());
                     }
-                    let input = json!({ "text": request.text, "data": request.data });
+                    let mut input = json!({ "text": request.text, "data": request.data });
+                    if request.review {
+                        input["review_required"] = json!(true);
+                    }
+                    if request.hints.bypass_automation {
+                        input["bypass_automation"] = json!(true);
+                    }
                     Ok(self.step(flow, conversation, &event, input).await)
                 }),
             )
@@ -664,6 +689,8 @@ impl Engine {
             "errors": step.errors.len(),
             "ab_variant": conversation.ab_variant,
             "events": step.events,
+            "handoff": step.handoff,
+            "review_required": input.get("review_required").is_some(),
             "received_at_ms": received_at_ms,
             "duration_us": record.duration_us,
         });
@@ -763,7 +790,7 @@ impl Engine {
             };
             let stepped = self
                 .hold(&lease, deadline, Box::pin(async {
-                    let _permit = self.permit(deadline).await?;
+                    let _permit = self.permit(deadline, 0).await?;
                     self.plugins.load_plugins(&key.tenant_id).await?;
                     let flow = self.pinned_flow(&conversation).await?;
                     match next_deadline(&flow.flow, &conversation) {
@@ -1035,6 +1062,63 @@ impl Engine {
         };
         self.keep(reservation, write, deadline).await?;
         Ok(previous)
+    }
+
+    /// Turns automation back on for a conversation handed to a person;
+    /// returns the handoff lifted. Detached like a turn, so it always
+    /// unlocks.
+    pub async fn resume_automation(
+        self: &Arc<Self>,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> Result<Handoff, EngineError> {
+        let (engine, key) = (
+            self.clone(),
+            ConversationKey::new(tenant_id, conversation_id),
+        );
+        detached(async move { engine.resume_locked(key).await }).await
+    }
+
+    async fn resume_locked(&self, key: ConversationKey) -> Result<Handoff, EngineError> {
+        let deadline = self.deadline(None);
+        let reservation = self.durable.reserve()?;
+        let (lease, loaded) = self.acquire(&key, deadline).await?;
+        let mut conversation = match loaded.conversation.clone() {
+            Some(conversation) => conversation,
+            None => {
+                self.release(lease).await;
+                return Err(EngineError::NotFound(format!(
+                    "conversation {} not found",
+                    key.conversation_id
+                )));
+            }
+        };
+        let Some(handoff) = conversation.resume_automation() else {
+            self.release(lease).await;
+            return Err(EngineError::Precondition(format!(
+                "conversation {} is not handed to a person",
+                key.conversation_id
+            )));
+        };
+        let version = loaded.base + 1;
+        let write = Write {
+            conversation: Some(&conversation),
+            expected: loaded.expected,
+            version,
+        };
+        if let Err(e) = self.contexts.commit(&lease, write).await {
+            self.release(lease).await;
+            return Err(e.into());
+        }
+        let write = TurnWrite {
+            key,
+            version,
+            conversation: Some(conversation),
+            updated_at_ms: crate::clock::now_ms(),
+            transcript: None,
+        };
+        self.keep(reservation, write, deadline).await?;
+        Ok(handoff)
     }
 
     /// Forgets the conversation's next timeout; a failure only means one

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod demo;
 pub mod engine;
 pub mod flow_test;
+pub mod gate;
 pub mod health;
 pub mod http;
 pub mod mcp;

@@ -21,8 +21,22 @@ pub async fn turn(
         deadline,
         ..TurnRequest::try_from(&request)?
     };
+    let review = turn.review;
+    let forced = turn.force_flow.clone();
     let outcome = engine.process(turn).await.map_err(from_engine)?;
-    Ok(response(&request.conversation_id, outcome))
+    // A hint that changed nothing is said so, never dropped silently.
+    let mut ignored = Vec::new();
+    if let Some(forced) = forced {
+        let flow_id = forced.split('@').next().unwrap_or_default();
+        // Its first turn started the conversation on the forced flow.
+        if outcome.conversation.turn > 1 && outcome.conversation.flow_id != flow_id {
+            ignored.push(format!(
+                "force_flow: conversation {} already runs flow {}; force_flow picks the flow of a new conversation",
+                request.conversation_id, outcome.conversation.flow_id
+            ));
+        }
+    }
+    Ok(response(&request.conversation_id, outcome, review, &ignored))
 }
 
 /// The client's deadline, from the `grpc-timeout` header: at most eight

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{PresentedKey, authenticate, authorize, revoked};
 use crate::clock::now_ms;
-use crate::convert::{metric_data, tenant_of, timestamp};
+use crate::convert::{metric_data, tenant_of, timestamp, turn_notes};
 use crate::engine::Engine;
 use crate::proto::common::{self, HealthStatus};
 use crate::proto::engine::mcp_engine_server::McpEngine;
@@ -64,7 +64,7 @@ impl McpEngine for EngineService {
             }),
             conversation_state: Some(ConversationState::from(&conversation)),
             performance_metrics: None,
-            metadata: None,
+            metadata: turn_notes(conversation.handoff.as_ref(), false, &[]),
         }))
     }
 

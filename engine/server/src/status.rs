@@ -63,6 +63,7 @@ pub fn from_engine(e: EngineError) -> Status {
             Status::invalid_argument(format!("{field}: {message}"))
         }
         EngineError::NotFound(message) => Status::not_found(message),
+        EngineError::Precondition(message) => Status::failed_precondition(message),
         EngineError::Context(e) => from_context(e),
         EngineError::Store(e) => from_store(e),
         EngineError::Plugins(e) => from_registry(e),

@@ -211,6 +211,13 @@ impl Store {
         self.inner.keys_changed.subscribe()
     }
 
+    /// Reads the tenant's flows from the database again on their next use
+    /// (`processing_hints.bypass_cache`). Published versions never change,
+    /// so it is which version is latest or default that is read again.
+    pub fn refresh_flows(&self, tenant: &str) {
+        self.inner.invalidate(tenant, ChangeKind::Flows);
+    }
+
     /// Drops what this process cached about a tenant (a change it made).
     pub(crate) fn invalidate(&self, tenant: &str, kind: ChangeKind) {
         self.inner.invalidate(tenant, kind);
