@@ -432,6 +432,36 @@ impl From<&Conversation> for ConversationState {
     }
 }
 
+/// The turn's messages, one `message` stream event each: the message as
+/// `metadata.messages` of the response lists it (text, response_type,
+/// state, delay_ms, typing_indicator, rich), with its index and the count.
+pub fn message_events(response: &ProcessMessageResponse) -> Vec<StreamEvent> {
+    let listed = response
+        .response
+        .as_ref()
+        .and_then(|content| content.metadata.as_ref())
+        .map(from_struct)
+        .and_then(|metadata| metadata.get("messages").cloned());
+    let Some(Value::Array(messages)) = listed else {
+        return Vec::new();
+    };
+    let count = messages.len();
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut message)| {
+            message["index"] = index.into();
+            message["count"] = count.into();
+            StreamEvent {
+                event_type: "message".into(),
+                conversation_id: response.conversation_id.clone(),
+                event_data: message.as_object().map(to_struct),
+                timestamp: Some(timestamp(now_ms())),
+            }
+        })
+        .collect()
+}
+
 /// A timeout turn as the stream event that tells its conversation's streams.
 impl From<&TimeoutTurn> for StreamEvent {
     fn from(turn: &TimeoutTurn) -> StreamEvent {

@@ -690,7 +690,7 @@ impl Engine {
             "ab_variant": conversation.ab_variant,
             "events": step.events,
             "handoff": step.handoff,
-            "review_required": input.get("review_required").is_some(),
+            "review_required": record.input.get("review_required").is_some(),
             "received_at_ms": received_at_ms,
             "duration_us": record.duration_us,
         });

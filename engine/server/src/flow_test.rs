@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use mcp_flow::model::Object;
-use mcp_flow::{Clock, Conversation, Event, Flow, Machine, StepResult};
+use mcp_flow::{Clock, Conversation, Event, Flow, Hints, Machine, StepResult};
 use mcp_wasm::{AllowList, HostConfig, PluginHost, TenantPolicy};
 use serde::Deserialize;
 use serde_json::Value;
@@ -81,9 +81,13 @@ pub struct TurnSpec {
     /// What the user says.
     #[serde(default)]
     pub say: Option<String>,
-    /// What the channel adds to the message (`entities`, `channel`, …).
+    /// What the channel adds to the message (`entities`, `channel`, a
+    /// tapped `payload`, a shared `location`, a submitted `form`, …).
     #[serde(default)]
     pub data: Object,
+    /// Processing hints: `bypass_automation`, `expected_response_type`.
+    #[serde(default)]
+    pub hints: Hints,
     /// Instead of a message: let this much time pass, then deliver the
     /// timeout event.
     #[serde(default)]
@@ -116,6 +120,14 @@ pub struct Expect {
     /// The flow a `trigger_flow` action of the turn asked for. `flow test`
     /// plays one flow and does not follow it.
     pub trigger_flow: Option<String>,
+    /// Titles of the quick replies offered (the last message that has any).
+    pub quick_replies: Option<Vec<String>>,
+    /// Actions the turn must have listed, as `kind:target`
+    /// (`correction:size`, `no_match:1`, `cancel:route`, …).
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// The reason the conversation is handed to a person.
+    pub handoff: Option<String>,
 }
 
 /// A clock that moves only when a scenario says so; sleeps (retry backoff)
@@ -221,7 +233,7 @@ pub async fn run(
             summary.turns += 1;
             let event = match (&turn.say, turn.after_ms) {
                 (Some(text), _) => {
-                    let mut event = Event::message(text);
+                    let mut event = Event::message(text).with_hints(turn.hints.clone());
                     for (key, value) in &turn.data {
                         event = event.with_data(key, value.clone());
                     }
@@ -330,6 +342,32 @@ fn check(expect: &Expect, step: &StepResult, conversation: &Conversation) -> Vec
         problems.push(format!(
             "trigger_flow: expected {flow_id:?}, got {triggered:?}"
         ));
+    }
+    if let Some(wanted) = &expect.quick_replies {
+        let offered: Vec<&str> = step
+            .messages
+            .iter()
+            .rev()
+            .find(|m| !m.rich.quick_replies.is_empty())
+            .map(|m| m.rich.quick_replies.iter().map(|q| q.title.as_str()).collect())
+            .unwrap_or_default();
+        if offered != *wanted {
+            problems.push(format!(
+                "quick_replies: expected {wanted:?}, got {offered:?}"
+            ));
+        }
+    }
+    let labels: Vec<String> = step.actions.iter().map(|a| a.label()).collect();
+    for action in &expect.actions {
+        if !labels.contains(action) {
+            problems.push(format!("actions: expected {action:?} among {labels:?}"));
+        }
+    }
+    let handoff = step.handoff.as_ref().map(|h| h.reason.as_str());
+    if let Some(reason) = &expect.handoff
+        && handoff != Some(reason.as_str())
+    {
+        problems.push(format!("handoff: expected {reason:?}, got {handoff:?}"));
     }
     if let Some(errors) = expect.errors
         && errors != step.errors.len()

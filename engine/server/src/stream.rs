@@ -8,7 +8,7 @@ use tonic::Status;
 
 use crate::auth::authorize;
 use crate::clock::now_ms;
-use crate::convert::{state_changed, tenant_of};
+use crate::convert::{message_events, state_changed, tenant_of};
 use crate::engine::Engine;
 use crate::proto::common;
 use crate::proto::engine::*;
@@ -132,7 +132,16 @@ pub async fn stream_session(
                         let changed = before.as_deref() != Some(response.current_state.as_str());
                         let event = (changed && wanted("state_changed"))
                             .then(|| state_changed(before.as_deref(), &response));
-                        let mut ok = outgoing
+                        // Each message on its own first, in order, for channels
+                        // that send them apart (honouring delay_ms and typing),
+                        // then the turn's response as always.
+                        let mut ok = true;
+                        if wanted("message") {
+                            for event in message_events(&response) {
+                                ok &= outgoing.send(reply(ResponseType::Event(event))).await.is_ok();
+                            }
+                        }
+                        ok &= outgoing
                             .send(reply(ResponseType::MessageResponse(response)))
                             .await
                             .is_ok();
