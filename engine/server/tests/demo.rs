@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use common::*;
 use mcp_engine::proto::engine::mcp_engine_client::McpEngineClient;
 use mcp_engine::proto::engine::*;
+use mcp_engine::proto::common::MessageType;
 use prost_types::{Struct, Value, value::Kind};
 use tonic::transport::Channel;
 
@@ -218,6 +219,203 @@ async fn the_demo_tenant_takes_orders_tracks_them_and_plays_trivia() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
+/// What real users do to the demo, over gRPC: tap quick replies, digress
+/// mid-form and come back, correct and cancel, ramble, and ask for a person.
+#[tokio::test]
+async fn the_demo_copes_with_real_users() {
+    use mcp_engine::proto::admin::ResumeConversationRequest;
+    use mcp_engine::proto::common::Priority;
+
+    let data = std::env::temp_dir().join(format!("mcp-demo-real-{}", std::process::id()));
+    let (engine, key) = start_demo(&data).await;
+    let (mut admin, client) = clients(&engine).await;
+    let mut demo = Demo {
+        client,
+        key: key.clone(),
+        conversation: "real-users".into(),
+    };
+
+    // Quick replies reach the client as the seed's QuickReply messages.
+    let hello = demo.say_as("hi", None).await;
+    let content = hello.response.unwrap();
+    let offered: Vec<(&str, &str)> = content
+        .quick_replies
+        .iter()
+        .map(|q| (q.title.as_str(), q.payload.as_str()))
+        .collect();
+    assert_eq!(
+        offered,
+        [
+            ("Order a pizza", "ORDER"),
+            ("Where's my order?", "TRACK"),
+            ("Trivia", "TRIVIA")
+        ]
+    );
+    assert_eq!(content.r#type, MessageType::QuickReply as i32);
+
+    // Tapping one sends its title and payload; the flow routes on either.
+    let mut tap = message("demo", &demo.conversation, "Order a pizza");
+    tap.content.as_mut().unwrap().quick_replies = vec![QuickReply {
+        title: "Order a pizza".into(),
+        payload: "ORDER".into(),
+        clicked: true,
+        ..Default::default()
+    }];
+    let size = demo
+        .client
+        .process_message(authed(tap, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let size = size.response.unwrap();
+    assert_eq!(size.text, "What size would you like: small, medium or large?");
+    assert_eq!(size.quick_replies.len(), 3);
+
+    // A digression mid-form, and back to the question.
+    assert_eq!(demo.say("large pepperoni").await, "How many large pepperoni pizzas? (1 to 10)");
+    assert_eq!(
+        demo.say("actually, a quiz first").await,
+        "Pizza trivia: which Italian city is the Margherita from?"
+    );
+    assert_eq!(
+        demo.say("Naples").await,
+        "Correct!\nBack to your order:\nHow many large pepperoni pizzas? (1 to 10)"
+    );
+    // A correction at the confirmation prices the order again.
+    assert_eq!(
+        demo.say("2").await,
+        "That comes to $25.00.\nShall I place the order for 2 × large pepperoni?"
+    );
+    assert_eq!(
+        demo.say("make it small").await,
+        "Changed.\nThat comes to $16.00.\nShall I place the order for 2 × small pepperoni?"
+    );
+    assert_eq!(
+        demo.say("never mind").await,
+        "Please answer yes or no: shall I place the order?",
+        "cancel belongs to the order form, not to the confirmation"
+    );
+
+    // Rambling at the menu escalates, then a person takes over.
+    demo.conversation = "rambling".into();
+    demo.say("hello").await;
+    assert_eq!(
+        demo.say("the weather is nice").await,
+        "Sorry, I didn't catch that. You can order a pizza, track an order, or play pizza trivia."
+    );
+    assert!(demo.say("hmm").await.starts_with("I'm still not sure"));
+    let handed = demo.say_as("blah", None).await;
+    assert_eq!(
+        handed.response.unwrap().text,
+        "Let me get you a colleague.\nI'll hand you to a colleague; they'll answer here shortly."
+    );
+    let notes = handed.metadata.unwrap().custom_metadata.unwrap();
+    let handoff = match &notes.fields["handoff"].kind {
+        Some(Kind::StructValue(handoff)) => handoff.clone(),
+        other => panic!("handoff: {other:?}"),
+    };
+    assert_eq!(
+        handoff.fields["reason"].kind,
+        Some(Kind::StringValue("asked for a person".into()))
+    );
+    // Automation is off: the message is kept, the bot says nothing.
+    assert_eq!(demo.say("hello?").await, "");
+    let state = demo
+        .client
+        .get_conversation_state(authed(
+            GetConversationStateRequest {
+                tenant_context: message("demo", "rambling", "").tenant_context,
+                conversation_id: "rambling".into(),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        state.metadata.unwrap().custom_metadata.unwrap().fields.contains_key("handoff"),
+        "GetConversationState shows the handoff"
+    );
+    let resumed = admin
+        .resume_conversation(authed(
+            ResumeConversationRequest {
+                tenant_id: "demo".into(),
+                conversation_id: "rambling".into(),
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resumed.handoff_reason, "asked for a person");
+    assert!(demo.say("hi").await.contains("Pizza Planet"), "the flow starts over");
+    let again = admin
+        .resume_conversation(authed(
+            ResumeConversationRequest {
+                tenant_id: "demo".into(),
+                conversation_id: "rambling".into(),
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+
+    // Hints: bypass_automation hands over at once; require_human_review and
+    // an ignored force_flow are said in the response; an unknown priority
+    // is refused.
+    demo.conversation = "hinted".into();
+    demo.say("hi").await;
+    let mut review = message("demo", "hinted", "I'd like to order a pizza");
+    review.processing_hints = Some(ProcessingHints {
+        require_human_review: true,
+        force_flow: "other_flow".into(),
+        priority: Priority::High as i32,
+        ..Default::default()
+    });
+    let reviewed = demo
+        .client
+        .process_message(authed(review, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let notes = reviewed.metadata.unwrap().custom_metadata.unwrap();
+    assert_eq!(notes.fields["review_required"].kind, Some(Kind::BoolValue(true)));
+    assert!(
+        format!("{:?}", notes.fields["hints_ignored"]).contains("force_flow"),
+        "{notes:?}"
+    );
+    let mut bypass = message("demo", "hinted", "get me out of here");
+    bypass.processing_hints = Some(ProcessingHints {
+        bypass_automation: true,
+        ..Default::default()
+    });
+    let bypassed = demo
+        .client
+        .process_message(authed(bypass, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bypassed.response.unwrap().text, "");
+    assert!(format!("{:?}", bypassed.metadata).contains("bypass_automation"));
+    let mut unknown = message("demo", "hinted", "hi");
+    unknown.processing_hints = Some(ProcessingHints {
+        priority: 42,
+        ..Default::default()
+    });
+    let refused = demo
+        .client
+        .process_message(authed(unknown, &key))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("processing_hints.priority"));
+
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 /// examples/clients/python, with code generated from proto/ by grpcio-tools
 /// (PyPI), orders from the demo.
 #[tokio::test]
@@ -246,7 +444,7 @@ async fn the_python_client_example_orders_from_the_demo() {
             "--tenant",
             "demo",
         ])
-        .args(["hello", "track my order", "CD5678"])
+        .args(["hello", "#2", "CD5678", "#1"])
         .env("MCP_API_KEY", &key)
         .env("PYTHONPATH", &stubs)
         .output()
@@ -258,8 +456,21 @@ async fn the_python_client_example_orders_from_the_demo() {
         "{text}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // The client lists the quick replies, and "#2" taps the second.
+    assert!(
+        text.contains("[1] Order a pizza  [2] Where's my order?  [3] Trivia"),
+        "{text}"
+    );
+    assert!(
+        text.contains("you: Where's my order? (tapped TRACK)"),
+        "{text}"
+    );
     assert!(
         text.contains("bot: Order CD5678 is in the oven, about 25 minutes away. Anything else?"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bot: What size would you like: small, medium or large?"),
         "{text}"
     );
     drop(engine);

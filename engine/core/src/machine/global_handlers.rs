@@ -52,7 +52,13 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         };
         let current = c.current_state.clone();
         self.record(&current, "global_handler", handler_name);
+        // Only a question can be come back to: a form's, or a wait
+        // state's. From anywhere else a digression is a plain route.
+        let asking = flow.state(&current).is_some_and(|s| {
+            matches!(s.config, StateConfig::SlotFilling(_) | StateConfig::Wait(_))
+        });
         if handler.interrupts
+            && asking
             && let Some(target) = &handler.target_state
             && *target != current
         {

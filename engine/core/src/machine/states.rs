@@ -91,7 +91,13 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                         }
                         None => match self.recovery() {
                             Some(recovery) if failed && recovery != name => recovery.to_owned(),
-                            _ => return,
+                            _ => {
+                                // The message handed on here led nowhere.
+                                if input {
+                                    Box::pin(self.missed(c, Miss::NoMatch)).await;
+                                }
+                                return;
+                            }
                         },
                     }
                 }
