@@ -321,8 +321,8 @@ fn handoff_json(handoff: &mcp_flow::Handoff) -> Value {
 }
 
 /// A finished turn as the seed's response. `text` joins the turn's
-/// messages for simple clients; the rich content is the last message's
-/// that has any; `metadata.messages` lists every message on its own.
+/// messages for simple clients; the rich content is the last message's;
+/// `metadata.messages` lists every message on its own.
 pub fn response(
     conversation_id: &str,
     outcome: TurnOutcome,
@@ -384,11 +384,11 @@ pub fn response(
 }
 
 /// The response's one MessageContent: the joined `text`, the rich content
-/// of the last message that has any, and every message in
+/// of the last message (what the user answers: a greeting's quick replies
+/// do not outlive the question after it), and every message in
 /// `metadata.messages`.
 fn joined_content(messages: &[Message], text: String) -> MessageContent {
-    let last_rich = messages.iter().rev().find(|m| !m.rich.is_empty());
-    let rich = last_rich.map(|m| m.rich.clone()).unwrap_or_default();
+    let rich = messages.last().map(|m| m.rich.clone()).unwrap_or_default();
     let response_type = messages.first().map_or("text", |m| m.response_type.as_str());
     let mut content = MessageContent {
         r#type: content_type(response_type, &rich) as i32,

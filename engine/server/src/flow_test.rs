@@ -120,7 +120,7 @@ pub struct Expect {
     /// The flow a `trigger_flow` action of the turn asked for. `flow test`
     /// plays one flow and does not follow it.
     pub trigger_flow: Option<String>,
-    /// Titles of the quick replies offered (the last message that has any).
+    /// Titles of the quick replies the turn's last message offers.
     pub quick_replies: Option<Vec<String>>,
     /// Actions the turn must have listed, as `kind:target`
     /// (`correction:size`, `no_match:1`, `cancel:route`, …).
@@ -346,9 +346,7 @@ fn check(expect: &Expect, step: &StepResult, conversation: &Conversation) -> Vec
     if let Some(wanted) = &expect.quick_replies {
         let offered: Vec<&str> = step
             .messages
-            .iter()
-            .rev()
-            .find(|m| !m.rich.quick_replies.is_empty())
+            .last()
             .map(|m| m.rich.quick_replies.iter().map(|q| q.title.as_str()).collect())
             .unwrap_or_default();
         if offered != *wanted {

@@ -281,6 +281,42 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The demo's scenarios, with the demo's plugins as built from plugins/:
+/// first words, quick replies, digression and return, correction, cancel,
+/// no-match and handoff.
+#[test]
+fn flow_test_plays_the_demo_scenarios() {
+    use mcp_example_plugins as built;
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/demo");
+    let plugins = [
+        ("menu-intents", built::KEYWORD_INTENTS),
+        ("vip-check", built::VIP_CHECK),
+        ("price", built::PRICE),
+        ("trivia", built::QUIZ),
+        ("order-api", built::ORDER_API),
+    ]
+    .map(|(name, path)| format!("--plugin={name}={path}"));
+    let mut args = vec![
+        "flow".to_owned(),
+        "test".to_owned(),
+        format!("{demo}/pizza_planet.json"),
+        format!("{demo}/pizza_planet.scenarios.json"),
+    ];
+    args.extend(plugins);
+    let output = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = stdout(&output);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("✓ turn 4: \"Naples\" → collect_order: Correct! / Back to your order: / How many large pepperoni pizzas? (1 to 10)"),
+        "{text}"
+    );
+    assert!(text.ends_with("5 scenarios, 18 turns: 18 passed, 0 failed\n"), "{text}");
+}
+
 #[test]
 fn flow_test_plays_the_example_scenarios() {
     let examples = std::path::Path::new(EXAMPLES);
