@@ -456,8 +456,9 @@ async fn whole_story(engine: &Engine) {
         "conversations started before the experiment are not in it"
     );
 
-    // Streaming: init, a message (its response, then its state change), a
-    // heartbeat, a close; a failing message is a recoverable stream error.
+    // Streaming: init, a message (each of its messages as a `message`
+    // event, its response, then its state change), a heartbeat, a close; a
+    // failing message is a recoverable stream error.
     use conversation_stream_request::RequestType;
     use conversation_stream_response::ResponseType;
     let requests = vec![
@@ -485,14 +486,31 @@ async fn whole_story(engine: &Engine) {
         .unwrap()
         .into_inner();
     let mut kinds = Vec::new();
+    let mut said = Vec::new();
+    let mut answered = String::new();
     while let Some(reply) = replies.message().await.unwrap() {
         kinds.push(match reply.response_type.unwrap() {
             ResponseType::Ack(ack) => format!("ack:{}", ack.status.unwrap().message),
-            ResponseType::MessageResponse(r) => format!("message:{}", r.current_state),
+            ResponseType::MessageResponse(r) => {
+                answered = r.response.unwrap().text;
+                format!("message:{}", r.current_state)
+            }
+            ResponseType::Event(e) if e.event_type == "message" => {
+                assert!(answered.is_empty(), "message events come before their response");
+                let data = e.event_data.unwrap();
+                match &data.fields["text"].kind {
+                    Some(prost_types::value::Kind::StringValue(text)) => said.push(text.clone()),
+                    other => panic!("message event without text: {other:?}"),
+                }
+                continue;
+            }
             ResponseType::Event(e) => format!("event:{}", e.event_type),
             ResponseType::Error(e) => format!("error:{}", e.error_code),
         });
     }
+    // The messages one by one, then the response that joins them.
+    assert!(!said.is_empty());
+    assert_eq!(said.join("\n"), answered);
     assert_eq!(kinds.len(), 6, "{kinds:?}");
     assert_eq!(kinds[0], "ack:ready");
     assert!(kinds[1].starts_with("message:"), "{kinds:?}");
