@@ -59,6 +59,9 @@ pub struct Conversation {
     /// Handed to a person: automation is off until resumed or reset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<Handoff>,
+    /// The intents a clarification asked the user to choose between.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clarifying: Vec<String>,
     /// States a digression interrupted, the latest last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interrupted: Vec<Interruption>,

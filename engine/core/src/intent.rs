@@ -171,6 +171,7 @@ mod tests {
             &IntentDefinition {
                 examples: vec!["I want to order a pizza".into(), "pizza please".into()],
                 patterns: vec![r"\bpizzas?\b".into()],
+                title: None,
             },
         )
         .unwrap();
@@ -179,6 +180,7 @@ mod tests {
             &IntentDefinition {
                 examples: vec!["where is my order".into(), "order status".into()],
                 patterns: vec![],
+                title: None,
             },
         )
         .unwrap();
@@ -219,6 +221,7 @@ mod tests {
                 &IntentDefinition {
                     examples: vec![],
                     patterns: vec!["(".into()],
+                    title: None,
                 },
             )
             .unwrap_err();

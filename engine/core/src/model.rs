@@ -118,6 +118,10 @@ pub struct IntentDefinition {
     /// Regular expressions; a match scores 1.0. Matched case-insensitively.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub patterns: Vec<String>,
+    /// What a clarification calls it ("Track an order"); the name, spaced,
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// A handler checked against every message before the current state sees it.
@@ -448,7 +452,20 @@ pub struct IntentConfig {
     /// Extension: template sent when the state is entered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<Prompt>,
+    /// Extension: when the two best intents are both confident and this
+    /// close, ask which one the user meant, with quick replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 0.5))]
+    pub clarify_margin: Option<f64>,
+    /// Extension: the question asked then (a template); [`CLARIFY_PROMPT`]
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clarify_prompt: Option<String>,
 }
+
+/// What an intent state asks when two intents are too close to call, unless
+/// its `clarify_prompt` says otherwise.
+pub const CLARIFY_PROMPT: &str = "Which did you mean?";
 
 /// Collects named values (slots) from the user, prompting for each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

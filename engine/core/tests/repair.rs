@@ -205,3 +205,57 @@ fn the_validator_checks_repairs() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn two_intents_too_close_to_call_are_clarified_with_quick_replies() {
+    let flow = flow(json!({
+        "flow_id": "desk",
+        "name": "Desk",
+        "version": "1.0.0",
+        "initial_state": "route",
+        "intents": {
+            "order_pizza": { "patterns": ["\\border\\b"] },
+            "track_order": { "patterns": ["\\border\\b", "\\btrack\\b"], "title": "Track an order" }
+        },
+        "states": {
+            "route": {
+                "type": "intent",
+                "config": { "confidence_threshold": 0.5, "clarify_margin": 0.1 },
+                "transitions": [
+                    { "condition": "intent_match", "condition_value": "order_pizza", "target_state": "ordering" },
+                    { "condition": "intent_match", "condition_value": "track_order", "target_state": "tracking" }
+                ]
+            },
+            "ordering": { "type": "end", "config": { "message": "Ordering." } },
+            "tracking": { "type": "end", "config": { "message": "Tracking." } }
+        }
+    }));
+    let (plugins, clock) = (FakePlugins::default(), ManualClock::default());
+
+    let mut chat = Chat::new(&flow, &plugins, &clock);
+    let asked = chat.send("my order");
+    assert_eq!(texts(&asked), ["Which did you mean?"]);
+    assert_eq!(asked.state, "route");
+    let offered: Vec<(&str, Option<&str>)> = asked.messages[0]
+        .rich
+        .quick_replies
+        .iter()
+        .map(|q| (q.title.as_str(), q.payload.as_deref()))
+        .collect();
+    assert_eq!(
+        offered,
+        [
+            ("Order pizza", Some("order_pizza")),
+            ("Track an order", Some("track_order"))
+        ]
+    );
+    // A tap (its payload) answers it; so does saying a title.
+    let tapped = chat.event(
+        mcp_flow::Event::message("Track an order").with_data("payload", json!("track_order")),
+    );
+    assert_eq!(texts(&tapped), ["Tracking."]);
+
+    let mut chat = Chat::new(&flow, &plugins, &clock);
+    chat.send("order?");
+    assert_eq!(texts(&chat.send("order pizza")), ["Ordering."]);
+}

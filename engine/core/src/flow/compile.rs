@@ -8,7 +8,7 @@ use regex::{Regex, RegexBuilder};
 use crate::expr::Expr;
 use crate::intent::IntentMatcher;
 use crate::model::{
-    Action, ButtonKind, EventHandler, FlowDefinition, NoInput, Prompt, Rich, State, StateConfig,
+    Action, ButtonKind, CLARIFY_PROMPT, EventHandler, FlowDefinition, NoInput, Prompt, Rich, State, StateConfig,
     TransitionCondition,
 };
 use crate::ports::PluginWorld;
@@ -289,6 +289,16 @@ impl<'a> Compiler<'a> {
                 }
                 if let Some(prompt) = &c.prompt {
                     self.prompt(format!("{config}.prompt"), prompt);
+                }
+                if c.clarify_margin.is_some_and(|m| !(0.0..=0.5).contains(&m)) {
+                    self.out.report.error(
+                        format!("{config}.clarify_margin"),
+                        "must be between 0 and 0.5",
+                    );
+                }
+                if c.clarify_margin.is_some() {
+                    let question = c.clarify_prompt.as_deref().unwrap_or(CLARIFY_PROMPT);
+                    self.template(format!("{config}.clarify_prompt"), question);
                 }
                 match &c.classifier {
                     Some(plugin) => self.plugin(

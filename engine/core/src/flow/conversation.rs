@@ -39,6 +39,7 @@ impl Conversation {
                 ..Unanswered::default()
             },
             handoff: None,
+            clarifying: Vec::new(),
             interrupted: Vec::new(),
             slot_filling: None,
             state_outcome: None,

@@ -8,8 +8,11 @@ use crate::context::{
     Conversation, ConversationStatus, Handoff, IntentResult, Interruption, SlotProgress,
     Unanswered,
 };
-use crate::intent::Classification;
-use crate::model::{IntentConfig, Object, Prompt, ResponseConfig, Rich, State, StateConfig};
+use crate::intent::{Classification, IntentScore};
+use crate::model::{
+    CLARIFY_PROMPT, IntentConfig, Object, Prompt, QuickReply, ResponseConfig, Rich, State,
+    StateConfig,
+};
 use crate::ports::{Clock, PluginRuntime};
 
 use super::integrations::IntegrationCall;
@@ -139,6 +142,7 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         };
         c.slot_filling = None;
         c.state_outcome = None;
+        c.clarifying.clear();
         self.result.visited.push(name.to_owned());
     }
 
@@ -150,8 +154,11 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         };
         let handled = match &state.config {
             StateConfig::Intent(config) => {
-                self.classify(c, &name, config).await;
-                Handled::Evaluate { failed: false }
+                if self.classify(c, &name, config).await {
+                    Handled::Evaluate { failed: false }
+                } else {
+                    Handled::Stay
+                }
             }
             StateConfig::SlotFilling(config) => self.fill_slots(c, &name, config),
             StateConfig::Custom { plugin, config } => {
@@ -231,7 +238,9 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             }
             StateConfig::Intent(config) if carried.is_some() => {
                 let answered = carried.is_some_and(|carry| carry.answered);
-                self.classify(c, name, config).await;
+                if !self.classify(c, name, config).await {
+                    return Arrival::Wait;
+                }
                 let unclear = c.intent.as_ref().is_some_and(|i| i.low_confidence);
                 if unclear && answered {
                     // The greeting that took the message asked what the
@@ -437,11 +446,27 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         }
     }
 
-    async fn classify(&mut self, c: &mut Conversation, name: &str, config: &IntentConfig) {
+    /// Classifies the message into `c.intent`. False if, instead, the two
+    /// best intents were too close to call and the user was asked which.
+    async fn classify(&mut self, c: &mut Conversation, name: &str, config: &IntentConfig) -> bool {
+        // The answer to a clarification: the intent tapped or named.
+        let asked = std::mem::take(&mut c.clarifying);
         let text = self.event.text.as_str();
-        let found = match &config.classifier {
-            None => self.flow.intents.classify(text, &config.intent_patterns),
-            Some(plugin) => {
+        let chosen = asked.into_iter().find(|intent| {
+            self.event.payload() == Some(intent.as_str())
+                || crate::intent::normalize(text)
+                    == crate::intent::normalize(&self.intent_title(intent))
+        });
+        let found = match (chosen, &config.classifier) {
+            (Some(intent), _) => Classification {
+                intents: vec![IntentScore {
+                    intent,
+                    confidence: 1.0,
+                }],
+                entities: Vec::new(),
+            },
+            (None, None) => self.flow.intents.classify(text, &config.intent_patterns),
+            (None, Some(plugin)) => {
                 self.result.plugin_calls += 1;
                 let args = json!({ "context_aware": config.context_aware });
                 let call = self.call(c, plugin, &args, Some(self.event), PLUGINS_OWN_LIMIT);
@@ -459,6 +484,13 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                 }
             }
         };
+        if let (Some(margin), [first, second, ..]) = (config.clarify_margin, &found.intents[..])
+            && second.confidence >= config.confidence_threshold
+            && first.confidence - second.confidence <= margin
+        {
+            self.ask_which(c, name, config, [&first.intent, &second.intent]);
+            return false;
+        }
         let entities = found
             .entities
             .into_iter()
@@ -489,6 +521,56 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
         }
         self.result.intent = Some(intent.clone());
         c.intent = Some(intent);
+        true
+    }
+
+    /// Asks which of two intents the user meant, one quick reply each
+    /// (the intent's title; its name as the payload).
+    fn ask_which(&mut self, c: &mut Conversation, name: &str, config: &IntentConfig, intents: [&String; 2]) {
+        c.clarifying = intents.iter().map(|i| (*i).clone()).collect();
+        self.record(name, "clarify", &c.clarifying.join("|"));
+        let quick_replies = intents
+            .iter()
+            .map(|intent| QuickReply {
+                title: self.intent_title(intent),
+                payload: Some((*intent).clone()),
+            })
+            .collect();
+        let question = config.clarify_prompt.as_deref().unwrap_or(CLARIFY_PROMPT);
+        match self.flow.templates.render(question, c, Some(self.event)) {
+            Ok(text) => self.result.messages.push(Message {
+                text,
+                response_type: "text".into(),
+                state: name.to_owned(),
+                delay_ms: None,
+                typing_indicator: true,
+                rich: Rich {
+                    quick_replies,
+                    ..Rich::default()
+                },
+            }),
+            Err(e) => self.error(TurnErrorKind::Template, name, e),
+        }
+    }
+
+    /// What the user is shown for `intent`: its `title`, else its name
+    /// with spaces ("track_order" → "Track order").
+    fn intent_title(&self, intent: &str) -> String {
+        if let Some(title) = self
+            .flow
+            .definition()
+            .intents
+            .get(intent)
+            .and_then(|i| i.title.clone())
+        {
+            return title;
+        }
+        let spaced = intent.replace(['_', '-'], " ");
+        let mut chars = spaced.chars();
+        chars
+            .next()
+            .map(|first| first.to_uppercase().chain(chars).collect())
+            .unwrap_or_default()
     }
 
     /// Runs a tenant state type. `Some(wait)` on success, `None` on failure.
