@@ -12,9 +12,9 @@ use tonic::transport::Channel;
 
 use crate::proto::admin::admin_client::AdminClient;
 use crate::proto::admin::*;
-use crate::proto::common::TenantContext;
+use crate::proto::common::{MessageType, TenantContext};
 use crate::proto::engine::mcp_engine_client::McpEngineClient;
-use crate::proto::engine::{MessageContent, ProcessMessageRequest, ProcessingHints};
+use crate::proto::engine::{MessageContent, ProcessMessageRequest, ProcessingHints, QuickReply};
 use crate::serve::MAX_MESSAGE_BYTES;
 
 type Outcome = Result<ExitCode, Box<dyn Error>>;
@@ -305,11 +305,34 @@ pub async fn chat(
     eprintln!("conversation {conversation}; type a message, end with Ctrl-D");
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
+    // The previous reply's quick replies: "#2" taps the second.
+    let mut offered: Vec<QuickReply> = Vec::new();
     loop {
         eprint!("> ");
         std::io::stderr().flush()?;
         let Some(line) = lines.next() else { break };
         let line = line?;
+        let tapped = line
+            .strip_prefix('#')
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|n| offered.get(n).cloned());
+        let content = match tapped {
+            Some(reply) => MessageContent {
+                r#type: MessageType::QuickReply as i32,
+                text: reply.title.clone(),
+                payload: reply.payload.clone(),
+                quick_replies: vec![QuickReply {
+                    clicked: true,
+                    ..reply
+                }],
+                ..Default::default()
+            },
+            None => MessageContent {
+                text: line,
+                ..Default::default()
+            },
+        };
         let reply = client
             .process_message(authed(
                 ProcessMessageRequest {
@@ -319,10 +342,7 @@ pub async fn chat(
                     }),
                     conversation_id: conversation.clone(),
                     user_id: "terminal".into(),
-                    content: Some(MessageContent {
-                        text: line,
-                        ..Default::default()
-                    }),
+                    content: Some(content),
                     processing_hints: flow.as_ref().map(|flow| ProcessingHints {
                         force_flow: flow.clone(),
                         ..Default::default()
@@ -335,8 +355,24 @@ pub async fn chat(
         match reply {
             Ok(reply) => {
                 let reply = reply.into_inner();
-                let text = reply.response.map(|r| r.text).unwrap_or_default();
-                println!("{text}");
+                let content = reply.response.unwrap_or_default();
+                println!("{}", content.text);
+                offered = content.quick_replies;
+                if !offered.is_empty() {
+                    let listed: Vec<String> = offered
+                        .iter()
+                        .enumerate()
+                        .map(|(i, q)| format!("[#{}] {}", i + 1, q.title))
+                        .collect();
+                    println!("  {}", listed.join("  "));
+                }
+                let handed_off = reply
+                    .metadata
+                    .and_then(|m| m.custom_metadata)
+                    .is_some_and(|notes| notes.fields.contains_key("handoff"));
+                if handed_off {
+                    eprintln!("  [handed to a person]");
+                }
                 eprintln!("  [state {}]", reply.current_state);
             }
             Err(e) => eprintln!("  [{:?}: {}]", e.code(), e.message()),

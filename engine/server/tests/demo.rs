@@ -416,6 +416,44 @@ async fn the_demo_copes_with_real_users() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
+/// `mcp-engine chat` against the demo: it lists quick replies and "#N"
+/// taps one.
+#[tokio::test]
+async fn the_chat_command_shows_and_taps_quick_replies() {
+    use tokio::io::AsyncWriteExt;
+
+    let data = std::env::temp_dir().join(format!("mcp-demo-chat-{}", std::process::id()));
+    let (engine, key) = start_demo(&data).await;
+    let mut chat = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-engine"))
+        .args(["chat", "--server", &engine.address, "--tenant", "demo"])
+        .env("MCP_API_KEY", &key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    stdin.write_all(b"hi\n#2\nCD5678\n").await.unwrap();
+    drop(stdin);
+    let output = chat.wait_with_output().await.unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        text.contains("[#1] Order a pizza  [#2] Where's my order?  [#3] Trivia"),
+        "{text}"
+    );
+    assert!(
+        text.contains("What's your order number? It looks like AB1234."),
+        "{text}"
+    );
+    assert!(
+        text.contains("Order CD5678 is in the oven, about 25 minutes away. Anything else?"),
+        "{text}"
+    );
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 /// examples/clients/python, with code generated from proto/ by grpcio-tools
 /// (PyPI), orders from the demo.
 #[tokio::test]
