@@ -196,7 +196,9 @@ mod tests {
 
     #[test]
     fn examples_score_by_word_overlap() {
-        let scores = matcher().classify("what's the status of my order?", &[]).intents;
+        let scores = matcher()
+            .classify("what's the status of my order?", &[])
+            .intents;
         assert_eq!(scores[0].intent, "check_order");
         assert!(
             scores[0].confidence >= 0.5 && scores[0].confidence < 1.0,

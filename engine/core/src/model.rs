@@ -495,10 +495,10 @@ pub struct SlotFillingConfig {
     pub fallback_state: Option<String>,
     /// Extension: a new value for a slot already filled changes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub corrections: Option<Corrections>,
+    pub corrections: Option<Box<Corrections>>,
     /// Extension: a way out of the form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cancel: Option<FormCancel>,
+    pub cancel: Option<Box<FormCancel>>,
 }
 
 /// How a form takes a correction ("actually make it medium"). The state's
@@ -680,9 +680,15 @@ impl Rich {
         &mut self,
         f: &mut dyn FnMut(&mut String) -> Result<(), String>,
     ) -> Result<(), String> {
-        fn button(b: &mut Button, f: &mut dyn FnMut(&mut String) -> Result<(), String>) -> Result<(), String> {
+        fn button(
+            b: &mut Button,
+            f: &mut dyn FnMut(&mut String) -> Result<(), String>,
+        ) -> Result<(), String> {
             f(&mut b.title)?;
-            for s in [&mut b.payload, &mut b.url, &mut b.phone].into_iter().flatten() {
+            for s in [&mut b.payload, &mut b.url, &mut b.phone]
+                .into_iter()
+                .flatten()
+            {
                 f(s)?;
             }
             Ok(())
@@ -698,7 +704,10 @@ impl Rich {
         }
         for card in &mut self.cards {
             f(&mut card.title)?;
-            for s in [&mut card.subtitle, &mut card.image_url].into_iter().flatten() {
+            for s in [&mut card.subtitle, &mut card.image_url]
+                .into_iter()
+                .flatten()
+            {
                 f(s)?;
             }
             for b in &mut card.buttons {
@@ -712,7 +721,10 @@ impl Rich {
             }
         }
         if let Some(location) = &mut self.location {
-            for s in [&mut location.name, &mut location.address].into_iter().flatten() {
+            for s in [&mut location.name, &mut location.address]
+                .into_iter()
+                .flatten()
+            {
                 f(s)?;
             }
         }
@@ -802,7 +814,7 @@ pub struct Location {
 #[serde(untagged)]
 pub enum Prompt {
     Text(String),
-    Rich(RichPrompt),
+    Rich(Box<RichPrompt>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

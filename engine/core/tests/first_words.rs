@@ -82,7 +82,10 @@ fn a_first_message_is_greeted_and_routed_in_the_same_turn() {
     let mut chat = Chat::new(&flow, &plugins, &clock);
 
     let first = chat.send("I'd like to order a large pizza");
-    assert_eq!(texts(&first), ["Welcome! Order or track?", "Which topping?"]);
+    assert_eq!(
+        texts(&first),
+        ["Welcome! Order or track?", "Which topping?"]
+    );
     assert_eq!(first.visited, ["welcome", "route", "collect"]);
     assert_eq!(
         first.intent.as_ref().and_then(|i| i.name.as_deref()),
@@ -215,7 +218,10 @@ fn a_classifiers_entities_fill_the_slots_of_the_same_name() {
     assert_eq!(texts(&first), ["How much for order 42?"]);
     // The order number passed its rule (a number now); the amount's
     // confidence (0.2) is under the state's threshold.
-    assert_eq!(chat.conversation.slots.get("order_number"), Some(&json!(42)));
+    assert_eq!(
+        chat.conversation.slots.get("order_number"),
+        Some(&json!(42))
+    );
     assert_eq!(chat.conversation.slots.get("amount"), None);
     let entities = &first.intent.as_ref().unwrap().entities;
     assert_eq!(entities.get("order_number"), Some(&json!("42")));
@@ -225,8 +231,10 @@ fn a_classifiers_entities_fill_the_slots_of_the_same_name() {
 #[test]
 fn named_groups_of_intent_patterns_are_entities() {
     let mut definition = shop();
-    definition["intents"]["track"]["patterns"] =
-        json!(["\\b(track|where)\\b.*?(?P<order_id>[A-Z]{2}[0-9]{4})", "\\b(track|where)\\b"]);
+    definition["intents"]["track"]["patterns"] = json!([
+        "\\b(track|where)\\b.*?(?P<order_id>[A-Z]{2}[0-9]{4})",
+        "\\b(track|where)\\b"
+    ]);
     // No rule that could find the number on its own: the entity fills it.
     definition["states"]["ask_order_id"]["config"]["validation_rules"] = json!({});
     let flow = flow(definition);

@@ -58,7 +58,10 @@ fn a_handoff_state_turns_automation_off_until_resumed() {
     let ignored = chat.send("hello? anyone?");
     assert!(ignored.messages.is_empty());
     assert!(ignored.visited.is_empty());
-    assert_eq!(ignored.handoff.as_ref().unwrap().reason, "asked for a person");
+    assert_eq!(
+        ignored.handoff.as_ref().unwrap().reason,
+        "asked for a person"
+    );
     assert_eq!(ignored.wake_at_ms, None);
 
     // Resumed, the ended conversation starts over with its next message.

@@ -187,13 +187,20 @@ fn the_validator_checks_repairs() {
         .errors()
         .map(|i| (i.path.clone(), i.message.clone()))
         .collect();
-    let has = |path: &str, needle: &str| errors.iter().any(|(p, m)| p == path && m.contains(needle));
+    let has =
+        |path: &str, needle: &str| errors.iter().any(|(p, m)| p == path && m.contains(needle));
     assert!(
-        has("global_handlers.trivia.target_state", "a digression without a way back"),
+        has(
+            "global_handlers.trivia.target_state",
+            "a digression without a way back"
+        ),
         "{errors:#?}"
     );
     assert!(
-        has("states.collect.config.cancel", "needs phrases, patterns or an intent"),
+        has(
+            "states.collect.config.cancel",
+            "needs phrases, patterns or an intent"
+        ),
         "{errors:#?}"
     );
     assert!(

@@ -157,9 +157,13 @@ fn the_validator_checks_rich_content() {
         .errors()
         .map(|i| (i.path.clone(), i.message.clone()))
         .collect();
-    let has = |path: &str, needle: &str| errors.iter().any(|(p, m)| p == path && m.contains(needle));
+    let has =
+        |path: &str, needle: &str| errors.iter().any(|(p, m)| p == path && m.contains(needle));
     assert!(
-        has("states.welcome.config.rich.buttons[0]", "a phone button needs `phone`"),
+        has(
+            "states.welcome.config.rich.buttons[0]",
+            "a phone button needs `phone`"
+        ),
         "{errors:#?}"
     );
     assert!(

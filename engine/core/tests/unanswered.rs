@@ -184,7 +184,11 @@ fn the_validator_checks_handlers() {
             .any(|(p, s, m)| p == path && *s == severity && m.contains(needle))
     };
     assert!(
-        has("no_match[0]", Severity::Error, "needs a response or a target_state"),
+        has(
+            "no_match[0]",
+            Severity::Error,
+            "needs a response or a target_state"
+        ),
         "{found:#?}"
     );
     assert!(

@@ -103,7 +103,13 @@ impl TryFrom<&ProcessMessageRequest> for TurnRequest {
         // button marked clicked (its title if it has no payload).
         let clicked = content.and_then(|c| {
             let replies = c.quick_replies.iter().filter(|q| q.clicked);
-            let replies = replies.map(|q| if q.payload.is_empty() { &q.title } else { &q.payload });
+            let replies = replies.map(|q| {
+                if q.payload.is_empty() {
+                    &q.title
+                } else {
+                    &q.payload
+                }
+            });
             let buttons = c.buttons.iter().filter(|b| b.clicked).map(|b| &b.payload);
             replies.chain(buttons).find(|p| !p.is_empty())
         });
@@ -389,7 +395,9 @@ pub fn response(
 /// `metadata.messages`.
 fn joined_content(messages: &[Message], text: String) -> MessageContent {
     let rich = messages.last().map(|m| m.rich.clone()).unwrap_or_default();
-    let response_type = messages.first().map_or("text", |m| m.response_type.as_str());
+    let response_type = messages
+        .first()
+        .map_or("text", |m| m.response_type.as_str());
     let mut content = MessageContent {
         r#type: content_type(response_type, &rich) as i32,
         text,

@@ -380,11 +380,7 @@ impl Engine {
     /// Taken once the conversation is locked: a turn waiting for its
     /// conversation holds nothing another tenant could use.
     /// Waiting turns are served by `priority`, highest first.
-    async fn permit(
-        &self,
-        deadline: Instant,
-        priority: u8,
-    ) -> Result<GatePermit<'_>, EngineError> {
+    async fn permit(&self, deadline: Instant, priority: u8) -> Result<GatePermit<'_>, EngineError> {
         let wait = deadline.saturating_duration_since(Instant::now());
         tokio::time::timeout_at(deadline.into(), self.permits.acquire(priority))
             .await

@@ -347,7 +347,13 @@ fn check(expect: &Expect, step: &StepResult, conversation: &Conversation) -> Vec
         let offered: Vec<&str> = step
             .messages
             .last()
-            .map(|m| m.rich.quick_replies.iter().map(|q| q.title.as_str()).collect())
+            .map(|m| {
+                m.rich
+                    .quick_replies
+                    .iter()
+                    .map(|q| q.title.as_str())
+                    .collect()
+            })
             .unwrap_or_default();
         if offered != *wanted {
             problems.push(format!(

@@ -36,7 +36,12 @@ pub async fn turn(
             ));
         }
     }
-    Ok(response(&request.conversation_id, outcome, review, &ignored))
+    Ok(response(
+        &request.conversation_id,
+        outcome,
+        review,
+        &ignored,
+    ))
 }
 
 /// The client's deadline, from the `grpc-timeout` header: at most eight

@@ -138,7 +138,10 @@ pub async fn stream_session(
                         let mut ok = true;
                         if wanted("message") {
                             for event in message_events(&response) {
-                                ok &= outgoing.send(reply(ResponseType::Event(event))).await.is_ok();
+                                ok &= outgoing
+                                    .send(reply(ResponseType::Event(event)))
+                                    .await
+                                    .is_ok();
                             }
                         }
                         ok &= outgoing

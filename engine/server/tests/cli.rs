@@ -314,7 +314,10 @@ fn flow_test_plays_the_demo_scenarios() {
         text.contains("✓ turn 4: \"Naples\" → collect_order: Correct! / Back to your order: / How many large pepperoni pizzas? (1 to 10)"),
         "{text}"
     );
-    assert!(text.ends_with("5 scenarios, 18 turns: 18 passed, 0 failed\n"), "{text}");
+    assert!(
+        text.ends_with("5 scenarios, 18 turns: 18 passed, 0 failed\n"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -7,9 +7,9 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 
 use common::*;
+use mcp_engine::proto::common::MessageType;
 use mcp_engine::proto::engine::mcp_engine_client::McpEngineClient;
 use mcp_engine::proto::engine::*;
-use mcp_engine::proto::common::MessageType;
 use prost_types::{Struct, Value, value::Kind};
 use tonic::transport::Channel;
 
@@ -268,11 +268,17 @@ async fn the_demo_copes_with_real_users() {
         .unwrap()
         .into_inner();
     let size = size.response.unwrap();
-    assert_eq!(size.text, "What size would you like: small, medium or large?");
+    assert_eq!(
+        size.text,
+        "What size would you like: small, medium or large?"
+    );
     assert_eq!(size.quick_replies.len(), 3);
 
     // A digression mid-form, and back to the question.
-    assert_eq!(demo.say("large pepperoni").await, "How many large pepperoni pizzas? (1 to 10)");
+    assert_eq!(
+        demo.say("large pepperoni").await,
+        "How many large pepperoni pizzas? (1 to 10)"
+    );
     assert_eq!(
         demo.say("actually, a quiz first").await,
         "Pizza trivia: which Italian city is the Margherita from?"
@@ -334,7 +340,13 @@ async fn the_demo_copes_with_real_users() {
         .unwrap()
         .into_inner();
     assert!(
-        state.metadata.unwrap().custom_metadata.unwrap().fields.contains_key("handoff"),
+        state
+            .metadata
+            .unwrap()
+            .custom_metadata
+            .unwrap()
+            .fields
+            .contains_key("handoff"),
         "GetConversationState shows the handoff"
     );
     let resumed = admin
@@ -349,7 +361,10 @@ async fn the_demo_copes_with_real_users() {
         .unwrap()
         .into_inner();
     assert_eq!(resumed.handoff_reason, "asked for a person");
-    assert!(demo.say("hi").await.contains("Pizza Planet"), "the flow starts over");
+    assert!(
+        demo.say("hi").await.contains("Pizza Planet"),
+        "the flow starts over"
+    );
     let again = admin
         .resume_conversation(authed(
             ResumeConversationRequest {
@@ -381,7 +396,10 @@ async fn the_demo_copes_with_real_users() {
         .unwrap()
         .into_inner();
     let notes = reviewed.metadata.unwrap().custom_metadata.unwrap();
-    assert_eq!(notes.fields["review_required"].kind, Some(Kind::BoolValue(true)));
+    assert_eq!(
+        notes.fields["review_required"].kind,
+        Some(Kind::BoolValue(true))
+    );
     assert!(
         format!("{:?}", notes.fields["hints_ignored"]).contains("force_flow"),
         "{notes:?}"
@@ -437,7 +455,11 @@ async fn the_chat_command_shows_and_taps_quick_replies() {
     drop(stdin);
     let output = chat.wait_with_output().await.unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(
         text.contains("[#1] Order a pizza  [#2] Where's my order?  [#3] Trivia"),
         "{text}"

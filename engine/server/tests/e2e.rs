@@ -496,7 +496,10 @@ async fn whole_story(engine: &Engine) {
                 format!("message:{}", r.current_state)
             }
             ResponseType::Event(e) if e.event_type == "message" => {
-                assert!(answered.is_empty(), "message events come before their response");
+                assert!(
+                    answered.is_empty(),
+                    "message events come before their response"
+                );
                 let data = e.event_data.unwrap();
                 match &data.fields["text"].kind {
                     Some(prost_types::value::Kind::StringValue(text)) => said.push(text.clone()),

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use mcp_flow::{
-    ActionOutput, Classification, PluginCall, PluginError, PluginRuntime, StateOutput,
-};
+use mcp_flow::{ActionOutput, Classification, PluginCall, PluginError, PluginRuntime, StateOutput};
 use mcp_store::ToolOutcome;
 use serde_json::Value;
 

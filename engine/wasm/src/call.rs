@@ -436,9 +436,8 @@ impl PluginRuntime for PluginHost {
         };
         let text = call.event.map(|e| e.text.clone()).unwrap_or_default();
         let conversation = convert::conversation(call.conversation);
-        let scores_size = |s: &[wit::IntentScore]| -> usize {
-            s.iter().map(|s| s.intent.len() + 8).sum()
-        };
+        let scores_size =
+            |s: &[wit::IntentScore]| -> usize { s.iter().map(|s| s.intent.len() + 8).sum() };
         let Some(pre) = with_entities.clone() else {
             let pre = pre.clone();
             let (scores, _) = self

@@ -656,9 +656,9 @@ impl PluginHost {
             PluginWorld::Tool => {
                 let annotated =
                     exports_companion(&inspected.component, &self.inner.engine, "tool-annotations")
-                    .then(|| annotated_tool::AnnotatedToolPre::new(pre.clone()))
-                    .transpose()
-                    .map_err(bad)?;
+                        .then(|| annotated_tool::AnnotatedToolPre::new(pre.clone()))
+                        .transpose()
+                        .map_err(bad)?;
                 Typed::Tool(tool::ToolPre::new(pre).map_err(bad)?, annotated)
             }
             PluginWorld::StateType => {

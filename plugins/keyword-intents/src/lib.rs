@@ -22,9 +22,8 @@ const DEFAULTS: &str = r#"{
 
 impl Guest for KeywordIntents {
     fn classify(text: String, _conversation: Conversation) -> Result<Vec<IntentScore>, Error> {
-        let table = json_config("intents")?.unwrap_or_else(|| {
-            serde_json::from_str(DEFAULTS).expect("the defaults are JSON")
-        });
+        let table = json_config("intents")?
+            .unwrap_or_else(|| serde_json::from_str(DEFAULTS).expect("the defaults are JSON"));
         let text = text.to_lowercase();
         let mut scores = Vec::new();
         for (intent, keywords) in table.as_object().into_iter().flatten() {

@@ -8,8 +8,8 @@ use regex::{Regex, RegexBuilder};
 use crate::expr::Expr;
 use crate::intent::IntentMatcher;
 use crate::model::{
-    Action, ButtonKind, CLARIFY_PROMPT, EventHandler, FlowDefinition, NoInput, Prompt, Rich, State, StateConfig,
-    TransitionCondition,
+    Action, ButtonKind, CLARIFY_PROMPT, EventHandler, FlowDefinition, NoInput, Prompt, Rich, State,
+    StateConfig, TransitionCondition,
 };
 use crate::ports::PluginWorld;
 use crate::slots::Rule;
@@ -472,7 +472,12 @@ impl<'a> Compiler<'a> {
         }
         if let Some(cancel) = &c.cancel {
             let p = format!("{config}.cancel");
-            self.message_matcher(&p, &cancel.phrases, &cancel.patterns, cancel.intent.as_ref());
+            self.message_matcher(
+                &p,
+                &cancel.phrases,
+                &cancel.patterns,
+                cancel.intent.as_ref(),
+            );
             if let Some(response) = &cancel.response {
                 self.template(format!("{p}.response"), response);
             }
@@ -870,7 +875,10 @@ impl<'a> Compiler<'a> {
                 stack.extend(targets(state));
             }
         }
-        let resumed = d.states.values().any(|s| s.transitions.iter().any(|t| t.resume));
+        let resumed = d
+            .states
+            .values()
+            .any(|s| s.transitions.iter().any(|t| t.resume));
         let digressions = d.global_handlers.values().any(|h| h.interrupts);
         if resumed && !digressions {
             for (name, state) in &d.states {

@@ -52,10 +52,12 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                 rich,
             } => {
                 let templates = &self.flow.templates;
-                let rendered = templates.render(message, c, Some(self.event)).and_then(|text| {
-                    let rich = rich.render(|s| templates.render(s, c, Some(self.event)))?;
-                    Ok((text, rich))
-                });
+                let rendered = templates
+                    .render(message, c, Some(self.event))
+                    .and_then(|text| {
+                        let rich = rich.render(|s| templates.render(s, c, Some(self.event)))?;
+                        Ok((text, rich))
+                    });
                 let outcome = rendered.map(|(text, rich)| {
                     self.result.messages.push(Message {
                         text,

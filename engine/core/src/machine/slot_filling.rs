@@ -76,7 +76,11 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                 from_channel
             } else {
                 from_channel
-                    .or_else(|| classified.and_then(|e| e.get(slot.as_str())).and_then(accept))
+                    .or_else(|| {
+                        classified
+                            .and_then(|e| e.get(slot.as_str()))
+                            .and_then(accept)
+                    })
                     .or_else(|| match config.extractors.get(slot.as_str()) {
                         Some(pattern) => flow.regexes[pattern].captures(text).and_then(|found| {
                             let raw = found.get(1).or_else(|| found.get(0))?.as_str();
@@ -124,7 +128,13 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             .asking
             .clone();
         if let Some(cancel) = &config.cancel
-            && says(flow, text, &cancel.phrases, &cancel.patterns, cancel.intent.as_ref())
+            && says(
+                flow,
+                text,
+                &cancel.phrases,
+                &cancel.patterns,
+                cancel.intent.as_ref(),
+            )
         {
             for slot in config.required_slots.iter().chain(&config.optional_slots) {
                 c.slots.remove(slot);

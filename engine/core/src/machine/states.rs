@@ -5,8 +5,7 @@ use super::turn::PLUGINS_OWN_LIMIT;
 use serde_json::{Value, json};
 
 use crate::context::{
-    Conversation, ConversationStatus, Handoff, IntentResult, Interruption, SlotProgress,
-    Unanswered,
+    Conversation, ConversationStatus, Handoff, IntentResult, Interruption, SlotProgress, Unanswered,
 };
 use crate::intent::{Classification, IntentScore};
 use crate::model::{
@@ -83,7 +82,11 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
                     return;
                 }
                 Arrival::Evaluate { failed, input } => {
-                    let trigger = if input { Trigger::Input } else { Trigger::Entry };
+                    let trigger = if input {
+                        Trigger::Input
+                    } else {
+                        Trigger::Entry
+                    };
                     match self.pick(c, &name, state, trigger).await {
                         Some(i) => {
                             let target = self.take(c, &name, state, i).await;
@@ -212,9 +215,10 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
     fn hand_on(&self, from: &State, to: &str, answered: bool) -> Option<Carry> {
         let to = self.flow.state(to)?;
         let handed = match (&from.config, &to.config) {
-            (StateConfig::Response(config), StateConfig::Intent(_) | StateConfig::SlotFilling(_)) => {
-                !config.wait_for_input
-            }
+            (
+                StateConfig::Response(config),
+                StateConfig::Intent(_) | StateConfig::SlotFilling(_),
+            ) => !config.wait_for_input,
             (StateConfig::Intent(_), StateConfig::SlotFilling(_)) => true,
             _ => false,
         };
@@ -526,7 +530,13 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
 
     /// Asks which of two intents the user meant, one quick reply each
     /// (the intent's title; its name as the payload).
-    fn ask_which(&mut self, c: &mut Conversation, name: &str, config: &IntentConfig, intents: [&String; 2]) {
+    fn ask_which(
+        &mut self,
+        c: &mut Conversation,
+        name: &str,
+        config: &IntentConfig,
+        intents: [&String; 2],
+    ) {
         c.clarifying = intents.iter().map(|i| (*i).clone()).collect();
         self.record(name, "clarify", &c.clarifying.join("|"));
         let quick_replies = intents

@@ -73,7 +73,9 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
             When::LocationShared => {
                 trigger == Trigger::Input && self.event.data.contains_key("location")
             }
-            When::FormSubmitted => trigger == Trigger::Input && self.event.data.contains_key("form"),
+            When::FormSubmitted => {
+                trigger == Trigger::Input && self.event.data.contains_key("form")
+            }
             When::Default => true,
             When::Timeout => {
                 trigger == Trigger::Timeout

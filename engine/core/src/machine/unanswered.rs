@@ -65,7 +65,11 @@ impl<R: PluginRuntime, C: Clock> Turn<'_, R, C> {
     /// When the current state's next no-input handler is due, if it has one
     /// left to run.
     pub(super) fn no_input_due_at(&self, c: &Conversation) -> Option<i64> {
-        no_input_deadline(self.flow.definition(), self.flow.state(&c.current_state)?, c)
+        no_input_deadline(
+            self.flow.definition(),
+            self.flow.state(&c.current_state)?,
+            c,
+        )
     }
 }
 

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use mcp_flow::{
     ActionOutput, Classification, Clock, Conversation, Entity, Event, Flow, IntentScore, Machine,
-    PluginCall, PluginError,
-    PluginRuntime, StateOutput, StepResult,
+    PluginCall, PluginError, PluginRuntime, StateOutput, StepResult,
 };
 use serde_json::{Value, json};
 
