@@ -417,6 +417,45 @@ async fn the_demo_copes_with_real_users() {
         .into_inner();
     assert_eq!(bypassed.response.unwrap().text, "");
     assert!(format!("{:?}", bypassed.metadata).contains("bypass_automation"));
+    // expected_response_type picks the template; bypass_cache reads the
+    // flows from the database again (the response says so: a cache miss).
+    let mut brief = message("demo", "brief-please", "hi");
+    brief.processing_hints = Some(ProcessingHints {
+        expected_response_type: "brief".into(),
+        ..Default::default()
+    });
+    let brief = demo
+        .client
+        .process_message(authed(brief, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        brief.response.unwrap().text,
+        "Pizza Planet. Order, track, or trivia?"
+    );
+    let cache_status =
+        |response: ProcessMessageResponse| response.performance_metrics.unwrap().cache_status;
+    let cached = demo
+        .client
+        .process_message(authed(message("demo", "cached", "hi"), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cache_status(cached), "hit");
+    let mut fresh = message("demo", "fresh", "hi");
+    fresh.processing_hints = Some(ProcessingHints {
+        bypass_cache: true,
+        ..Default::default()
+    });
+    let fresh = demo
+        .client
+        .process_message(authed(fresh, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cache_status(fresh), "miss");
+
     let mut unknown = message("demo", "hinted", "hi");
     unknown.processing_hints = Some(ProcessingHints {
         priority: 42,
