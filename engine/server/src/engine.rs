@@ -1024,39 +1024,10 @@ impl Engine {
     }
 
     async fn reset_locked(&self, key: ConversationKey) -> Result<String, EngineError> {
-        let conversation_id = key.conversation_id.clone();
-        let deadline = self.deadline(None);
-        let reservation = self.durable.reserve()?;
-        let (lease, loaded) = self.acquire(&key, deadline).await?;
-        let Some(previous) = loaded
-            .conversation
-            .as_ref()
-            .map(|c| c.current_state.clone())
-        else {
-            self.release(lease).await;
-            return Err(EngineError::NotFound(format!(
-                "conversation {conversation_id} not found"
-            )));
-        };
-        let version = loaded.base + 1;
-        let write = Write {
-            conversation: None,
-            expected: loaded.expected,
-            version,
-        };
-        if let Err(e) = self.contexts.commit(&lease, write).await {
-            self.release(lease).await;
-            return Err(e.into());
-        }
+        let previous = self
+            .rewrite(&key, |conversation| Ok((None, conversation.current_state)))
+            .await?;
         self.unschedule(&key).await;
-        let write = TurnWrite {
-            key,
-            version,
-            conversation: None,
-            updated_at_ms: crate::clock::now_ms(),
-            transcript: None,
-        };
-        self.keep(reservation, write, deadline).await?;
         Ok(previous)
     }
 
@@ -1076,29 +1047,47 @@ impl Engine {
     }
 
     async fn resume_locked(&self, key: ConversationKey) -> Result<Handoff, EngineError> {
+        self.rewrite(&key, |mut conversation| {
+            let handoff = conversation.resume_automation().ok_or_else(|| {
+                EngineError::Precondition(format!(
+                    "conversation {} is not handed to a person",
+                    conversation.conversation_id
+                ))
+            })?;
+            Ok((Some(conversation), handoff))
+        })
+        .await
+    }
+
+    /// Changes a conversation outside a turn: locked, `change` gets its
+    /// context and says what it becomes (`None` forgets it), which is
+    /// committed, kept durably and unlocked. NOT_FOUND if there is none;
+    /// an error from `change` changes nothing.
+    async fn rewrite<T>(
+        &self,
+        key: &ConversationKey,
+        change: impl FnOnce(Conversation) -> Result<(Option<Conversation>, T), EngineError>,
+    ) -> Result<T, EngineError> {
         let deadline = self.deadline(None);
         let reservation = self.durable.reserve()?;
-        let (lease, loaded) = self.acquire(&key, deadline).await?;
-        let mut conversation = match loaded.conversation.clone() {
-            Some(conversation) => conversation,
-            None => {
-                self.release(lease).await;
-                return Err(EngineError::NotFound(format!(
-                    "conversation {} not found",
-                    key.conversation_id
-                )));
-            }
-        };
-        let Some(handoff) = conversation.resume_automation() else {
+        let (lease, loaded) = self.acquire(key, deadline).await?;
+        let Some(conversation) = loaded.conversation.clone() else {
             self.release(lease).await;
-            return Err(EngineError::Precondition(format!(
-                "conversation {} is not handed to a person",
+            return Err(EngineError::NotFound(format!(
+                "conversation {} not found",
                 key.conversation_id
             )));
         };
+        let (after, answer) = match change(conversation) {
+            Ok(changed) => changed,
+            Err(e) => {
+                self.release(lease).await;
+                return Err(e);
+            }
+        };
         let version = loaded.base + 1;
         let write = Write {
-            conversation: Some(&conversation),
+            conversation: after.as_ref(),
             expected: loaded.expected,
             version,
         };
@@ -1107,14 +1096,14 @@ impl Engine {
             return Err(e.into());
         }
         let write = TurnWrite {
-            key,
+            key: key.clone(),
             version,
-            conversation: Some(conversation),
+            conversation: after,
             updated_at_ms: crate::clock::now_ms(),
             transcript: None,
         };
         self.keep(reservation, write, deadline).await?;
-        Ok(handoff)
+        Ok(answer)
     }
 
     /// Forgets the conversation's next timeout; a failure only means one
