@@ -349,6 +349,28 @@ async fn the_demo_copes_with_real_users() {
             .contains_key("handoff"),
         "GetConversationState shows the handoff"
     );
+    // The transcript keeps the message no one answered, and the handoff.
+    let transcript = admin
+        .get_transcript(authed(
+            mcp_engine::proto::admin::GetTranscriptRequest {
+                tenant_id: "demo".into(),
+                conversation_id: "rambling".into(),
+                limit: 0,
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let last = transcript.turns.last().unwrap();
+    assert_eq!(
+        last.input.as_ref().unwrap().fields["text"].kind,
+        Some(Kind::StringValue("hello?".into()))
+    );
+    assert!(
+        format!("{:?}", last.output).contains("asked for a person"),
+        "{last:?}"
+    );
     let resumed = admin
         .resume_conversation(authed(
             ResumeConversationRequest {
