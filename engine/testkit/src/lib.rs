@@ -62,14 +62,6 @@ fn scratch_dir(kind: &str, port: u16) -> PathBuf {
     dir
 }
 
-fn wait_for_port(port: u16, what: &str) {
-    let give_up = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < give_up, "{what} did not start on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn run(command: &mut Command) -> String {
     let output = command
         .output()
@@ -96,17 +88,32 @@ impl ThrowawayRedis {
         ThrowawayRedis::start_with(&[])
     }
 
-    /// With extra `redis-server` arguments.
+    /// With extra `redis-server` arguments. A port found free can be taken
+    /// before the server binds it (and a cluster node also needs the port
+    /// 10000 above it): a server that exits at once is tried again on
+    /// another port.
     fn start_with(extra: &[&str]) -> ThrowawayRedis {
-        let port = free_port();
-        let mut redis = ThrowawayRedis {
-            port,
-            dir: scratch_dir("redis", port),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            process: None,
-        };
-        redis.restart();
-        redis
+        let cluster = extra.contains(&"--cluster-enabled");
+        for _ in 0..10 {
+            let port = free_port();
+            let bus_free = !cluster
+                || port
+                    .checked_add(10_000)
+                    .is_some_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok());
+            if !bus_free {
+                continue;
+            }
+            let mut redis = ThrowawayRedis {
+                port,
+                dir: scratch_dir("redis", port),
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                process: None,
+            };
+            if redis.launch() {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of ten free ports");
     }
 
     pub fn port(&self) -> u16 {
@@ -127,8 +134,18 @@ impl ThrowawayRedis {
 
     /// Starts it (again) on the same port, empty, and waits until it answers.
     pub fn restart(&mut self) {
+        assert!(
+            self.launch(),
+            "redis-server exited at start on {}: its port is taken",
+            self.port
+        );
+    }
+
+    /// Starts it on its port and waits until it answers; false if it exited
+    /// first.
+    fn launch(&mut self) -> bool {
         self.stop();
-        let process = Command::new("redis-server")
+        let mut process = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -137,8 +154,20 @@ impl ThrowawayRedis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(_)) = process.try_wait() {
+                return false;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "redis-server did not start on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.process = Some(process);
-        wait_for_port(self.port, "redis-server");
+        true
     }
 }
 
