@@ -18,11 +18,17 @@
 //! # the client) and from a flow's integration state (a turn), side by side
 //! MCP_ADMIN_KEY=<operator key> cargo run --release -p mcp-engine --example loadgen -- \
 //!     tools --mcp http://127.0.0.1:8002/mcp --calls 2000
+//! # one WASM condition a turn, in a tenant of its own (created with the
+//! # operator key): the flow of issue 12's figures
+//! MCP_ADMIN_KEY=<operator key> cargo run --release -p mcp-engine --example loadgen -- \
+//!     compare --flow condition --concurrency 16 --conversations 2000
 //! ```
 //!
 //! Each conversation orders a pizza from the demo's flow (five turns: intent
-//! plugin, slots, VIP condition, price action, end state), so a turn here is
-//! a real one: lock, load, step with plugins, save, transcript, analytics.
+//! plugin, slots, VIP condition, price action, end state), or with
+//! `--flow condition` says five messages to a flow that asks a condition
+//! plugin each turn; either way a turn here is a real one: lock, load, step
+//! with plugins, save, transcript, analytics.
 //! The echo answers each message with its own text and does nothing else:
 //! what is left is the cost of gRPC, the client and the machine.
 
@@ -39,6 +45,8 @@ use mcp_engine::proto::common::{self, TenantContext};
 use mcp_engine::proto::engine::mcp_engine_client::McpEngineClient;
 use mcp_engine::proto::engine::mcp_engine_server::{McpEngine, McpEngineServer};
 use mcp_engine::proto::engine::*;
+use mcp_flow::{ContextError, ContextStore, Conversation, ConversationKey, Write};
+use mcp_store::StoreSettings;
 use tokio::io::AsyncBufReadExt;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
@@ -58,10 +66,23 @@ enum Command {
     Echo {
         #[arg(long, default_value = "127.0.0.1:50061")]
         listen: SocketAddr,
+        /// Also take and commit each message's conversation in this Redis,
+        /// through the engine's own context store: a turn's two round trips
+        /// and nothing else.
+        #[arg(long)]
+        context: Option<String>,
     },
     /// Load a bare echo (started as a child process), then the engine at
     /// `--server`, and print both and their ratio.
-    Compare(Load),
+    Compare {
+        #[command(flatten)]
+        load: Load,
+        /// Between the two, an echo that also takes and commits each
+        /// conversation in this Redis (see `echo --context`): the floor of
+        /// any turn with its context in Redis.
+        #[arg(long)]
+        echo_context: Option<String>,
+    },
     /// A trivial tool called `--calls` times one at a time over MCP, then
     /// from a flow (one integration state a turn); prints both latencies.
     Tools {
@@ -79,11 +100,9 @@ enum Command {
     /// Another tenant's turns every `--interval-ms`: alone, then while this
     /// load runs; prints its latency both ways and the ratio of their p99.
     Fair {
+        /// Needs `--operator-key`, to create the other tenant.
         #[command(flatten)]
         load: Load,
-        /// The operator key, to create the other tenant.
-        #[arg(long, env = "MCP_ADMIN_KEY", hide_env_values = true)]
-        operator_key: String,
         /// The other tenant's turns in each phase.
         #[arg(long, default_value_t = 100)]
         probes: usize,
@@ -96,10 +115,17 @@ enum Command {
 struct Load {
     #[arg(long, env = "MCP_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
-    #[arg(long, env = "MCP_API_KEY", hide_env_values = true)]
+    /// The demo tenant's key (`--flow demo`).
+    #[arg(long, env = "MCP_API_KEY", hide_env_values = true, default_value = "")]
     key: String,
     #[arg(long, default_value = "demo")]
     tenant: String,
+    /// What each conversation runs.
+    #[arg(long, value_enum, default_value = "demo")]
+    flow: BenchFlow,
+    /// The operator key, to create the tenant of `--flow condition`.
+    #[arg(long, env = "MCP_ADMIN_KEY", hide_env_values = true)]
+    operator_key: Option<String>,
     /// Conversations in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -109,6 +135,103 @@ struct Load {
     /// gRPC connections the workers share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum BenchFlow {
+    /// The demo tenant's pizza order: intent plugin, slots, a VIP condition,
+    /// a price action, an end state.
+    Demo,
+    /// One WASM condition (vip-check) a turn and a templated reply, in a
+    /// tenant of its own: the flow the issue's figures were measured with.
+    Condition,
+}
+
+/// The flow of `--flow condition`: every message goes back to `check`,
+/// which asks the vip-check plugin, then greets and waits.
+const CONDITION_FLOW: &str = r#"{
+    "flow_id": "condition-bench", "name": "Condition bench", "version": "1",
+    "initial_state": "check",
+    "states": {
+        "check": {
+            "type": "condition",
+            "transitions": [
+                { "condition": "plugin", "plugin": "vip-check", "args": { "min_spent": 100 },
+                  "target_state": "vip", "priority": 10 },
+                { "condition": "default", "target_state": "regular" }
+            ]
+        },
+        "vip": {
+            "type": "response",
+            "config": { "response_templates": { "default": "Welcome back, VIP!" } },
+            "transitions": [{ "condition": "any_input", "target_state": "check" }]
+        },
+        "regular": {
+            "type": "response",
+            "config": { "response_templates": { "default": "Hello, {{ user_id }}!" } },
+            "transitions": [{ "condition": "any_input", "target_state": "check" }]
+        }
+    }
+}"#;
+
+/// For `--flow condition`: a new tenant with vip-check and the condition
+/// flow, and `load` pointed at it.
+async fn prepare(mut load: Load) -> Result<Load, Box<dyn std::error::Error>> {
+    use mcp_engine::proto::admin::admin_client::AdminClient;
+    use mcp_engine::proto::admin::{CreateTenantRequest, PublishFlowRequest, UploadPluginRequest};
+
+    if load.flow == BenchFlow::Demo {
+        if load.key.is_empty() {
+            return Err("--flow demo needs the demo tenant's key (MCP_API_KEY or --key)".into());
+        }
+        return Ok(load);
+    }
+    let operator_key = load
+        .operator_key
+        .clone()
+        .ok_or("--flow condition needs the operator key (MCP_ADMIN_KEY or --operator-key)")?;
+    let channel = Channel::from_shared(load.server.clone())?.connect().await?;
+    let mut admin = AdminClient::new(channel).max_encoding_message_size(64 << 20);
+    let tenant = format!("bench-{}", rand_suffix() % 1_000_000_000);
+    load.key = admin
+        .create_tenant(authorized(
+            CreateTenantRequest {
+                tenant_id: tenant.clone(),
+                name: format!("condition bench {tenant}"),
+                ..Default::default()
+            },
+            &operator_key,
+        ))
+        .await?
+        .into_inner()
+        .api_key
+        .ok_or("no key for the new tenant")?
+        .token;
+    admin
+        .upload_plugin(authorized(
+            UploadPluginRequest {
+                tenant_id: tenant.clone(),
+                name: "vip-check".into(),
+                version: "1.0.0".into(),
+                component: mcp_example_plugins::VIP_CHECK_BYTES.to_vec(),
+                ..Default::default()
+            },
+            &load.key,
+        ))
+        .await?;
+    admin
+        .publish_flow(authorized(
+            PublishFlowRequest {
+                tenant_id: tenant.clone(),
+                definition: CONDITION_FLOW.into(),
+                make_default: true,
+                ..Default::default()
+            },
+            &load.key,
+        ))
+        .await?;
+    load.tenant = tenant;
+    Ok(load)
 }
 
 const SCRIPT: [&str; 5] = [
@@ -166,15 +289,22 @@ impl Report {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Options::parse().command {
         Command::Run(load) => {
+            let load = prepare(load).await?;
             let report = run(&load).await?;
             report.print("engine", &load);
         }
-        Command::Echo { listen } => {
+        Command::Echo { listen, context } => {
+            let context = match context {
+                Some(url) => Some(context_store(&url).await?),
+                None => None,
+            };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             println!("echo listening on {}", listener.local_addr()?);
-            serve_echo(listener).await?;
+            serve_echo(listener, Echo { context }).await?;
         }
-        Command::Compare(load) => compare(load).await?,
+        Command::Compare { load, echo_context } => {
+            compare(prepare(load).await?, echo_context.as_deref()).await?
+        }
         Command::Tools {
             server,
             mcp,
@@ -183,12 +313,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         } => tools(&server, &mcp, &operator_key, calls).await?,
         Command::Fair {
             load,
-            operator_key,
             probes,
             interval_ms,
         } => {
+            let operator_key = load
+                .operator_key
+                .clone()
+                .ok_or("fair needs the operator key (MCP_ADMIN_KEY or --operator-key)")?;
             fair(
-                load,
+                prepare(load).await?,
                 &operator_key,
                 probes,
                 Duration::from_millis(interval_ms),
@@ -199,12 +332,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn compare(load: Load) -> Result<(), Box<dyn std::error::Error>> {
-    let mut echo = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["echo", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+async fn compare(load: Load, echo_context: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    let bare = run_echo(&load, None).await?;
+    let floor = match echo_context {
+        Some(url) => Some(run_echo(&load, Some(url)).await?),
+        None => None,
+    };
+    let engine = run(&load).await?;
+    bare.print("echo", &load);
+    if let Some(floor) = &floor {
+        floor.print("echo + context", &load);
+    }
+    engine.print("engine", &load);
+    let ratio = |name: &str, of: &Report| {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        println!(
+            "{name}/echo: throughput {:.2}, p50 {:.2}, p99 {:.2}",
+            ratio(of.throughput(), bare.throughput()),
+            ratio(of.at(0.50).as_secs_f64(), bare.at(0.50).as_secs_f64()),
+            ratio(of.at(0.99).as_secs_f64(), bare.at(0.99).as_secs_f64()),
+        );
+    };
+    if let Some(floor) = &floor {
+        ratio("echo + context", floor);
+    }
+    ratio("engine", &engine);
+    Ok(())
+}
+
+/// Loads an echo server started as a child process of this program.
+async fn run_echo(
+    load: &Load,
+    context: Option<&str>,
+) -> Result<Report, Box<dyn std::error::Error>> {
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command.args(["echo", "--listen", "127.0.0.1:0"]);
+    if let Some(url) = context {
+        command.args(["--context", url]);
+    }
+    let mut echo = command.stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
     let mut lines = tokio::io::BufReader::new(echo.stdout.take().expect("piped")).lines();
     let line = lines
         .next_line()
@@ -217,19 +383,16 @@ async fn compare(load: Load) -> Result<(), Box<dyn std::error::Error>> {
         server: format!("http://{address}"),
         ..load.clone()
     };
-    let bare = run(&echo_load).await?;
+    let report = run(&echo_load).await?;
     echo.kill().await?;
-    let engine = run(&load).await?;
-    bare.print("echo", &load);
-    engine.print("engine", &load);
-    let ratio = |engine: f64, echo: f64| if echo > 0.0 { engine / echo } else { 0.0 };
-    println!(
-        "engine/echo: throughput {:.2}, p50 {:.2}, p99 {:.2}",
-        ratio(engine.throughput(), bare.throughput()),
-        ratio(engine.at(0.50).as_secs_f64(), bare.at(0.50).as_secs_f64()),
-        ratio(engine.at(0.99).as_secs_f64(), bare.at(0.99).as_secs_f64()),
-    );
-    Ok(())
+    Ok(report)
+}
+
+/// The engine's Redis context store, as `serve` opens it with `REDIS_URL`.
+async fn context_store(url: &str) -> Result<Arc<dyn ContextStore>, Box<dyn std::error::Error>> {
+    let settings =
+        StoreSettings::from_lookup(|name| (name == "REDIS_URL").then(|| url.to_owned()))?;
+    Ok(mcp_store::open_context_store(&settings.context).await?)
 }
 
 /// A one-state flow: the other tenant's turn costs the engine, not a plugin.
@@ -604,16 +767,53 @@ fn rand_suffix() -> u128 {
         .as_nanos()
 }
 
-/// ProcessMessage answered with the message's own text, nothing else.
-struct Echo;
+/// ProcessMessage answered with the message's own text, nothing else, or
+/// with `context` each message's conversation taken and committed there
+/// (a counter of its messages), as a turn does.
+struct Echo {
+    context: Option<Arc<dyn ContextStore>>,
+}
+
+impl Echo {
+    async fn touch(&self, conversation_id: &str) -> Result<(), Status> {
+        let Some(store) = &self.context else {
+            return Ok(());
+        };
+        let unavailable = |e: ContextError| Status::unavailable(e.to_string());
+        let key = ConversationKey::new("echo", conversation_id);
+        let (lease, snapshot) = store
+            .acquire(&key, Duration::from_secs(5))
+            .await
+            .map_err(unavailable)?;
+        let mut conversation = match snapshot.conversation {
+            Some(conversation) => conversation,
+            None => serde_json::from_value::<Conversation>(serde_json::json!({
+                "conversation_id": conversation_id, "tenant_id": "echo",
+                "flow_id": "echo", "flow_version": "1", "status": "active",
+                "current_state": "echo", "created_at_ms": 0, "updated_at_ms": 0,
+            }))
+            .map_err(|e| Status::internal(e.to_string()))?,
+        };
+        conversation.turn += 1;
+        let write = Write {
+            conversation: Some(&conversation),
+            expected: snapshot.version,
+            version: snapshot.version + 1,
+        };
+        store.commit(&lease, write).await.map_err(unavailable)
+    }
+}
 
 const ECHO_ONLY: &str = "the echo answers ProcessMessage only";
 
-async fn serve_echo(listener: tokio::net::TcpListener) -> Result<(), tonic::transport::Error> {
+async fn serve_echo(
+    listener: tokio::net::TcpListener,
+    echo: Echo,
+) -> Result<(), tonic::transport::Error> {
     // TCP_NODELAY as the engine sets it, so both answer without waiting on
     // delayed ACKs.
     Server::builder()
-        .add_service(McpEngineServer::new(Echo))
+        .add_service(McpEngineServer::new(echo))
         .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
         .await
 }
@@ -627,6 +827,7 @@ impl McpEngine for Echo {
         request: Request<ProcessMessageRequest>,
     ) -> Result<Response<ProcessMessageResponse>, Status> {
         let request = request.into_inner();
+        self.touch(&request.conversation_id).await?;
         Ok(Response::new(ProcessMessageResponse {
             status: Some(common::Status {
                 success: true,

@@ -80,6 +80,10 @@ impl Database {
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            // A file in this process cannot drop its connection: the ping
+            // before each use would be a trip to the worker thread for
+            // nothing. A server's connection is still tested.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
