@@ -168,7 +168,7 @@ const CONDITION_FLOW: &str = r#"{
         },
         "regular": {
             "type": "response",
-            "config": { "response_templates": { "default": "Hello, {{ user_id }}!" } },
+            "config": { "response_templates": { "default": "Hello, {{ user.id }}!" } },
             "transitions": [{ "condition": "any_input", "target_state": "check" }]
         }
     }
