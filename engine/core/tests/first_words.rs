@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{Chat, FakePlugins, ManualClock, texts};
-use mcp_flow::Flow;
+use common::{Chat, FakePlugins, ManualClock, flow, texts};
 use serde_json::{Value, json};
 
 fn shop() -> Value {
@@ -69,10 +68,6 @@ fn shop() -> Value {
             }
         }
     })
-}
-
-fn flow(definition: Value) -> Flow {
-    Flow::from_json(&definition.to_string()).expect("the test flow is valid")
 }
 
 #[test]

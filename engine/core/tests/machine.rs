@@ -3,13 +3,9 @@
 
 mod common;
 
-use common::{Chat, FakePlugins, ManualClock, texts};
+use common::{Chat, FakePlugins, ManualClock, flow, texts};
 use mcp_flow::{Event, Flow, TurnErrorKind};
-use serde_json::{Value, json};
-
-fn flow(value: Value) -> Flow {
-    Flow::from_value(value).unwrap_or_else(|report| panic!("{report}"))
-}
+use serde_json::json;
 
 /// A support flow where every tenant-specific part is a plugin.
 fn plugin_flow() -> Flow {

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{Chat, FakePlugins, ManualClock, texts};
-use mcp_flow::{Flow, validate};
+use common::{Chat, FakePlugins, ManualClock, flow, texts};
+use mcp_flow::validate;
 use serde_json::{Value, json};
 
 fn pizzeria() -> Value {
@@ -80,10 +80,6 @@ fn pizzeria() -> Value {
             }
         }
     })
-}
-
-fn flow(definition: Value) -> Flow {
-    Flow::from_json(&definition.to_string()).expect("the test flow is valid")
 }
 
 #[test]

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{Chat, FakePlugins, ManualClock, texts};
-use mcp_flow::{Event, Flow, Severity, validate};
+use common::{Chat, FakePlugins, ManualClock, flow, texts};
+use mcp_flow::{Event, Severity, validate};
 use serde_json::{Value, json};
 
 fn desk() -> Value {
@@ -55,10 +55,6 @@ fn desk() -> Value {
             "bye": { "type": "end" }
         }
     })
-}
-
-fn flow(definition: Value) -> Flow {
-    Flow::from_json(&definition.to_string()).expect("the test flow is valid")
 }
 
 #[test]

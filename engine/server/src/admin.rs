@@ -16,6 +16,7 @@ use crate::convert;
 use crate::engine::Engine;
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::*;
+use crate::request::require_conversation_id;
 use crate::status::{from_engine, from_registry, from_store};
 
 /// How long a transcript read waits for the turns queued before it.
@@ -374,11 +375,7 @@ impl Admin for AdminService {
         self.authorize(&request, &request.get_ref().tenant_id, Scope::Messages)
             .await?;
         let r = request.into_inner();
-        if r.conversation_id.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "conversation_id: must not be empty",
-            ));
-        }
+        require_conversation_id(&r.conversation_id)?;
         let handoff = self
             .engine
             .resume_automation(&r.tenant_id, &r.conversation_id)
@@ -398,11 +395,7 @@ impl Admin for AdminService {
         self.authorize(&request, &request.get_ref().tenant_id, Scope::Messages)
             .await?;
         let r = request.into_inner();
-        if r.conversation_id.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "conversation_id: must not be empty",
-            ));
-        }
+        require_conversation_id(&r.conversation_id)?;
         let limit = if r.limit == 0 {
             100
         } else {

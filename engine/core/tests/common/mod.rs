@@ -210,6 +210,11 @@ impl PluginRuntime for &FakePlugins {
     }
 }
 
+/// A flow from its JSON; an invalid one fails the test with the report.
+pub fn flow(definition: Value) -> Flow {
+    Flow::from_value(definition).unwrap_or_else(|report| panic!("{report}"))
+}
+
 pub fn example(name: &str) -> Flow {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/flows")
