@@ -41,6 +41,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use futures::Stream;
+use mcp_engine::proto::admin::admin_client::AdminClient;
+use mcp_engine::proto::admin::{CreateTenantRequest, PublishFlowRequest, UploadPluginRequest};
 use mcp_engine::proto::common::{self, TenantContext};
 use mcp_engine::proto::engine::mcp_engine_client::McpEngineClient;
 use mcp_engine::proto::engine::mcp_engine_server::{McpEngine, McpEngineServer};
@@ -177,9 +179,6 @@ const CONDITION_FLOW: &str = r#"{
 /// For `--flow condition`: a new tenant with vip-check and the condition
 /// flow, and `load` pointed at it.
 async fn prepare(mut load: Load) -> Result<Load, Box<dyn std::error::Error>> {
-    use mcp_engine::proto::admin::admin_client::AdminClient;
-    use mcp_engine::proto::admin::{CreateTenantRequest, PublishFlowRequest, UploadPluginRequest};
-
     if load.flow == BenchFlow::Demo {
         if load.key.is_empty() {
             return Err("--flow demo needs the demo tenant's key (MCP_API_KEY or --key)".into());
@@ -191,16 +190,47 @@ async fn prepare(mut load: Load) -> Result<Load, Box<dyn std::error::Error>> {
         .clone()
         .ok_or("--flow condition needs the operator key (MCP_ADMIN_KEY or --operator-key)")?;
     let channel = Channel::from_shared(load.server.clone())?.connect().await?;
+    let plugin = UploadPluginRequest {
+        name: "vip-check".into(),
+        version: "1.0.0".into(),
+        component: mcp_example_plugins::VIP_CHECK_BYTES.to_vec(),
+        ..Default::default()
+    };
+    let (tenant, key) = bench_tenant(
+        channel,
+        &operator_key,
+        "condition bench",
+        plugin,
+        CONDITION_FLOW,
+    )
+    .await?;
+    load.key = key;
+    load.tenant = tenant;
+    Ok(load)
+}
+
+/// A new tenant (created with the operator key) with `plugin` installed
+/// and `flow` as its default flow; returns its id and key. `name` says
+/// what it is for; ids and names get a suffix, as one engine serves many
+/// runs and both must be unique.
+async fn bench_tenant(
+    channel: Channel,
+    operator_key: &str,
+    name: &str,
+    plugin: UploadPluginRequest,
+    flow: &str,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
     let mut admin = AdminClient::new(channel).max_encoding_message_size(64 << 20);
-    let tenant = format!("bench-{}", rand_suffix() % 1_000_000_000);
-    load.key = admin
+    let suffix = rand_suffix() % 1_000_000_000;
+    let tenant = format!("{}-{suffix}", name.replace(' ', "-"));
+    let key = admin
         .create_tenant(authorized(
             CreateTenantRequest {
                 tenant_id: tenant.clone(),
-                name: format!("condition bench {tenant}"),
+                name: format!("{name} {suffix}"),
                 ..Default::default()
             },
-            &operator_key,
+            operator_key,
         ))
         .await?
         .into_inner()
@@ -211,27 +241,23 @@ async fn prepare(mut load: Load) -> Result<Load, Box<dyn std::error::Error>> {
         .upload_plugin(authorized(
             UploadPluginRequest {
                 tenant_id: tenant.clone(),
-                name: "vip-check".into(),
-                version: "1.0.0".into(),
-                component: mcp_example_plugins::VIP_CHECK_BYTES.to_vec(),
-                ..Default::default()
+                ..plugin
             },
-            &load.key,
+            &key,
         ))
         .await?;
     admin
         .publish_flow(authorized(
             PublishFlowRequest {
                 tenant_id: tenant.clone(),
-                definition: CONDITION_FLOW.into(),
+                definition: flow.into(),
                 make_default: true,
                 ..Default::default()
             },
-            &load.key,
+            &key,
         ))
         .await?;
-    load.tenant = tenant;
-    Ok(load)
+    Ok((tenant, key))
 }
 
 const SCRIPT: [&str; 5] = [
@@ -411,9 +437,6 @@ async fn fair(
     probes: usize,
     interval: Duration,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use mcp_engine::proto::admin::admin_client::AdminClient;
-    use mcp_engine::proto::admin::{CreateTenantRequest, PublishFlowRequest};
-
     let channel = Channel::from_shared(load.server.clone())?.connect().await?;
     let mut admin = AdminClient::new(channel.clone());
     let other = format!("fair-{}", rand_suffix() % 1_000_000_000);
@@ -538,55 +561,27 @@ async fn tools(
     operator_key: &str,
     calls: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use mcp_engine::proto::admin::admin_client::AdminClient;
-    use mcp_engine::proto::admin::{CreateTenantRequest, PublishFlowRequest, UploadPluginRequest};
     use rmcp::ServiceExt;
     use rmcp::model::CallToolRequestParams;
     use rmcp::transport::StreamableHttpClientTransport;
     use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 
     let channel = Channel::from_shared(server.to_owned())?.connect().await?;
-    let mut admin = AdminClient::new(channel.clone()).max_encoding_message_size(64 << 20);
-    let tenant = format!("tools-{}", rand_suffix() % 1_000_000_000);
-    let key = admin
-        .create_tenant(authorized(
-            CreateTenantRequest {
-                tenant_id: tenant.clone(),
-                // Tenant names are unique too; one process serves many runs.
-                name: format!("tool bench {tenant}"),
-                ..Default::default()
-            },
-            operator_key,
-        ))
-        .await?
-        .into_inner()
-        .api_key
-        .ok_or("no key for the new tenant")?
-        .token;
-    admin
-        .upload_plugin(authorized(
-            UploadPluginRequest {
-                tenant_id: tenant.clone(),
-                name: "echo-tool".into(),
-                version: "1.0.0".into(),
-                component: mcp_example_plugins::CANNED_BYTES.to_vec(),
-                config: [("result".to_owned(), r#"{"ok":true}"#.to_owned())].into(),
-                ..Default::default()
-            },
-            &key,
-        ))
-        .await?;
-    admin
-        .publish_flow(authorized(
-            PublishFlowRequest {
-                tenant_id: tenant.clone(),
-                definition: TOOL_FLOW.into(),
-                make_default: true,
-                ..Default::default()
-            },
-            &key,
-        ))
-        .await?;
+    let plugin = UploadPluginRequest {
+        name: "echo-tool".into(),
+        version: "1.0.0".into(),
+        component: mcp_example_plugins::CANNED_BYTES.to_vec(),
+        config: [("result".to_owned(), r#"{"ok":true}"#.to_owned())].into(),
+        ..Default::default()
+    };
+    let (tenant, key) = bench_tenant(
+        channel.clone(),
+        operator_key,
+        "tool bench",
+        plugin,
+        TOOL_FLOW,
+    )
+    .await?;
     // The first calls (sessions, caches) are not counted.
     const WARM_UP: usize = 50;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
